@@ -1,0 +1,85 @@
+"""Options and helpers shared by the CLI commands (click conventions: --help everywhere, --json)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Callable
+
+import click
+
+from edgecomp.errors import UserInputError
+from edgecomp.io import to_jsonable
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
+
+
+def emit(obj: Any, as_json: bool, human: Callable[[Any], None]) -> None:
+    """Print `obj` as JSON (stdout, nothing else) or through the human formatter."""
+    if as_json:
+        click.echo(json.dumps(to_jsonable(obj), indent=2))
+    else:
+        human(obj)
+
+
+def parse_input_shape(text: str | None) -> tuple[int, ...] | None:
+    """'1,3,224,224' -> (1, 3, 224, 224)."""
+    if text is None:
+        return None
+    try:
+        shape = tuple(int(part) for part in text.replace("x", ",").split(",") if part.strip())
+    except ValueError:
+        raise UserInputError(f"--input-shape must be comma-separated integers like 1,3,224,224, got {text!r}")
+    if not shape or any(d <= 0 for d in shape):
+        raise UserInputError(f"--input-shape must have positive dimensions, got {text!r}")
+    return shape
+
+
+def model_options(func):
+    """MODEL argument plus --weights / --trust-pickle / --input-shape."""
+    func = click.option(
+        "--input-shape",
+        default=None,
+        help="Input shape N,C,H,W used to trace the model (default: the zoo entry's shape).",
+    )(func)
+    func = click.option(
+        "--trust-pickle",
+        is_flag=True,
+        help="Allow loading a full pickled model (runs arbitrary code from the file: only for files you trust).",
+    )(func)
+    func = click.option(
+        "--weights",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="State dict to load: .pt/.pth (loaded with weights_only=True) or .safetensors.",
+    )(func)
+    return func
+
+
+def device_options(func):
+    """--device NAME | --profile FILE."""
+    func = click.option(
+        "--profile", "profile_file", type=click.Path(dir_okay=False), default=None, help="A device profile YAML file."
+    )(func)
+    func = click.option(
+        "--device", default=None, help="A built-in device profile name or alias (see `edgecomp devices`)."
+    )(func)
+    return func
+
+
+def resolve_profile(device: str | None, profile_file: str | None, *, required: bool = False):
+    """Load the device profile named by --device or --profile (not both)."""
+    if device and profile_file:
+        raise UserInputError("give either --device or --profile, not both")
+    if not device and not profile_file:
+        if required:
+            raise UserInputError("a device is required: pass --device NAME (see `edgecomp devices`) or --profile FILE")
+        return None
+    from edgecomp.profiles import load_profile
+
+    return load_profile(profile_file or device)
+
+
+def progress_enabled() -> bool:
+    """Progress bars go to stderr, only on a terminal (CI logs stay clean)."""
+    return sys.stderr.isatty()

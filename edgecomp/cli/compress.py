@@ -1,0 +1,66 @@
+"""`edgecomp compress`: choose per-layer ranks under the device budgets and build the factored model."""
+
+from __future__ import annotations
+
+import click
+
+from edgecomp.cli.common import device_options, emit, json_option, model_options, parse_input_shape, progress_enabled, resolve_profile
+from edgecomp.compress.cobla import CoblaOptions
+from edgecomp.compress.pipeline import METHODS
+from edgecomp.graph.cost import BYTES_PER_PARAM, SCHEMES
+
+
+def _human(report: dict) -> None:
+    click.echo(f"{report['method']}/{report['scheme']} on {report['model']}")
+    click.echo(
+        f"  MACs   {report['original_macs']:>14,} -> {report['macs']:>14,}  ({report['mac_ratio']:.3f}x; budget {report['mac_budget']:,.0f})"
+    )
+    click.echo(
+        f"  params {report['original_params']:>14,} -> {report['params']:>14,}  ({report['param_ratio']:.3f}x; budget {report['param_budget']:,.0f})"
+    )
+    if report["accuracy"] is not None:
+        click.echo(f"  top-1  {report['original_accuracy']:.4f} -> {report['accuracy']:.4f} (before fine-tuning)")
+    factored = sum(1 for row in report["layers"] if row["factored"])
+    click.echo(f"  {factored}/{len(report['layers'])} decomposable layers factored; within budgets: {report['within_budgets']}")
+    click.echo(f"  wrote {report['outdir']} (model.safetensors, recipe.json, report.json, ranks.png)")
+
+
+@click.command("compress")
+@click.argument("model")
+@model_options
+@device_options
+@click.option("--mac-budget", default=None, help="MAC budget: a fraction of the original (0.5) or absolute (30M, 1.2G). Overrides the device's.")
+@click.option("--memory-budget", default=None, help="Parameter-memory budget: a fraction (0.5) or absolute (2MB, 512KiB). Overrides the device's.")
+@click.option("--precision", type=click.Choice(sorted(BYTES_PER_PARAM)), default=None, help="Bytes per parameter for the memory budget (default: the device's).")
+@click.option("--method", type=click.Choice(METHODS), default="cobla", show_default=True, help="Rank-selection method.")
+@click.option("--scheme", type=click.Choice(SCHEMES), default="spatial", show_default=True, help="Conv decomposition scheme.")
+@click.option("--data", "data_spec", default=None, help="Training data for COBLA's gradients: fashion-mnist[:train], npz:FILE, imagefolder:DIR, module:callable.")
+@click.option("--eval-data", default=None, help="Data to report top-1 accuracy on (e.g. fashion-mnist:test).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--sample", type=float, default=0.05, show_default=True, help="COBLA: fraction of the training data per gradient (or a count > 1); 1 = full batch.")
+@click.option("--max-iter", type=int, default=40, show_default=True, help="COBLA: maximum SQP iterations.")
+@click.option("--draws", type=int, default=16, show_default=True, help="COBLA: randomized-rounding draws (best on held-out training data).")
+@click.option("--no-shrink", is_flag=True, help="COBLA: do not fix the masks every heuristic agrees on.")
+@click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@json_option
+def command(model, weights, trust_pickle, input_shape, device, profile_file, mac_budget, memory_budget, precision,
+            method, scheme, data_spec, eval_data, seed, sample, max_iter, draws, no_shrink, outdir, as_json):
+    """Compress MODEL under a device's MAC and memory budgets.
+
+    \b
+    Writes OUTDIR/model.safetensors + recipe.json (rebuildable without pickle),
+    report.json and ranks.png. Exit code 2 when the budget is infeasible
+    (the message says the minimum achievable MACs/memory).
+    """
+    from edgecomp.compress.run import CompressRequest, run_compress
+
+    profile = resolve_profile(device, profile_file)
+    request = CompressRequest(
+        model=model, outdir=outdir, weights=weights, trust_pickle=trust_pickle, input_shape=parse_input_shape(input_shape),
+        profile=profile, mac_budget=mac_budget, memory_budget=memory_budget, precision=precision, method=method,
+        scheme=scheme, data=data_spec, eval_data=eval_data, seed=seed,
+        cobla=CoblaOptions(max_iter=max_iter, sample=sample, draws=draws, shrink=not no_shrink, seed=seed),
+        progress=progress_enabled() and not as_json,
+    )
+    report = run_compress(request, log=lambda msg: click.echo(msg, err=True))
+    emit(report, as_json, _human)

@@ -1,0 +1,38 @@
+"""`edgecomp evaluate`: top-1/top-5 accuracy of a model or a compress OUTDIR on a data spec."""
+
+from __future__ import annotations
+
+import click
+
+from edgecomp.cli.common import emit, json_option, model_options
+
+
+def load_model_or_outdir(target: str, weights=None, trust_pickle=False):
+    """A compress OUTDIR (has recipe.json) or a model spec."""
+    from edgecomp.factor.recipe import is_compressed_dir, load_compressed
+    from edgecomp.models import load_model
+
+    if is_compressed_dir(target):
+        return load_compressed(target)
+    return load_model(target, weights, trust_pickle=trust_pickle)
+
+
+@click.command("evaluate")
+@click.argument("target", metavar="OUTDIR_OR_MODEL")
+@model_options
+@click.option("--data", "data_spec", required=True, help="Labelled data, e.g. fashion-mnist:test.")
+@click.option("--batch-size", type=int, default=256, show_default=True)
+@json_option
+def command(target, weights, trust_pickle, input_shape, data_spec, batch_size, as_json):
+    """Top-1 / top-5 accuracy of OUTDIR_OR_MODEL on --data."""
+    from edgecomp.data import load_dataset
+    from edgecomp.errors import UserInputError
+    from edgecomp.finetune import evaluate
+
+    loaded = load_model_or_outdir(target, weights, trust_pickle)
+    data = load_dataset(data_spec)
+    if not data.has_labels:
+        raise UserInputError(f"{data_spec} has no labels: accuracy needs labelled data")
+    result = evaluate(loaded.module, data, batch_size=batch_size)
+    result = {"model": target, "data": data_spec, **result}
+    emit(result, as_json, lambda r: click.echo(f"top-1 {r['top1']:.4f}  top-5 {r['top5']:.4f}  on {r['n']} samples of {data_spec}"))

@@ -1,0 +1,186 @@
+"""compress(): profile budgets -> cost model -> rank selection -> factored model, with checked costs."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgecomp.compress.cobla import CoblaOptions, run_cobla
+from edgecomp.compress.problem import build_problem, compute_spectra
+from edgecomp.errors import EdgecompError, InfeasibleBudgetError, UserInputError
+from edgecomp.factor.build import factorize_model
+from edgecomp.graph.cost import BYTES_PER_PARAM, analyze_model
+from edgecomp.ranks.problem import RankProblem, RankSelection
+
+BUDGETED_METHODS = ("cobla", "uniform", "cptv", "pos-greedy", "pos-cvx")
+REPORTED_METHODS = ("vbmf", "gavish-donoho")
+METHODS = BUDGETED_METHODS + REPORTED_METHODS
+
+
+@dataclass
+class Budgets:
+    macs: float
+    memory_bytes: float
+    precision: str
+    mac_source: str = ""
+    memory_source: str = ""
+
+    @property
+    def params(self) -> float:
+        return self.memory_bytes / BYTES_PER_PARAM[self.precision]
+
+
+@dataclass
+class CompressResult:
+    model: nn.Module
+    selection: RankSelection
+    problem: RankProblem
+    ranks: dict[str, int]  # every decomposable layer's chosen rank
+    factored: dict[str, int]  # the layers actually factored (rank below break-even)
+    macs: int
+    params: int
+    layers: list[dict]
+    timings: dict = field(default_factory=dict)
+
+
+def resolve_budgets(cost, precision: str, profile=None, mac_budget: str | None = None, memory_budget: str | None = None) -> Budgets:
+    """Budgets from the device profile, overridden by --mac-budget / --memory-budget."""
+    from edgecomp.profiles import parse_mac_budget, parse_memory_budget
+
+    original_bytes = cost.memory_bytes(precision)
+    if profile is not None:
+        b = profile.resolve_budgets(cost.total_macs, original_bytes, mac_budget, memory_budget)
+        return Budgets(b.macs, b.memory_bytes, precision, b.mac_source, b.memory_source)
+    if mac_budget is None and memory_budget is None:
+        raise UserInputError("no budget: pass --device NAME / --profile FILE, or --mac-budget and/or --memory-budget")
+    macs = parse_mac_budget(mac_budget, cost.total_macs) if mac_budget else float("inf")
+    memory = parse_memory_budget(memory_budget, original_bytes) if memory_budget else float("inf")
+    return Budgets(
+        macs, memory, precision,
+        f"--mac-budget {mac_budget}" if mac_budget else "none",
+        f"--memory-budget {memory_budget}" if memory_budget else "none",
+    )
+
+
+def check_satisfiable(problem: RankProblem, precision: str) -> None:
+    if problem.is_satisfiable():
+        return
+    min_macs, min_params = problem.min_cost
+    nbytes = min_params * BYTES_PER_PARAM[precision]
+    raise InfeasibleBudgetError(
+        f"the budget is below the smallest model this scheme can build (every decomposable layer at rank 1): "
+        f"minimum achievable is {min_macs:,.0f} MACs and {min_params:,.0f} parameters ({nbytes:,.0f} bytes at {precision}); "
+        f"asked for {problem.mac_budget:,.0f} MACs and {problem.param_budget:,.0f} parameters",
+        min_macs=min_macs,
+        min_params=min_params,
+    )
+
+
+def split_heldout(n: int, heldout: float, seed: int, max_heldout: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, held-out indices) of the training data; the held-out part picks rounding draws."""
+    rng = np.random.default_rng([seed, 7])
+    perm = rng.permutation(n)
+    k = int(min(max_heldout, max(1, round(heldout * n)))) if n > 1 else 0
+    return np.sort(perm[k:]), np.sort(perm[:k])
+
+
+def select(method: str, problem: RankProblem, **kwargs) -> RankSelection:
+    from edgecomp.ranks.baselines import BASELINES
+
+    if method not in BASELINES:
+        raise UserInputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    return BASELINES[method](problem)
+
+
+def compress(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    budgets: Budgets,
+    *,
+    method: str = "cobla",
+    scheme: str = "spatial",
+    data=None,
+    cobla: CoblaOptions | None = None,
+    heldout: float = 0.1,
+    callback=None,
+) -> CompressResult:
+    """Choose ranks under the budgets and build the factored model; costs are checked on the built model."""
+    if method not in METHODS:
+        raise UserInputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    model = model.eval()
+    cost = analyze_model(model, input_shape, scheme)
+    if not cost.decomposable:
+        raise UserInputError("no layer of this model can be decomposed (see `edgecomp inspect`)")
+    spectra = compute_spectra(model, cost)
+    problem = build_problem(cost, spectra, budgets.macs, budgets.params)
+    timings["analysis_s"] = time.perf_counter() - t0
+    if method in BUDGETED_METHODS:
+        check_satisfiable(problem, budgets.precision)
+
+    t1 = time.perf_counter()
+    components = scales = None
+    if method == "cobla":
+        if data is None:
+            raise UserInputError("--method cobla needs training data for its gradients: pass --data SPEC")
+        options = cobla or CoblaOptions()
+        train_idx, heldout_idx = split_heldout(len(data), heldout, options.seed)
+        selection, kept, m_hat = run_cobla(
+            problem, model, cost, spectra, data, train_idx=train_idx, heldout_idx=heldout_idx,
+            teacher=model, options=options, callback=callback,
+        )
+        components = {layer.name: kept[i] for i, layer in enumerate(problem.layers)}
+        scales = {layer.name: m_hat[problem.offsets[i] + kept[i]] for i, layer in enumerate(problem.layers)}
+    else:
+        selection = select(method, problem)
+    timings["selection_s"] = time.perf_counter() - t1
+
+    t2 = time.perf_counter()
+    ranks = {layer.name: int(r) for layer, r in zip(problem.layers, selection.ranks)}
+    factored = {layer.name: ranks[layer.name] for layer in problem.layers if layer.is_factored(ranks[layer.name])}
+    built = factorize_model(
+        model, factored, scheme,
+        components={k: components[k] for k in factored} if components else None,
+        scales={k: scales[k] for k in factored} if scales else None,
+        spectra=spectra,
+    ).eval()
+    built_cost = analyze_model(built, input_shape, scheme)
+    timings["build_s"] = time.perf_counter() - t2
+    expected = problem.cost(selection.ranks)
+    if (built_cost.total_macs, built_cost.total_params) != (round(expected[0]), round(expected[1])):
+        raise EdgecompError(  # a bug, never a user error: the cost model and the built model disagree
+            f"internal error: built model costs {built_cost.total_macs} MACs / {built_cost.total_params} params, "
+            f"cost model predicted {expected}"
+        )
+    if selection.enforces_budgets and not problem.feasible(selection.ranks):
+        raise EdgecompError(f"internal error: method {method} returned ranks that break the budgets")
+    layers = []
+    for layer, r in zip(problem.layers, selection.ranks):
+        macs, params = layer.cost(int(r))
+        layers.append({
+            "name": layer.name,
+            "rank": int(r),
+            "max_rank": layer.max_rank,
+            "break_even_rank": layer.break_even_rank,
+            "factored": layer.is_factored(int(r)),
+            "macs": int(macs),
+            "params": int(params),
+            "original_macs": int(layer.original_macs),
+            "original_params": int(layer.original_params),
+            "energy": layer.energy(int(r)),
+        })
+    timings["total_s"] = time.perf_counter() - t0
+    return CompressResult(
+        model=built, selection=selection, problem=problem, ranks=ranks, factored=factored,
+        macs=built_cost.total_macs, params=built_cost.total_params, layers=layers, timings=timings,
+    )
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))

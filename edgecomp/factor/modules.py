@@ -1,0 +1,49 @@
+"""Factored replacements: plain Conv2d/Linear pairs, so exported graphs are ordinary Conv/Gemm nodes."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from edgecomp.graph.trace import LayerInfo
+
+
+class FactoredConv2d(nn.Sequential):
+    """Two convolutions replacing one: (kh x 1, 1 x kw) for spatial, (kh x kw, 1 x 1) for channel/linear."""
+
+    def __init__(self, layer: LayerInfo, scheme: str, rank: int, dtype=torch.float32):
+        c, f = layer.in_channels, layer.out_channels
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = layer.kernel_size, layer.stride, layer.padding, layer.dilation
+        if scheme == "spatial":
+            first = nn.Conv2d(c, rank, (kh, 1), stride=(sh, 1), padding=(ph, 0), dilation=(dh, 1), bias=False, dtype=dtype)
+            second = nn.Conv2d(rank, f, (1, kw), stride=(1, sw), padding=(0, pw), dilation=(1, dw), bias=layer.bias, dtype=dtype)
+        else:  # channel, or linear for 1x1 convs (then kh = kw = 1)
+            first = nn.Conv2d(c, rank, (kh, kw), stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw), bias=False, dtype=dtype)
+            second = nn.Conv2d(rank, f, 1, bias=layer.bias, dtype=dtype)
+        super().__init__(first, second)
+        self.scheme = scheme
+        self.rank = rank
+
+    def extra_repr(self) -> str:
+        return f"scheme={self.scheme}, rank={self.rank}"
+
+
+class FactoredLinear(nn.Sequential):
+    """Linear(in, out) -> Linear(in, r) then Linear(r, out) (bias on the second)."""
+
+    def __init__(self, layer: LayerInfo, rank: int, dtype=torch.float32):
+        super().__init__(
+            nn.Linear(layer.in_channels, rank, bias=False, dtype=dtype),
+            nn.Linear(rank, layer.out_channels, bias=layer.bias, dtype=dtype),
+        )
+        self.scheme = "linear"
+        self.rank = rank
+
+    def extra_repr(self) -> str:
+        return f"scheme=linear, rank={self.rank}"
+
+
+def make_factored(layer: LayerInfo, scheme: str, rank: int, dtype=torch.float32) -> nn.Module:
+    if layer.kind == "linear":
+        return FactoredLinear(layer, rank, dtype)
+    return FactoredConv2d(layer, scheme, rank, dtype)

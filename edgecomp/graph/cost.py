@@ -1,0 +1,176 @@
+"""Cost model: MACs and parameter memory per layer, and the exact per-rank cost of each factored form.
+
+Per sample, a Conv2d with f output channels, c input channels, groups g and a kh x kw kernel costs
+    MACs = H_out * W_out * f * (c/g) * kh * kw,      params = f * (c/g) * kh * kw (+ f bias)
+and a Linear(in, out) costs in*out MACs per output position.
+
+Factored forms keep r components; their cost is exactly linear in r (COBLA, Li & Shi, eq. 3-4):
+  spatial (Tai et al. 2016): (kh x 1, stride (sh,1), pad (ph,0)) c -> r, then (1 x kw, stride (1,sw),
+      pad (0,pw)) r -> f. The first conv's output is H_out x W_in, so
+        MACs/rank = c*kh*H_out*W_in + f*kw*H_out*W_out,   params/rank = c*kh + f*kw
+  channel (Zhang et al. 2016): (kh x kw) c -> r then (1 x 1) r -> f:
+        MACs/rank = (c*kh*kw + f) * H_out*W_out,         params/rank = c*kh*kw + f
+  linear (Linear, and 1x1 convs): in -> r -> out:
+        MACs/rank = positions * (in + out),              params/rank = in + out
+The bias stays on the second factor (a constant f params). The break-even rank is the smallest rank
+at which the factored layer is no cheaper than the original in MACs or in parameters; a layer kept
+at or above it stays unfactored (see edgecomp.ranks.problem.LayerSpectrum).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from edgecomp.graph.trace import LayerInfo, trace_layers
+from edgecomp.ranks.problem import LayerSpectrum
+
+SCHEMES = ("spatial", "channel")
+BYTES_PER_PARAM = {"fp32": 4, "fp16": 2, "int8": 1}
+
+
+@dataclass(frozen=True)
+class Decomposition:
+    """How one layer factors: its matricization and exact per-rank costs."""
+
+    scheme: str  # "spatial" | "channel" | "linear"
+    matrix_shape: tuple[int, int]  # (rows, cols) of the matricization
+    macs_per_rank: int
+    params_per_rank: int
+    bias_params: int
+    original_macs: int
+    original_params: int
+
+    @property
+    def max_rank(self) -> int:
+        return min(self.matrix_shape)
+
+    def spectrum(self, name: str, sigma) -> LayerSpectrum:
+        return LayerSpectrum(
+            name=name,
+            sigma=sigma,
+            macs_per_rank=float(self.macs_per_rank),
+            params_per_rank=float(self.params_per_rank),
+            original_macs=float(self.original_macs),
+            original_params=float(self.original_params),
+            bias_params=float(self.bias_params),
+            shape=self.matrix_shape,
+        )
+
+    @property
+    def break_even_rank(self) -> int:
+        # Same rule as LayerSpectrum.break_even_rank, without needing the spectrum.
+        r_mac = -(-self.original_macs // self.macs_per_rank)
+        r_par = -(-(self.original_params - self.bias_params) // self.params_per_rank)
+        return int(max(1, min(r_mac, r_par, self.max_rank + 1)))
+
+
+def layer_scheme(layer: LayerInfo, scheme: str) -> str:
+    """The scheme actually applied: pointwise layers always use 'linear'; kx1 / 1xk kernels use 'channel'."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown scheme {scheme!r}; choose one of {SCHEMES}")
+    if layer.is_pointwise:
+        return "linear"
+    if scheme == "spatial" and 1 in layer.kernel_size:
+        return "channel"
+    return scheme
+
+
+def decompose_layer(layer: LayerInfo, scheme: str) -> tuple[Decomposition | None, str]:
+    """The layer's decomposition under `scheme`, or (None, reason it is left alone)."""
+    if layer.groups != 1:
+        kind = "depthwise" if layer.groups == layer.in_channels else "grouped"
+        return None, f"{kind} conv (groups={layer.groups}) is left alone"
+    if layer.padding_mode != "zeros":
+        return None, f"padding_mode={layer.padding_mode!r} is not supported by the factored convs"
+    applied = layer_scheme(layer, scheme)
+    c, f = layer.in_channels, layer.out_channels
+    kh, kw = layer.kernel_size
+    if applied == "spatial":
+        shape = (c * kh, f * kw)
+        macs = sum(c * kh * call.out_shape[1] * call.in_shape[2] + f * kw * layer.output_positions(call) for call in layer.calls)
+        params = c * kh + f * kw
+    elif applied == "channel":
+        shape = (f, c * kh * kw)
+        macs = sum((c * kh * kw + f) * layer.output_positions(call) for call in layer.calls)
+        params = c * kh * kw + f
+    else:
+        shape = (f, c)
+        macs = sum((c + f) * layer.output_positions(call) for call in layer.calls)
+        params = c + f
+    dec = Decomposition(
+        scheme=applied,
+        matrix_shape=shape,
+        macs_per_rank=int(macs),
+        params_per_rank=int(params),
+        bias_params=f if layer.bias else 0,
+        original_macs=int(layer.macs),
+        original_params=int(layer.params),
+    )
+    if dec.break_even_rank <= 1:
+        return None, "too small to gain: even rank 1 is no cheaper than the original layer"
+    return dec, ""
+
+
+@dataclass
+class LayerCost:
+    layer: LayerInfo
+    decomposition: Decomposition | None
+    skip_reason: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.layer.name
+
+    @property
+    def macs(self) -> int:
+        return self.layer.macs
+
+    @property
+    def params(self) -> int:
+        return self.layer.params
+
+
+@dataclass
+class ModelCost:
+    """Per-layer costs and totals for one traced model and scheme."""
+
+    input_shape: tuple[int, ...]
+    scheme: str
+    layers: list[LayerCost]
+    total_params: int  # every parameter of the model (BatchNorm included)
+    layer_params: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total_macs(self) -> int:
+        return sum(lc.macs for lc in self.layers)
+
+    @property
+    def decomposable(self) -> list[LayerCost]:
+        return [lc for lc in self.layers if lc.decomposition is not None]
+
+    @property
+    def skipped(self) -> list[LayerCost]:
+        return [lc for lc in self.layers if lc.decomposition is None]
+
+    @property
+    def fixed_macs(self) -> int:
+        """MACs of everything that is not decomposed."""
+        return sum(lc.macs for lc in self.skipped)
+
+    @property
+    def fixed_params(self) -> int:
+        """Parameters of everything that is not decomposed (BatchNorm, depthwise convs, ...)."""
+        return self.total_params - sum(lc.params for lc in self.decomposable)
+
+    def memory_bytes(self, precision: str = "fp32", params: float | None = None) -> float:
+        return float(self.total_params if params is None else params) * BYTES_PER_PARAM[precision]
+
+
+def analyze_model(model: nn.Module, input_shape: tuple[int, ...], scheme: str = "spatial") -> ModelCost:
+    """Trace `model` and compute every layer's cost and decomposition under `scheme`."""
+    layers = trace_layers(model, input_shape)
+    costs = [LayerCost(layer, *decompose_layer(layer, scheme)) for layer in layers]
+    total_params = sum(p.numel() for p in model.parameters())
+    return ModelCost(tuple(input_shape), scheme, costs, int(total_params))

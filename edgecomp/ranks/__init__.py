@@ -1,0 +1,9 @@
+"""Rank selection: pure functions of numbers (spectra, per-rank costs, gradients).
+
+Nothing in this package imports torch. The torch glue that builds a RankProblem from a model
+lives in edgecomp.compress.
+"""
+
+from edgecomp.ranks.problem import LayerSpectrum, RankProblem, RankSelection
+
+__all__ = ["LayerSpectrum", "RankProblem", "RankSelection"]
