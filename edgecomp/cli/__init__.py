@@ -20,6 +20,9 @@ COMMAND_MODULES = [
     "edgecomp.cli.inspect",
     "edgecomp.cli.compress",
     "edgecomp.cli.evaluate",
+    "edgecomp.cli.convert",
+    "edgecomp.cli.profile",
+    "edgecomp.cli.verify",
 ]
 
 

@@ -1,0 +1,293 @@
+"""`edgecomp convert`: export a model or a compress OUTDIR to ONNX, a TensorRT engine or an ORT mobile model.
+
+ONNX always comes first (BatchNorm folded, checked against PyTorch in onnxruntime); TensorRT builds
+from it (INT8 from a QDQ model quantized here), ORT converts it (after INT8 quantization if asked).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from edgecomp.cli.common import device_options, emit, json_option, model_options, parse_input_shape, resolve_profile
+from edgecomp.errors import UserInputError
+from edgecomp.io import to_jsonable
+
+FORMATS = ("onnx", "tensorrt", "ort")
+SUFFIXES = {"onnx": (".onnx",), "tensorrt": (".engine", ".plan", ".trt"), "ort": (".ort",)}
+PRECISIONS = {"onnx": ("fp32", "int8"), "ort": ("fp32", "int8"), "tensorrt": ("fp32", "fp16", "int8")}
+RUNTIME_FORMATS = {"tensorrt": ("onnx", "tensorrt"), "onnxruntime": ("onnx", "ort")}
+
+
+def _layout(out: str, fmt: str) -> tuple[Path, str]:
+    """-o names the artifact file when it has the format's suffix, else a directory (artifact stem 'model')."""
+    path = Path(out)
+    if path.suffix.lower() in SUFFIXES[fmt]:
+        return path.parent, path.stem
+    if path.exists() and not path.is_dir():
+        raise UserInputError(f"-o {out}: expected a directory or a file ending in {'/'.join(SUFFIXES[fmt])}")
+    return path, "model"
+
+
+def _load(target: str, weights, trust_pickle: bool):
+    """(LoadedModel, recipe dict or None) for a compress OUTDIR or a model spec."""
+    outdir = Path(target)
+    if outdir.is_dir() and (outdir / "recipe.json").is_file():
+        if weights:
+            raise UserInputError(f"{target} is a compress output directory; it has its own weights (drop --weights)")
+        from edgecomp.factor import load_compressed
+
+        loaded = load_compressed(outdir)
+        recipe = getattr(loaded, "recipe", None)
+        if recipe is None:
+            try:
+                recipe = json.loads((outdir / "recipe.json").read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                raise UserInputError(f"{outdir / 'recipe.json'}: unreadable recipe: {exc}") from exc
+        return loaded, recipe
+    from edgecomp.models import load_model
+
+    return load_model(target, weights, trust_pickle=trust_pickle), None
+
+
+def _precision(fmt: str, precision: str | None, profile) -> str:
+    if profile is not None:
+        allowed = RUNTIME_FORMATS.get(profile.runtime, FORMATS)
+        if fmt not in allowed:
+            raise UserInputError(
+                f"device {profile.name} runs {profile.runtime}; use --format {' or '.join(allowed)}, not {fmt}"
+            )
+        if precision is None:
+            precision = profile.default_precision if profile.default_precision in PRECISIONS[fmt] else "fp32"
+        elif precision not in profile.precisions:
+            raise UserInputError(f"device {profile.name} supports {', '.join(profile.precisions)}, not {precision}")
+    if precision is None:
+        precision = "fp16" if fmt == "tensorrt" else "fp32"
+    if precision not in PRECISIONS[fmt]:
+        raise UserInputError(f"--format {fmt} supports --precision {'/'.join(PRECISIONS[fmt])}, not {precision}")
+    return precision
+
+
+def _calibration(spec: str, samples: int, input_shape: tuple[int, ...]):
+    """(calibration x, evaluation x, evaluation labels or None): disjoint seeded samples of the data spec."""
+    from edgecomp.data import load_dataset, take_batch
+
+    if samples < 1:
+        raise UserInputError(f"--calib-samples must be >= 1, got {samples}")
+    data = load_dataset(spec)
+    if tuple(data.sample_shape) != tuple(input_shape[1:]):
+        raise UserInputError(
+            f"--calib-data {spec} has samples of shape {tuple(data.sample_shape)}; "
+            f"the model takes {tuple(input_shape[1:])}"
+        )
+    x, y = take_batch(data, 2 * samples, seed=0)
+    n = samples if len(x) > samples else max(1, len(x) // 2)
+    calib, evaluation = x[:n].numpy(), x[n:].numpy()
+    labels = y[n:].numpy() if data.has_labels else None
+    if len(evaluation) == 0:
+        evaluation, labels = calib, (y[:n].numpy() if data.has_labels else None)
+    return calib, evaluation, labels
+
+
+def _kib(n: int) -> str:
+    return f"{n / 1024:.1f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.2f} MiB"
+
+
+def _human(report: dict) -> None:
+    o = report["onnx"]
+    click.echo(
+        f"onnx    {o['path']}  ({_kib(o['size_bytes'])}, opset {o['opset']}, "
+        f"{'dynamic' if o['dynamic_batch'] else 'fixed'} batch, {o['folded_batchnorms']} BN folded)\n"
+        f"        check vs PyTorch: max abs {o['max_abs_error']:.2e}, relative {o['relative_error']:.2e} "
+        f"<= {o['tolerance']:.0e} on {o['check_batch']} samples"
+    )
+    q = report.get("quantization")
+    if q:
+        line = (
+            f"int8    {q['path']}  ({_kib(q['size_bytes'])}, {q['calibrate_method']}, "
+            f"{q['calibration_samples']} calibration samples)"
+        )
+        if q["top1_agreement"] is not None:
+            agreement = 100 * q["top1_agreement"]
+            line += f"\n        top-1 agreement with float {agreement:.2f}% on {q['eval_samples']} samples"
+        if q["accuracy_drop_points"] is not None:
+            line += (
+                f"; accuracy {100 * q['float_accuracy']:.2f}% -> {100 * q['int8_accuracy']:.2f}% "
+                f"({-q['accuracy_drop_points']:+.2f} points)"
+            )
+        click.echo(line)
+    m = report.get("mobile")
+    if m:
+        click.echo(
+            f"ort     {m['ort_path']}  ({_kib(m['size_bytes'])}); operators config {m['config_path']}\n"
+            f"        check vs ONNX: relative {m['relative_error']:.2e} <= {m['tolerance']:.0e}"
+        )
+    e = report.get("engine")
+    if e:
+        click.echo(
+            f"engine  {e['path']}  ({_kib(e['size_bytes'])}, {e['precision']}, TensorRT {e['tensorrt_version']}, "
+            f"built in {e['build_seconds']:.1f} s)"
+        )
+    if report.get("trtexec_script"):
+        click.echo(f"trtexec script for the target: {report['trtexec_script']}")
+    if report.get("artifact"):
+        click.echo(f"artifact: {report['artifact']}")
+
+
+@click.command("convert")
+@click.argument("target", metavar="MODEL_OR_OUTDIR")
+@model_options
+@click.option("--format", "fmt", type=click.Choice(FORMATS), required=True, help="Artifact to produce.")
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "fp16", "int8"]),
+    default=None,
+    help="Default: the device's default precision, else fp16 for tensorrt and fp32 otherwise.",
+)
+@click.option("--calib-data", default=None, help="Data spec for INT8 calibration, e.g. fashion-mnist:train.")
+@click.option(
+    "--calib-samples",
+    type=int,
+    default=256,
+    show_default=True,
+    help="Calibration samples (as many again are held out to measure INT8).",
+)
+@click.option(
+    "--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True
+)
+@click.option("--opset", type=int, default=17, show_default=True)
+@click.option(
+    "--no-dynamic-batch", is_flag=True, help="Fix the batch size to the input shape's instead of a symbolic axis."
+)
+@click.option("--simplify", is_flag=True, help="Simplify the ONNX graph with onnxslim (verified like the rest).")
+@click.option("--tolerance", type=float, default=1e-4, show_default=True, help="Max relative error of ONNX vs PyTorch.")
+@click.option("--workspace-mb", type=int, default=1024, show_default=True, help="TensorRT builder workspace.")
+@click.option(
+    "--timing-cache",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="TensorRT timing cache file (read and updated).",
+)
+@device_options
+@click.option("-o", "--output", "out", required=True, help="Artifact file (by suffix) or output directory.")
+@json_option
+def command(
+    target,
+    weights,
+    trust_pickle,
+    input_shape,
+    fmt,
+    precision,
+    calib_data,
+    calib_samples,
+    calib_method,
+    opset,
+    no_dynamic_batch,
+    simplify,
+    tolerance,
+    workspace_mb,
+    timing_cache,
+    device,
+    profile_file,
+    out,
+    as_json,
+):
+    """Export MODEL_OR_OUTDIR (a model spec, or a directory written by `edgecomp compress`) for a runtime.
+
+    \b
+    Examples:
+      edgecomp convert out/fmnist --format onnx -o out/fmnist/model.onnx
+      edgecomp convert out/fmnist --format ort --precision int8 --calib-data fashion-mnist:train -o mobile/
+      edgecomp convert zoo:resnet18 --format tensorrt --device jetson-orin-nano -o build/
+    Without TensorRT and a GPU here, `--format tensorrt` writes the equivalent trtexec script beside
+    the ONNX file for the target device and exits with code 2.
+    """
+    # Submodule imports: they resolve even where `exporters` is installed as a namespace package.
+    from exporters.metadata import build_metadata, metadata_from_recipe
+    from exporters.mobile import to_ort_format
+    from exporters.onnx_export import export_onnx
+    from exporters.ort_quant import quantize_int8
+    from exporters.tensorrt import TensorRTUnavailableError, build_engine
+
+    profile = resolve_profile(device, profile_file)
+    precision = _precision(fmt, precision, profile)
+    if precision == "int8" and not calib_data:
+        raise UserInputError("--precision int8 needs --calib-data SPEC (representative inputs for calibration)")
+    loaded, recipe = _load(target, weights, trust_pickle)
+    shape = parse_input_shape(input_shape) or (tuple(loaded.input_shape) if loaded.input_shape else None)
+    if shape is None:
+        raise UserInputError(f"the input shape of {target} is unknown: pass --input-shape N,C,H,W")
+    device_name = profile.name if profile is not None else None
+    if recipe is not None:
+        metadata = metadata_from_recipe(recipe, device=device_name)
+    else:
+        metadata = build_metadata(source_model=target, weights=weights, device=device_name)
+    calib = evaluation = labels = None
+    if calib_data:
+        calib, evaluation, labels = _calibration(calib_data, calib_samples, shape)
+
+    folder, stem = _layout(out, fmt)
+    int8_onnx = fmt == "onnx" and precision == "int8"
+    onnx_path = folder / (f"{stem}.fp32.onnx" if int8_onnx else f"{stem}.onnx")
+    dynamic = not no_dynamic_batch
+    check = None  # real samples make the numerical check representative; seeded noise otherwise
+    if calib is not None and (dynamic or len(calib) >= shape[0]):
+        check = calib[:8] if dynamic else calib[: shape[0]]
+    onnx_result = export_onnx(
+        loaded.module,
+        onnx_path,
+        shape,
+        opset=opset,
+        dynamic_batch=dynamic,
+        metadata=metadata,
+        check_inputs=check,
+        tolerance=tolerance,
+        simplify=simplify,
+    )
+    report = {"model": target, "format": fmt, "precision": precision, "device": device_name, "onnx": onnx_result}
+    artifact, model_for_runtime = onnx_path, onnx_path
+
+    if precision == "int8":
+        quant_name = {"onnx": f"{stem}.onnx", "ort": f"{stem}.int8.onnx", "tensorrt": f"{stem}.qdq.onnx"}[fmt]
+        quant = quantize_int8(
+            onnx_path,
+            folder / quant_name,
+            calib,
+            calibrate_method=calib_method,
+            eval_data=evaluation,
+            eval_labels=labels,
+            symmetric_activations=fmt == "tensorrt",  # TensorRT's explicit quantization needs zero points of 0
+        )
+        report["quantization"] = quant
+        artifact = model_for_runtime = quant.path
+
+    if fmt == "ort":
+        mobile_check = check if precision == "fp32" else evaluation[:8]
+        mobile = to_ort_format(model_for_runtime, folder, check_inputs=mobile_check, tolerance=tolerance)
+        report["mobile"] = mobile
+        artifact = mobile.ort_path
+    elif fmt == "tensorrt":
+        engine_path = folder / f"{stem}.engine"
+        if Path(out).suffix.lower() in SUFFIXES["tensorrt"]:
+            engine_path = Path(out)
+        try:
+            engine = build_engine(
+                model_for_runtime,
+                engine_path,
+                precision=precision,
+                workspace_mb=workspace_mb,
+                timing_cache=timing_cache,
+            )
+        except TensorRTUnavailableError as exc:
+            # Report what was produced (the ONNX and the script for the target), then fail with exit code 2.
+            report.update(artifact=None, trtexec_script=exc.script_path, trtexec=exc.command)
+            emit(to_jsonable(report), as_json, _human)
+            raise
+        report["engine"] = engine
+        artifact = engine.path
+
+    report["artifact"] = artifact
+    report["size_bytes"] = Path(artifact).stat().st_size
+    emit(to_jsonable(report), as_json, _human)

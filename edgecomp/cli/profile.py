@@ -1,0 +1,44 @@
+"""`edgecomp profile`: measure an artifact on the device (latency statistics, accuracy, memory)
+without gating; the same report as `edgecomp verify`."""
+
+from __future__ import annotations
+
+import click
+
+from edgecomp.cli.common import device_options, emit, json_option, resolve_profile
+from runtime.cli_support import (echo_summary, measurement_options, providers_from, reference_from, settings_from,
+                                 target_options_from)
+
+
+@click.command("profile")
+@measurement_options
+@device_options
+@click.option("--percentile", type=float, default=None,
+              help="Run enough iterations to bound this percentile (in percent; MLPerf minimum: 64 for p90, "
+                   "662 for p99).")
+@json_option
+def command(as_json, **kw):
+    """Measure ARTIFACT_OR_OUTDIR (.onnx/.ort, TensorRT .engine/.plan, or a compress output directory)
+    on the device: latency statistics with confidence intervals, accuracy with --data, memory."""
+    from runtime import profile_artifact
+    from runtime.reports import write_reports
+
+    profile = resolve_profile(kw["device"], kw["profile_file"], required=True)
+    report = profile_artifact(
+        kw["artifact"],
+        profile,
+        target=kw["target"],
+        data_spec=kw["data_spec"],
+        batch_size=kw["batch_size"],
+        percentile=kw["percentile"],
+        settings=settings_from(kw),
+        providers=providers_from(kw["providers"]),
+        reference=reference_from(kw),
+        compare=kw["compare"],
+        atol=kw["atol"],
+        rtol=kw["rtol"],
+        target_options=target_options_from(kw),
+    )
+    write_reports(report, json_path=kw["report_path"], markdown_path=kw["markdown_path"],
+                  histogram_path=kw["histogram_path"])
+    emit(report.to_dict(), as_json, lambda _: echo_summary(report))

@@ -1,0 +1,71 @@
+"""`edgecomp verify`: measure an artifact on the device and gate on latency and accuracy budgets.
+
+Exit codes: 0 within budget, 1 budget exceeded, 2 could not run, 3 inconclusive (too noisy to
+decide). The latency gate compares the one-sided upper confidence bound of the percentile (not the
+point estimate) with the budget.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from edgecomp.cli.common import device_options, emit, json_option, resolve_profile
+from edgecomp.errors import EdgecompError
+from runtime.cli_support import (echo_summary, measurement_options, providers_from, reference_from, settings_from,
+                                 target_options_from)
+
+
+@click.command("verify")
+@measurement_options
+@device_options
+@click.option("--latency-budget-ms", type=float, default=None,
+              help="Latency budget in ms (default: the device profile's).")
+@click.option("--percentile", type=float, default=None,
+              help="Percentile the budget applies to, in percent (default: the profile's, usually 90).")
+@click.option("--max-accuracy-drop", type=float, default=0.01, show_default=True,
+              help="Largest allowed top-1 accuracy drop vs the reference (a fraction; needs --data).")
+@click.option("--junit", "junit_path", type=click.Path(dir_okay=False), default=None,
+              help="Write JUnit XML (one testcase per gate).")
+@json_option
+def command(as_json, **kw):
+    """Measure ARTIFACT_OR_OUTDIR (.onnx/.ort, TensorRT .engine/.plan, or a compress output directory)
+    on the device and gate it on the latency budget and the accuracy drop.
+
+    \b
+    Exit codes: 0 within budget, 1 budget exceeded, 2 could not run,
+                3 inconclusive (too noisy to decide: run longer or on a quieter machine).
+    """
+    from runtime import verify
+    from runtime.reports import write_error_reports, write_reports
+
+    profile = None
+    try:
+        profile = resolve_profile(kw["device"], kw["profile_file"], required=True)
+        result = verify(
+            kw["artifact"],
+            profile,
+            target=kw["target"],
+            data_spec=kw["data_spec"],
+            batch_size=kw["batch_size"],
+            latency_budget_ms=kw["latency_budget_ms"],
+            percentile=kw["percentile"],
+            max_accuracy_drop=kw["max_accuracy_drop"],
+            reference=reference_from(kw),
+            settings=settings_from(kw),
+            providers=providers_from(kw["providers"]),
+            compare=kw["compare"],
+            atol=kw["atol"],
+            rtol=kw["rtol"],
+            target_options=target_options_from(kw),
+        )
+    except EdgecompError as exc:
+        # CI still gets files saying the run could not happen (exit code 2 comes from the CLI group)
+        write_error_reports(str(exc), device=getattr(profile, "name", None), markdown_path=kw["markdown_path"],
+                            junit_path=kw["junit_path"], json_path=kw["report_path"])
+        raise
+    write_reports(result, json_path=kw["report_path"], markdown_path=kw["markdown_path"],
+                  junit_path=kw["junit_path"], histogram_path=kw["histogram_path"])
+    emit(result.to_dict(), as_json, lambda _: echo_summary(result))
+    sys.exit(result.exit_code)

@@ -1,0 +1,35 @@
+"""edgecomp's measurement harness: run an artifact on the device (or a stand-in), time it soundly,
+check its accuracy, gate CI on latency/accuracy budgets and write JSON/Markdown/JUnit/PNG reports.
+
+    report = runtime.profile_artifact("out/model.onnx", profile, target="local", data_spec="fashion-mnist:test")
+    result = runtime.verify("out/", profile, latency_budget_ms=5, percentile=90, max_accuracy_drop=0.01)
+    result.exit_code  # 0 within budget, 1 exceeded, 3 inconclusive (could-not-run raises, exit 2)
+"""
+
+from runtime.compare import CompareResult, PairDiff, compare_outputs
+from runtime.gates import GateResult
+from runtime.pipeline import MeasureSettings, TargetOptions, measure, profile_artifact
+from runtime.reference import ReferenceSpec
+from runtime.report import ProfileReport, VerifyResult
+from runtime.reports import write_reports
+from runtime.stats import LatencyStats, min_samples_for_percentile, summarize
+from runtime.verification import verify
+
+__all__ = [
+    "CompareResult",
+    "GateResult",
+    "LatencyStats",
+    "MeasureSettings",
+    "PairDiff",
+    "ProfileReport",
+    "ReferenceSpec",
+    "TargetOptions",
+    "VerifyResult",
+    "compare_outputs",
+    "measure",
+    "min_samples_for_percentile",
+    "profile_artifact",
+    "summarize",
+    "verify",
+    "write_reports",
+]

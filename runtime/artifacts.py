@@ -1,0 +1,173 @@
+"""What the harness measures: an .onnx / .ort model, a TensorRT engine, or a compress OUTDIR.
+
+An OUTDIR (recipe.json + model.safetensors + report.json) is measured through its model.onnx; when
+that file is absent it is exported first with exporters.export_onnx (written atomically into the
+OUTDIR, with the recipe's provenance metadata).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgecomp.errors import UserInputError
+from runtime.transport.base import sha256_file
+
+ONNX_SUFFIXES = (".onnx",)
+ORT_SUFFIXES = (".ort",)
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+INT8_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"}
+
+
+@dataclass
+class Artifact:
+    """A runnable model file and what could be learned about it on the host."""
+
+    path: Path
+    kind: str                          # onnx | ort | tensorrt
+    given: Path                        # what the user named (file or OUTDIR)
+    sha256: str
+    size_bytes: int
+    outdir: Path | None = None
+    exported_now: bool = False
+    metadata: dict[str, str] = field(default_factory=dict)
+    input_name: str | None = None
+    input_shape: tuple[int | None, ...] | None = None   # None entries: dynamic
+    input_dtype: str | None = None
+    precision: str | None = None       # fp32 | fp16 | int8 (from the graph), None if unknown
+    opset: int | None = None
+
+    @property
+    def runtime(self) -> str:
+        return "tensorrt" if self.kind == "tensorrt" else "onnxruntime"
+
+    def sample_shape(self) -> tuple[int, ...] | None:
+        """Per-sample input shape (batch axis dropped), from the graph or edgecomp.input_shape metadata."""
+        if self.input_shape and all(isinstance(d, int) for d in self.input_shape[1:]):
+            return tuple(int(d) for d in self.input_shape[1:])
+        meta = self.metadata.get("edgecomp.input_shape")
+        if meta:
+            try:
+                shape = json.loads(meta)
+                return tuple(int(d) for d in shape[1:])
+            except (ValueError, TypeError):
+                return None
+        return None
+
+    @property
+    def fixed_batch(self) -> int | None:
+        if self.input_shape and isinstance(self.input_shape[0], int):
+            return int(self.input_shape[0])
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "given": str(self.given),
+            "kind": self.kind,
+            "sha256": self.sha256,
+            "size_bytes": self.size_bytes,
+            "outdir": None if self.outdir is None else str(self.outdir),
+            "exported_now": self.exported_now,
+            "input_name": self.input_name,
+            "input_shape": None if self.input_shape is None else list(self.input_shape),
+            "input_dtype": self.input_dtype,
+            "precision": self.precision,
+            "opset": self.opset,
+            "metadata": dict(self.metadata),
+        }
+
+
+def resolve_artifact(path: str | Path, *, device: str | None = None) -> Artifact:
+    """Identify and inspect ARTIFACT_OR_OUTDIR; UserInputError for anything that cannot be measured."""
+    given = Path(path).expanduser()
+    if not given.exists():
+        raise UserInputError(f"artifact not found: {given}")
+    if given.is_dir():
+        return _from_outdir(given, device)
+    suffix = given.suffix.lower()
+    if suffix in ONNX_SUFFIXES:
+        return _inspect_onnx(given, given)
+    if suffix in ORT_SUFFIXES:
+        return _artifact(given, "ort", given)
+    if suffix in ENGINE_SUFFIXES:
+        return _artifact(given, "tensorrt", given)
+    raise UserInputError(
+        f"{given}: cannot measure a {suffix or 'suffix-less'} file; expected an .onnx/.ort model, a TensorRT "
+        ".engine/.plan, or an edgecomp output directory"
+    )
+
+
+def _artifact(path: Path, kind: str, given: Path, **kw) -> Artifact:
+    if path.stat().st_size == 0:
+        raise UserInputError(f"{path} is empty")
+    return Artifact(path=path, kind=kind, given=given, sha256=sha256_file(path), size_bytes=path.stat().st_size, **kw)
+
+
+def _inspect_onnx(path: Path, given: Path, **kw) -> Artifact:
+    from exporters.onnx_check import graph_inputs, load_onnx_checked
+
+    model = load_onnx_checked(path)
+    inputs = graph_inputs(model)
+    if len(inputs) != 1:
+        raise UserInputError(f"{path}: the model has {len(inputs)} inputs; edgecomp measures single-input models")
+    spec = inputs[0]
+    shape = tuple(d if isinstance(d, int) and d > 0 else None for d in spec.dims)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    return _artifact(
+        path, "onnx", given,
+        metadata={p.key: p.value for p in model.metadata_props},
+        input_name=spec.name,
+        input_shape=shape,
+        input_dtype=spec.dtype,
+        precision=_precision(model),
+        opset=opset,
+        **kw,
+    )
+
+
+def _precision(model) -> str:
+    """int8 if the graph has quantized ops, fp16 if any initializer is float16, else fp32."""
+    import onnx
+
+    if any(node.op_type in INT8_OPS for node in model.graph.node):
+        return "int8"
+    if any(init.data_type == onnx.TensorProto.FLOAT16 for init in model.graph.initializer):
+        return "fp16"
+    return "fp32"
+
+
+def _from_outdir(outdir: Path, device: str | None) -> Artifact:
+    from edgecomp.factor.recipe import RECIPE_FILE, is_compressed_dir, read_recipe
+
+    if not is_compressed_dir(outdir):
+        raise UserInputError(f"{outdir} is a directory but not an edgecomp output directory (no {RECIPE_FILE})")
+    onnx_path = outdir / "model.onnx"
+    exported = False
+    if not onnx_path.is_file():
+        from edgecomp.factor import load_compressed
+        from exporters import export_onnx, metadata_from_recipe
+
+        recipe = read_recipe(outdir)
+        loaded = load_compressed(outdir)
+        if not loaded.input_shape:
+            raise UserInputError(f"{outdir}: the recipe has no input_shape; cannot export model.onnx")
+        export_onnx(loaded.module, onnx_path, tuple(loaded.input_shape),
+                    metadata=metadata_from_recipe(recipe, device=device))
+        exported = True
+    return _inspect_onnx(onnx_path, outdir, outdir=outdir, exported_now=exported)
+
+
+def outdir_report(outdir: Path | None) -> dict[str, Any] | None:
+    """The OUTDIR's report.json (None if absent or unreadable)."""
+    if outdir is None:
+        return None
+    path = outdir / "report.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None

@@ -1,0 +1,137 @@
+"""Click options and output shared by `edgecomp verify` and `edgecomp profile`."""
+
+from __future__ import annotations
+
+import click
+
+from edgecomp.errors import UserInputError
+from runtime.pipeline import MeasureSettings, TargetOptions
+from runtime.report import ProfileReport, VerifyResult
+from runtime.stats import CV_THRESHOLD_CPU, CV_THRESHOLD_GPU
+
+
+def _opts(func, specs):
+    for spec in reversed(specs):
+        func = spec(func)
+    return func
+
+
+_SPECS = [
+    click.argument("artifact", metavar="ARTIFACT_OR_OUTDIR", type=click.Path()),
+    click.option("--target", default=None,
+                 help="local | ssh://[user@]host[:port] | adb[://SERIAL] (default: the profile's target; "
+                      "'local' measures this machine as a labelled stand-in)."),
+    click.option("--data", "data_spec", default=None,
+                 help="Inputs: a data spec (e.g. fashion-mnist:test); default random inputs of the model's shape."),
+    click.option("--samples", type=int, default=None,
+                 help="Input samples to use (default 1000 from --data, 16 batches of random inputs)."),
+    click.option("--seed", type=int, default=0, show_default=True, help="Seed for sample choice / random inputs."),
+    click.option("--batch-size", type=int, default=1, show_default=True),
+    click.option("--warmup", "warmup_s", type=float, default=1.0, show_default=True, help="Warm-up seconds."),
+    click.option("--iterations", type=int, default=100, show_default=True,
+                 help="Minimum timed inferences (raised automatically to bound a gated percentile)."),
+    click.option("--min-duration", "min_duration_s", type=float, default=1.0, show_default=True,
+                 help="Minimum timed seconds; timing stops when both this and --iterations are reached."),
+    click.option("--max-duration", "max_duration_s", type=float, default=None,
+                 help="Stop timing after this many seconds even if --iterations is not reached."),
+    click.option("--confidence", type=float, default=0.99, show_default=True,
+                 help="Confidence of the one-sided percentile bounds the latency gate uses."),
+    click.option("--cv-threshold", type=float, default=None,
+                 help=f"Flag the run unstable above this coefficient of variation "
+                      f"(default {CV_THRESHOLD_CPU:g} CPU, {CV_THRESHOLD_GPU:g} GPU)."),
+    click.option("--allow-unstable", is_flag=True,
+                 help="Report instability as a warning instead of making the latency gate INCONCLUSIVE."),
+    click.option("--providers", default=None,
+                 help="Comma-separated ONNX Runtime execution providers overriding the profile's (recorded)."),
+    click.option("--reference", default=None, help="Reference model spec for accuracy/agreement (run on the host)."),
+    click.option("--reference-weights", default=None, type=click.Path(dir_okay=False),
+                 help="Weights for --reference."),
+    click.option("--compare", is_flag=True,
+                 help="Compare outputs across PyTorch, ONNX Runtime and TensorRT (where available)."),
+    click.option("--atol", type=float, default=1e-4, show_default=True, help="Absolute tolerance for --compare."),
+    click.option("--rtol", type=float, default=1e-3, show_default=True, help="Relative tolerance for --compare."),
+    click.option("--target-python", default=None, help="Interpreter on the target (default: the profile's)."),
+    click.option("--workdir", default=None, help="Work directory on the target (default: the profile's)."),
+    click.option("--ssh-option", "ssh_options", multiple=True,
+                 help="Extra ssh option, e.g. StrictHostKeyChecking=accept-new (repeatable; passed as -o)."),
+    click.option("--identity-file", default=None, help="SSH private key to use."),
+    click.option("--timeout", "timeout_s", type=float, default=None,
+                 help="Wall-clock limit in seconds for the run on the target."),
+    click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
+                 help="Write the JSON report here."),
+    click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), default=None,
+                 help="Write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)."),
+    click.option("--histogram", "histogram_path", type=click.Path(dir_okay=False), default=None,
+                 help="Write a PNG latency histogram."),
+]
+
+
+def measurement_options(func):
+    """ARTIFACT_OR_OUTDIR plus inputs, harness settings, target and report-file options."""
+    return _opts(func, _SPECS)
+
+
+def settings_from(kw: dict) -> MeasureSettings:
+    return MeasureSettings(
+        warmup_s=kw["warmup_s"],
+        iterations=kw["iterations"],
+        min_duration_s=kw["min_duration_s"],
+        max_duration_s=kw["max_duration_s"],
+        samples=kw["samples"],
+        seed=kw["seed"],
+        confidence=kw["confidence"],
+        cv_threshold=kw["cv_threshold"],
+        unstable_policy="warn" if kw["allow_unstable"] else "inconclusive",
+        timeout_s=kw["timeout_s"],
+    )
+
+
+def target_options_from(kw: dict) -> TargetOptions:
+    return TargetOptions(
+        python=kw["target_python"],
+        workdir=kw["workdir"],
+        ssh_options=tuple(x for opt in kw["ssh_options"] for x in ("-o", opt)),
+        identity_file=kw["identity_file"],
+    )
+
+
+def providers_from(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    if not names:
+        raise UserInputError("--providers needs at least one provider name")
+    return names
+
+
+def reference_from(kw: dict):
+    from runtime.reference import ReferenceSpec
+
+    if kw["reference"] is None:
+        if kw["reference_weights"]:
+            raise UserInputError("--reference-weights needs --reference")
+        return None
+    return ReferenceSpec(kw["reference"], kw["reference_weights"])
+
+
+def echo_summary(result: VerifyResult | ProfileReport) -> None:
+    """A short human summary on stdout."""
+    report = result.report if isinstance(result, VerifyResult) else result
+    s = report.latency
+    if isinstance(result, VerifyResult):
+        click.echo(f"verdict: {result.verdict} (exit {result.exit_code})")
+        for g in result.gates:
+            click.echo(f"  [{g.status}] {g.name}: {g.message}")
+    click.echo(f"{report.context_line()}")
+    click.echo(f"  latency ms: n={s.n} min {s.min:.4g} mean {s.mean:.4g} p50 {s.p50:.4g} p90 {s.p90:.4g} "
+               f"p95 {s.p95:.4g} p99 {s.p99:.4g} max {s.max:.4g}  CV {s.cv:.3f}"
+               f"{' (UNSTABLE)' if s.unstable else ''}  throughput {s.throughput_per_s:.4g}/s")
+    if report.accuracy:
+        top5 = report.accuracy.get("top5")
+        click.echo(f"  accuracy: top-1 {report.accuracy['top1']:.4f}"
+                   + (f" top-5 {top5:.4f}" if top5 is not None else "") + f" on {report.accuracy['samples']} samples")
+    if report.agreement:
+        click.echo(f"  agreement with reference: top-1 {report.agreement['top1_agreement']:.4f}, "
+                   f"max |err| {report.agreement['max_abs_error']:.3g}")
+    for note in report.notes:
+        click.echo(f"  note: {note}")

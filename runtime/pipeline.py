@@ -1,0 +1,341 @@
+"""measure / profile_artifact: one measurement of an artifact on a target, as a ProfileReport.
+
+One measurement: resolve the artifact -> build the input pool -> open the transport for the target
+-> stage agent/model/inputs by sha256 -> the agent runs an outputs pass (when accuracy, agreement or
+comparison needs outputs), warms up, times -> statistics, accuracy, agreement, comparison on the
+host. When a percentile is gated, the iteration count is raised to MLPerf's early-stopping minimum
+for it (64 for p90, 662 for p99 at 99% confidence) so its upper bound exists.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from edgecomp.errors import EdgecompError, UserInputError
+from runtime import gates as G
+from runtime.accuracy import accuracy_report, agreement_report
+from runtime.artifacts import Artifact, resolve_artifact
+from runtime.crosscheck import compare_runtimes
+from runtime.inputs import InputPool, build_inputs, write_pool
+from runtime.reference import ReferenceSpec, find_reference, run_reference
+from runtime.remote import run_agent
+from runtime.report import ProfileReport
+from runtime.stats import (DEFAULT_CONFIDENCE, DEFAULT_INTERVAL_LEVEL, default_cv_threshold,
+                           min_samples_for_percentile, summarize)
+from runtime.transport import Transport, open_transport, parse_target
+
+GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider", "ROCMExecutionProvider",
+                 "MIGraphXExecutionProvider", "DmlExecutionProvider")
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    """How to measure. Timed phase ends when BOTH `iterations` and `min_duration_s` are reached."""
+
+    warmup_s: float = 1.0
+    iterations: int = 100
+    min_duration_s: float = 1.0
+    max_duration_s: float | None = None
+    samples: int | None = None            # input pool size (default 1000 for data, 16 batches random)
+    seed: int = 0
+    confidence: float = DEFAULT_CONFIDENCE          # one-sided bounds used by gates
+    interval_level: float = DEFAULT_INTERVAL_LEVEL  # two-sided intervals shown in reports
+    cv_threshold: float | None = None     # None: 0.10 CPU, 0.025 GPU (stats.py)
+    unstable_policy: str = "inconclusive"  # or "warn"
+    timeout_s: float | None = None        # wall-clock limit for the agent run (None: keepalives only)
+
+    def validate(self) -> None:
+        if self.warmup_s < 0 or self.min_duration_s < 0:
+            raise UserInputError("--warmup and --min-duration must be >= 0")
+        if self.iterations < 1:
+            raise UserInputError("--iterations must be >= 1")
+        if self.max_duration_s is not None and self.max_duration_s <= 0:
+            raise UserInputError("--max-duration must be > 0")
+        if self.cv_threshold is not None and self.cv_threshold <= 0:
+            raise UserInputError("--cv-threshold must be > 0")
+        if self.unstable_policy not in G.UNSTABLE_POLICIES:
+            raise UserInputError(f"unstable policy must be one of {G.UNSTABLE_POLICIES}")
+
+
+@dataclass(frozen=True)
+class TargetOptions:
+    """Overrides for reaching the target (default: the device profile's target section)."""
+
+    python: str | None = None
+    workdir: str | None = None
+    ssh_options: tuple[str, ...] = ()
+    identity_file: str | None = None
+    connect_timeout_s: float = 10.0
+
+
+@dataclass
+class Measurement:
+    """A finished measurement and the arrays the gates may need."""
+
+    report: ProfileReport
+    artifact: Artifact
+    pool: InputPool
+    outputs: np.ndarray | None
+    reference_outputs: np.ndarray | None
+    reference: ReferenceSpec | None
+
+
+# ---- target ---------------------------------------------------------------------------------
+
+def resolve_target(profile, target: str | None, options: TargetOptions) -> tuple[Transport, dict[str, Any]]:
+    """The transport to use and how the report describes it (stand-in when `local` replaces a device)."""
+    spec = profile.target
+    if target is None:
+        if spec.transport == "local":
+            target = "local"
+        elif spec.transport == "ssh":
+            if not spec.url:
+                raise UserInputError(f"device profile {profile.name!r} has no target url; pass --target "
+                                     "ssh://user@host or --target local (a stand-in)")
+            target = spec.url
+        else:
+            target = f"adb://{spec.url}" if spec.url else "adb"
+    parsed = parse_target(target)
+    same_kind = parsed.kind == spec.transport and parsed.kind != "local"
+    transport = open_transport(
+        target,
+        python=options.python or (spec.python if same_kind else None),
+        workdir=options.workdir or (spec.workdir if same_kind else None),
+        ssh_options=options.ssh_options,
+        identity_file=options.identity_file,
+        connect_timeout=options.connect_timeout_s,
+    )
+    stand_in = parsed.kind == "local" and spec.transport != "local"
+    info = {
+        "url": transport.url,
+        "transport": parsed.kind,
+        "profile_target": spec.url or spec.transport,
+        "stand_in": stand_in,
+        "python": transport.python,
+        "workdir": transport.workdir,
+    }
+    if stand_in:
+        info["note"] = (f"measured on this host as a stand-in for {profile.name}; the numbers describe this "
+                        "machine, not the device")
+    return transport, info
+
+
+# ---- measurement ----------------------------------------------------------------------------
+
+def measure(
+    artifact_path: str | Path,
+    profile,
+    *,
+    target: str | None = None,
+    data_spec: str | None = None,
+    batch_size: int = 1,
+    percentile: float | None = None,
+    settings: MeasureSettings | None = None,
+    providers: Sequence[str] | None = None,
+    reference: ReferenceSpec | str | None = None,
+    need_reference: bool = False,
+    compare: bool = False,
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+    target_options: TargetOptions | None = None,
+) -> Measurement:
+    """Run one measurement and build its report (profile_artifact/verify call this)."""
+    settings = settings or MeasureSettings()
+    settings.validate()
+    if batch_size < 1:
+        raise UserInputError(f"--batch-size must be >= 1, got {batch_size}")
+    notes: list[str] = []
+    artifact = resolve_artifact(artifact_path, device=profile.name)
+    if artifact.exported_now:
+        notes.append(f"{artifact.path} was exported from the output directory for this run")
+
+    if artifact.fixed_batch is not None and artifact.fixed_batch != batch_size:
+        raise UserInputError(f"{artifact.path.name} has a fixed batch size of {artifact.fixed_batch}; use --batch-size "
+                             f"{artifact.fixed_batch} or export it with a dynamic batch axis")
+    request = _runtime_request(artifact, profile, providers)
+    iterations = settings.iterations
+    if percentile is not None:
+        needed = min_samples_for_percentile(percentile, settings.confidence)
+        if iterations < needed:
+            notes.append(f"iterations raised from {iterations} to {needed}: bounding p{percentile:g} at "
+                         f"{settings.confidence:.0%} confidence needs at least {needed} samples (MLPerf early stopping)")
+            iterations = needed
+
+    pool = build_inputs(artifact, data_spec, samples=settings.samples, seed=settings.seed, batch_size=batch_size)
+    ref = find_reference(artifact, reference) if (need_reference or compare or reference is not None) else None
+
+    reference_outputs = None
+    if ref is not None and pool.x is not None:  # before the target run: a bad --reference fails fast
+        reference_outputs, ref = _reference_outputs(ref, pool, explicit=reference is not None, notes=notes,
+                                                    batch_size=batch_size)
+    want_outputs = pool.has_labels or ref is not None or compare
+
+    transport, target_info = resolve_target(profile, target, target_options or TargetOptions())
+    request.update(
+        batch_size=batch_size,
+        warmup_s=settings.warmup_s,
+        iterations=iterations,
+        min_duration_s=settings.min_duration_s,
+        max_duration_s=settings.max_duration_s,
+    )
+    if pool.x is None:
+        request["random"] = {"seed": settings.seed, "count": pool.count}
+    with tempfile.TemporaryDirectory(prefix="edgecomp-run-") as scratch:
+        scratch_path = Path(scratch)
+        inputs_file = write_pool(pool, scratch_path / "inputs.npy")
+        try:
+            run = run_agent(transport, model=artifact.path, request=request, inputs=inputs_file,
+                            want_outputs=want_outputs, scratch=scratch_path, timeout=settings.timeout_s)
+        finally:
+            transport.close()
+    if pool.x is None and run.inputs is not None:
+        pool.x = run.inputs
+        pool.sample_shape = tuple(run.inputs.shape[1:])
+    target_info["environment"] = run.result.get("environment", {})
+    target_info["staged"] = run.staged
+
+    runner = run.result["runner"]
+    providers_used = runner.get("providers_used") or []
+    gpu = artifact.runtime == "tensorrt" or any(p in GPU_PROVIDERS for p in providers_used)
+    cv_threshold = settings.cv_threshold or default_cv_threshold(gpu)
+    latency = summarize(
+        run.times_ms,
+        batch_size=batch_size,
+        percentiles=() if percentile is None else (percentile,),
+        confidence=settings.confidence,
+        interval_level=settings.interval_level,
+        cv_threshold=cv_threshold,
+    )
+    if run.result.get("stopped_by") == "max_duration":
+        notes.append(f"the timed phase stopped at --max-duration after {latency.n} of {iterations} iterations")
+
+    accuracy = accuracy_report(run.outputs, pool.y) if (pool.has_labels and run.outputs is not None) else None
+    if ref is not None and reference_outputs is None and pool.x is not None:
+        reference_outputs, ref = _reference_outputs(ref, pool, explicit=reference is not None, notes=notes,
+                                                    batch_size=batch_size)
+    reference_info = agreement = None
+    if ref is not None and reference_outputs is not None:
+        reference_info = {"model": ref.describe(), "origin": ref.origin, "ran_on": "host (PyTorch)"}
+        if pool.has_labels:
+            reference_info["accuracy"] = accuracy_report(reference_outputs, pool.y)
+        if run.outputs is not None:
+            agreement = agreement_report(run.outputs, reference_outputs)
+
+    comparison = None
+    if compare:
+        comparison = compare_runtimes(artifact, run, pool, reference_outputs, ref, target_info, notes, atol, rtol,
+                                      batch_size)
+
+    report = ProfileReport(
+        artifact=artifact.describe(),
+        device=_device_info(profile),
+        target=target_info,
+        runtime={
+            "name": runner.get("runtime"),
+            "version": runner.get("version"),
+            "providers_requested": runner.get("providers_requested"),
+            "providers_used": providers_used,
+            "providers_overridden": providers is not None,
+            "threads": runner.get("threads"),
+            "graph_optimization_level": runner.get("graph_optimization_level"),
+            "precision": artifact.precision or f"{profile.default_precision} (profile default; not read from the engine)",
+            "input_name": runner.get("input_name"),
+            "input_dtype": runner.get("input_dtype"),
+            "timed_call": "one synchronous inference incl. host<->device copies, time.perf_counter_ns",
+        },
+        settings=dict(asdict(settings), batch_size=batch_size, iterations_requested=settings.iterations,
+                      iterations=iterations, percentile=percentile, cv_threshold=cv_threshold),
+        inputs=pool.describe(),
+        latency=latency,
+        timing={
+            "warmup_iterations": run.result.get("warmup_iterations"),
+            "warmup_s": run.result.get("warmup_ns", 0) / 1e9,
+            "loop_s": run.result.get("loop_ns", 0) / 1e9,
+            "stopped_by": run.result.get("stopped_by"),
+            "wall_throughput_per_s": (latency.n * batch_size / (run.result["loop_ns"] / 1e9)
+                                      if run.result.get("loop_ns") else None),
+        },
+        memory={
+            "peak_rss_bytes": run.result.get("peak_rss_bytes"),
+            "gpu_memory_used_bytes": run.result.get("gpu_memory_used_bytes"),
+            "scope": "the agent process on the target (RSS peak over the whole run); GPU: device-wide in use",
+        },
+        accuracy=accuracy,
+        reference=reference_info,
+        agreement=agreement,
+        compare=comparison,
+        notes=notes + ([target_info["note"]] if target_info.get("note") else []),
+    )
+    return Measurement(report, artifact, pool, run.outputs, reference_outputs, ref)
+
+
+def _reference_outputs(ref: ReferenceSpec, pool: InputPool, *, explicit: bool, notes: list[str], batch_size: int):
+    """(outputs, ref) of the reference model on the pool; an implied reference that fails is dropped with a note."""
+    try:
+        return run_reference(ref, pool.x, batch_size=max(batch_size, 64)), ref
+    except EdgecompError as exc:
+        if explicit:
+            raise
+        notes.append(f"reference model {ref.describe()} from {ref.origin} could not be run: {exc}")
+        return None, None
+
+
+def _runtime_request(artifact: Artifact, profile, providers: Sequence[str] | None) -> dict[str, Any]:
+    if artifact.runtime == "tensorrt":
+        return {"runtime": "tensorrt"}
+    eps = list(providers) if providers else list(profile.execution_providers)
+    if not eps:
+        raise UserInputError(f"device profile {profile.name!r} lists no ONNX Runtime execution providers; give a "
+                             "TensorRT engine or pass --providers")
+    return {
+        "runtime": "onnxruntime",
+        "providers": eps,
+        "threads": profile.threads,
+        "graph_optimization_level": profile.graph_optimization_level,
+    }
+
+
+def _device_info(profile) -> dict[str, Any]:
+    return {
+        "name": profile.name,
+        "runtime": profile.runtime,
+        "execution_providers": list(profile.execution_providers),
+        "default_precision": profile.default_precision,
+        "latency_budget_ms": profile.latency_budget_ms,
+        "latency_percentile": profile.latency_percentile,
+        "profile_file": None if profile.source is None else str(profile.source),
+    }
+
+
+# ---- public API -----------------------------------------------------------------------------
+
+def profile_artifact(
+    artifact_path: str | Path,
+    profile,
+    *,
+    target: str | None = None,
+    data_spec: str | None = None,
+    batch_size: int = 1,
+    percentile: float | None = None,
+    settings: MeasureSettings | None = None,
+    providers: Sequence[str] | None = None,
+    reference: ReferenceSpec | str | None = None,
+    compare: bool = False,
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+    target_options: TargetOptions | None = None,
+) -> ProfileReport:
+    """Measure ARTIFACT (.onnx/.ort/.engine or compress OUTDIR) on the profile's target without gating.
+
+    `percentile` (e.g. 90) makes sure enough iterations run to bound that percentile. `reference`
+    (a model spec) adds reference accuracy/agreement computed on the host; `compare` adds the
+    cross-runtime output comparison.
+    """
+    return measure(artifact_path, profile, target=target, data_spec=data_spec, batch_size=batch_size,
+                   percentile=percentile, settings=settings, providers=providers, reference=reference,
+                   compare=compare, atol=atol, rtol=rtol, target_options=target_options).report

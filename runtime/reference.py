@@ -1,0 +1,95 @@
+"""The reference model (the uncompressed original) and the reference accuracy the gates compare with.
+
+Reference model, first that applies:
+  1. --reference MODEL_SPEC [--reference-weights W]
+  2. an OUTDIR's recipe.json source (spec + weights)
+  3. the ONNX metadata edgecomp.source_model / edgecomp.weights
+It runs on the host with PyTorch, on the very inputs the target ran, so accuracy drop and
+agreement are paired comparisons (the same samples on both sides).
+
+Reference accuracy, first that applies: an explicit number; the reference model run on the same
+samples; the OUTDIR's report.json `original_accuracy` (measured by `compress` on its own
+evaluation set, so unpaired: the report says so).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgecomp.errors import UserInputError
+from runtime.artifacts import Artifact
+
+
+@dataclass(frozen=True)
+class ReferenceSpec:
+    spec: str
+    weights: str | None = None
+    trust_pickle: bool = False
+    origin: str = "--reference"
+
+    def describe(self) -> str:
+        return self.spec + (f" (weights {self.weights})" if self.weights else "")
+
+
+def find_reference(artifact: Artifact, explicit: ReferenceSpec | str | None = None) -> ReferenceSpec | None:
+    """The reference model to run, or None when nothing names one."""
+    if isinstance(explicit, str):
+        return ReferenceSpec(explicit)
+    if explicit is not None:
+        return explicit
+    if artifact.outdir is not None:
+        from edgecomp.factor.recipe import read_recipe
+
+        source = read_recipe(artifact.outdir).get("source") or {}
+        if source.get("spec"):
+            return ReferenceSpec(source["spec"], source.get("weights"), bool(source.get("trust_pickle", False)),
+                                 origin="recipe.json")
+    spec = artifact.metadata.get("edgecomp.source_model")
+    if spec:
+        weights = artifact.metadata.get("edgecomp.weights")
+        if weights and not Path(weights).expanduser().exists():
+            beside = artifact.path.parent / weights
+            weights = str(beside) if beside.exists() else weights
+        return ReferenceSpec(spec, weights or None, origin="ONNX metadata")
+    return None
+
+
+def load_reference(ref: ReferenceSpec):
+    """Build the reference nn.Module (edgecomp.models.load_model)."""
+    from edgecomp.models import load_model
+
+    if ref.weights and not Path(ref.weights).expanduser().exists():
+        raise UserInputError(f"reference weights {ref.weights} (from {ref.origin}) not found")
+    return load_model(ref.spec, weights=ref.weights, trust_pickle=ref.trust_pickle).module
+
+
+def run_reference(ref: ReferenceSpec, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """The reference model's first output for every sample of x (host, PyTorch eager)."""
+    from runtime import agent
+    from runtime.backends.torch_eager import TorchBackend
+
+    backend = TorchBackend(load_reference(ref))
+    try:
+        return agent.run_all(backend.run, x, batch_size)
+    finally:
+        backend.close()
+
+
+def report_accuracy(outdir: Path | None) -> float | None:
+    """original_accuracy from an OUTDIR's report.json (a fraction in [0, 1]), or None."""
+    from runtime.artifacts import outdir_report
+
+    report = outdir_report(outdir)
+    if not report:
+        return None
+    value = report.get("original_accuracy")
+    if isinstance(value, dict):  # tolerate {"top1": ...}
+        value = value.get("top1")
+    if isinstance(value, (int, float)) and 0.0 <= float(value) <= 1.0:
+        return float(value)
+    if isinstance(value, (int, float)) and 1.0 < float(value) <= 100.0:
+        return float(value) / 100.0  # given in percent
+    return None

@@ -1,0 +1,124 @@
+"""verify(): one measurement (runtime.pipeline.measure) followed by the gates (runtime.gates).
+
+Accuracy reference, first that applies -- labelled data: an explicit reference accuracy; explicit
+reference outputs (same pool); the reference model run on the host on the same samples (paired);
+an OUTDIR's report.json original_accuracy (unpaired). Unlabelled data: the top-1 agreement with
+explicit reference outputs or with the reference model, which bounds the accuracy drop.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from edgecomp.errors import UserInputError
+from runtime import gates as G
+from runtime.accuracy import accuracy_report, agreement_report
+from runtime.pipeline import MeasureSettings, Measurement, TargetOptions, measure
+from runtime.reference import ReferenceSpec, report_accuracy
+from runtime.report import VerifyResult
+
+
+def verify(
+    artifact_path: str | Path,
+    profile,
+    *,
+    target: str | None = None,
+    data_spec: str | None = None,
+    batch_size: int = 1,
+    latency_budget_ms: float | None = None,
+    percentile: float | None = None,
+    max_accuracy_drop: float | None = 0.01,
+    reference: ReferenceSpec | str | None = None,
+    reference_accuracy: float | None = None,
+    reference_outputs: np.ndarray | None = None,
+    settings: MeasureSettings | None = None,
+    providers: Sequence[str] | None = None,
+    compare: bool = False,
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+    target_options: TargetOptions | None = None,
+) -> VerifyResult:
+    """Measure and gate. Budget/percentile default to the profile's; max_accuracy_drop None skips accuracy.
+
+    Exit codes: 0 all gates pass, 1 a budget is exceeded, 3 inconclusive; could-not-run raises an
+    EdgecompError (exit 2). `reference_outputs` (outputs of the reference model on the same pool:
+    same data spec, samples and seed) replace running the reference model for the agreement gate.
+    """
+    settings = settings or MeasureSettings()
+    budget = profile.latency_budget_ms if latency_budget_ms is None else latency_budget_ms
+    pct = profile.latency_percentile if percentile is None else percentile
+    if budget is not None and budget <= 0:
+        raise UserInputError(f"latency budget must be > 0 ms, got {budget}")
+    if max_accuracy_drop is not None and not 0 <= max_accuracy_drop <= 1:
+        raise UserInputError(f"--max-accuracy-drop must be a fraction in [0, 1], got {max_accuracy_drop}")
+    if reference_accuracy is not None and not 0 <= reference_accuracy <= 1:
+        raise UserInputError(f"reference accuracy must be a fraction in [0, 1], got {reference_accuracy}")
+
+    gated_accuracy = max_accuracy_drop is not None and data_spec is not None
+    need_reference = gated_accuracy and reference_accuracy is None and reference_outputs is None
+    m = measure(artifact_path, profile, target=target, data_spec=data_spec, batch_size=batch_size,
+                percentile=pct if budget is not None else None, settings=settings, providers=providers,
+                reference=reference, need_reference=need_reference, compare=compare, atol=atol, rtol=rtol,
+                target_options=target_options)
+    results: list[G.GateResult] = []
+    if budget is None:
+        results.append(G.skipped("latency", f"no latency budget (profile {profile.name!r} has none; pass "
+                                            "--latency-budget-ms)"))
+    else:
+        results.append(G.latency_gate(m.report.latency, budget, pct, unstable_policy=settings.unstable_policy))
+    if max_accuracy_drop is None:
+        results.append(G.skipped("accuracy drop", "not requested"))
+    elif data_spec is None:
+        results.append(G.skipped("accuracy drop", "random inputs; pass --data to gate accuracy"))
+    else:
+        results.append(_accuracy_gate(m, max_accuracy_drop, reference_accuracy, reference_outputs))
+    if compare:
+        results.append(G.compare_gate(m.report.compare) if m.report.compare is not None
+                       else G.skipped("output agreement", "fewer than two runtimes could run the model"))
+    return VerifyResult(G.exit_code(results), results, m.report)
+
+
+def _accuracy_gate(m: Measurement, max_drop: float, reference_accuracy, reference_outputs) -> G.GateResult:
+    """Labelled data: given accuracy > given outputs > reference model on the same samples > report.json.
+    Unlabelled data: agreement with given outputs > with the reference model."""
+    report = m.report
+    if m.pool.has_labels and report.accuracy is not None:
+        target_top1 = report.accuracy["top1"]
+        n = report.accuracy["samples"]
+        if reference_accuracy is not None:
+            return G.accuracy_gate(target_top1, reference_accuracy, max_drop, samples=n,
+                                   reference_source="given", paired=False)
+        if reference_outputs is not None:
+            ref_top1 = accuracy_report(_check_ref(reference_outputs, m), m.pool.y)["top1"]
+            return G.accuracy_gate(target_top1, ref_top1, max_drop, samples=n, reference_source="given outputs",
+                                   paired=True)
+        if report.reference and report.reference.get("accuracy"):
+            return G.accuracy_gate(target_top1, report.reference["accuracy"]["top1"], max_drop, samples=n,
+                                   reference_source=f"{report.reference['model']} on the same samples", paired=True)
+        from_report = report_accuracy(m.artifact.outdir)
+        if from_report is not None:
+            report.notes.append("reference accuracy is report.json original_accuracy (unpaired with these samples)")
+            return G.accuracy_gate(target_top1, from_report, max_drop, samples=n,
+                                   reference_source="report.json original_accuracy", paired=False)
+        raise UserInputError("cannot gate accuracy: no reference accuracy (pass --reference MODEL_SPEC, or verify an "
+                             "output directory whose report.json has original_accuracy)")
+    # unlabelled: agreement bound
+    if reference_outputs is not None:
+        agreement = agreement_report(m.outputs, _check_ref(reference_outputs, m))
+        report.agreement = agreement
+        return G.agreement_gate(agreement, max_drop, "the given reference outputs")
+    if report.agreement is not None:
+        return G.agreement_gate(report.agreement, max_drop, report.reference["model"])
+    raise UserInputError("cannot gate accuracy on unlabelled data without a reference model: pass --reference "
+                         "MODEL_SPEC (or use an artifact whose metadata names its source model)")
+
+
+def _check_ref(reference_outputs: np.ndarray, m: Measurement) -> np.ndarray:
+    ref = np.asarray(reference_outputs)
+    if m.outputs is None or ref.shape[0] != m.outputs.shape[0]:
+        raise UserInputError(f"reference outputs have {ref.shape[0]} rows but the input pool has "
+                             f"{m.pool.count} samples (use the same data spec, samples and seed)")
+    return ref

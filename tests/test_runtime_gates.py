@@ -1,0 +1,124 @@
+"""Gates and their exit codes, accuracy/agreement metrics and cross-runtime output comparison."""
+
+import numpy as np
+import pytest
+
+from edgecomp.errors import UserInputError
+from runtime import gates as G
+from runtime.accuracy import accuracy_report, agreement_report, topk_correct
+from runtime.compare import compare_outputs
+from runtime.stats import summarize
+
+RNG = np.random.default_rng(0)
+STEADY = 2.0 + RNG.normal(0, 0.02, 1000)   # CV ~ 0.01
+
+
+def test_latency_gate_passes_when_the_upper_bound_is_within_budget():
+    s = summarize(STEADY, percentiles=(90,), cv_threshold=0.10)
+    gate = G.latency_gate(s, budget_ms=2.5, percentile=90)
+    assert gate.status == G.PASS
+    assert gate.measured == s.percentile(90).upper_bound  # compares the bound, not the estimate
+    assert "upper" in gate.details["rule"] and gate.details["samples"] == 1000
+
+
+def test_latency_gate_fails_when_the_lower_bound_exceeds_budget():
+    gate = G.latency_gate(summarize(STEADY, cv_threshold=0.10), budget_ms=1.5, percentile=90)
+    assert gate.status == G.FAIL
+
+
+def test_latency_gate_is_inconclusive_when_the_interval_straddles_the_budget():
+    s = summarize(STEADY, cv_threshold=0.10)
+    p = s.percentile(90)
+    assert p.lower_bound < p.upper_bound
+    budget = (p.lower_bound + p.upper_bound) / 2
+    # the point estimate may be within budget, yet the data cannot say so with 99% confidence
+    assert G.latency_gate(s, budget_ms=budget, percentile=90).status == G.INCONCLUSIVE
+
+
+def test_latency_gate_unstable_runs_are_inconclusive_unless_policy_warns():
+    noisy = np.concatenate([STEADY, STEADY * 3])
+    s = summarize(noisy, cv_threshold=0.10)
+    assert s.unstable
+    assert G.latency_gate(s, 100.0, 90).status == G.INCONCLUSIVE
+    warned = G.latency_gate(s, 100.0, 90, unstable_policy="warn")
+    assert warned.status == G.PASS and "unstable" in warned.message
+
+
+def test_latency_gate_needs_the_minimum_sample_count():
+    s = summarize(STEADY[:100], cv_threshold=0.10)
+    gate = G.latency_gate(s, 100.0, 99)  # p99 needs 662
+    assert gate.status == G.INCONCLUSIVE and "662" in gate.message
+
+
+def test_exit_code_combines_gates():
+    p = G.GateResult("a", G.PASS, 1, 2, "ms", "")
+    f = G.GateResult("b", G.FAIL, 3, 2, "ms", "")
+    i = G.GateResult("c", G.INCONCLUSIVE, 3, 2, "ms", "")
+    s = G.skipped("d", "why")
+    assert G.exit_code([p, s]) == 0
+    assert G.exit_code([p, i]) == 3
+    assert G.exit_code([i, f]) == 1  # a certain breach outranks an undecided gate
+    assert G.verdict(0) == "PASS" and G.verdict(1) == "FAIL" and G.verdict(3) == "INCONCLUSIVE"
+
+
+def test_accuracy_and_agreement_gates():
+    ok = G.accuracy_gate(0.905, 0.91, 0.01, samples=1000, reference_source="ref", paired=True)
+    bad = G.accuracy_gate(0.88, 0.91, 0.01, samples=1000, reference_source="ref", paired=False)
+    assert ok.status == G.PASS and bad.status == G.FAIL and "unpaired" in bad.message
+    agree = {"samples": 100, "top1_agreement": 0.995, "max_abs_error": 0.1, "mean_abs_error": 0.01}
+    assert G.agreement_gate(agree, 0.01, "ref").status == G.PASS
+    assert G.agreement_gate(dict(agree, top1_agreement=0.95), 0.01, "ref").status == G.FAIL
+
+
+def test_topk_accuracy_and_agreement_metrics():
+    logits = np.array([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1], [0.2, 0.3, 0.5], [0.3, 0.4, 0.35]])
+    labels = np.array([1, 0, 0, 2])
+    assert topk_correct(logits, labels, 1) == 2
+    assert topk_correct(logits, labels, 2) == 3
+    assert topk_correct(logits, labels, 3) == 4
+    rep = accuracy_report(logits, labels)
+    assert rep["top1"] == 0.5 and rep["top5"] is None  # 3 classes: top-5 is meaningless
+    assert rep["top1_ci95"][0] < 0.5 < rep["top1_ci95"][1]
+    ref = logits.copy()
+    ref[3] = [0.0, 0.0, 1.0]
+    g = agreement_report(logits, ref)
+    assert g["top1_agreement"] == 0.75
+    assert g["max_abs_error"] == pytest.approx(0.65)
+    with pytest.raises(UserInputError):
+        topk_correct(logits, labels[:2], 1)
+
+
+def test_agreement_bounds_the_accuracy_drop():
+    z = RNG.normal(size=(500, 10))
+    r = z + RNG.normal(0, 0.3, size=z.shape)
+    y = RNG.integers(0, 10, 500)
+    drop = abs(accuracy_report(z, y)["top1"] - accuracy_report(r, y)["top1"])
+    assert drop <= 1 - agreement_report(z, r)["top1_agreement"] + 1e-12
+
+
+def test_compare_outputs_reports_differences_per_pair():
+    ref = RNG.normal(size=(20, 10)).astype(np.float32)
+    close = ref + np.float32(1e-6)
+    far = ref.copy()
+    far[0, 0] += 0.5
+    result = compare_outputs({"pytorch": ref, "ort": close, "trt": far}, atol=1e-4, rtol=1e-3)
+    assert result.runs == ["pytorch", "ort", "trt"] and len(result.pairs) == 3
+    by = {(p.candidate, p.reference): p for p in result.pairs}
+    assert by[("ort", "pytorch")].passed
+    assert by[("ort", "pytorch")].max_abs == pytest.approx(1e-6, rel=0.2)
+    bad = by[("trt", "pytorch")]
+    assert not bad.passed and bad.max_abs == pytest.approx(0.5, rel=1e-5)
+    assert bad.mismatch_fraction == pytest.approx(1 / 200)
+    assert bad.median_abs == 0.0 and bad.p99_abs <= bad.max_abs
+    assert not result.passed and result.worst().max_abs == pytest.approx(0.5, rel=1e-5)
+    assert G.compare_gate(result).status == G.FAIL
+    assert G.compare_gate(compare_outputs({"a": ref, "b": close})).status == G.PASS
+
+
+def test_compare_outputs_bad_input():
+    with pytest.raises(UserInputError):
+        compare_outputs({"only": np.zeros(3)})
+    with pytest.raises(UserInputError, match="shapes differ"):
+        compare_outputs({"a": np.zeros(3), "b": np.zeros(4)})
+    nan = compare_outputs({"a": np.zeros(3), "b": np.array([0.0, np.nan, 0.0])})
+    assert not nan.passed

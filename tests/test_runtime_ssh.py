@@ -1,0 +1,273 @@
+"""Remote profiling for real: an OpenSSH server on 127.0.0.1 with throwaway keys, the agent run
+through it, and the failure modes (closed port, dropped connection, missing runtime, missing python)."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+import runtime
+from edgecomp.profiles import load_profile
+from runtime.errors import TargetConnectionError, TargetDependencyError
+
+SSHD = "/usr/sbin/sshd"
+pytestmark = pytest.mark.skipif(not Path(SSHD).exists(), reason=f"{SSHD} is not installed (apt-get install openssh-server)")
+
+FAST = runtime.MeasureSettings(warmup_s=0.05, iterations=64, min_duration_s=0.05, cv_threshold=1e6)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"sshd exited with {proc.returncode}: {log.read_text()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"sshd did not open port {port}: {log.read_text()}")
+
+
+def _descendants(pid: int) -> list[int]:
+    """Processes below `pid` (sshd's per-connection children call setsid, so no process group covers them)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            out.append(child)
+            stack.append(child)
+    return out
+
+
+def _keygen(path: Path) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    """A private sshd on 127.0.0.1:<free port>; yields (port, ssh client options). Always terminated."""
+    if shutil.which("ssh") is None or shutil.which("ssh-keygen") is None:
+        pytest.skip("the OpenSSH client (ssh, ssh-keygen) is not installed")
+    d = tmp_path_factory.mktemp("sshd")
+    _keygen(d / "host_key")
+    _keygen(d / "user_key")
+    (d / "authorized_keys").write_text((d / "user_key.pub").read_text())
+    privsep = Path("/run/sshd")  # sshd refuses to start without its privilege-separation directory
+    if not privsep.exists() and os.geteuid() == 0:
+        privsep.mkdir(mode=0o755, parents=True)
+    port = _free_port()
+    (d / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host_key'}\n"
+        f"AuthorizedKeysFile {d / 'authorized_keys'}\nPermitRootLogin prohibit-password\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
+        f"PidFile {d / 'sshd.pid'}\nMaxStartups 50\nLogLevel ERROR\n"
+    )
+    host_pub = (d / "host_key.pub").read_text().split()
+    (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
+    log = d / "sshd.log"
+    with open(log, "wb") as logf:
+        proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")], stdout=logf, stderr=subprocess.STDOUT)
+    try:
+        _wait_port(port, proc, log)
+        user = os.environ.get("USER") or subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
+        options = ("-F", "/dev/null", "-o", f"UserKnownHostsFile={d / 'known_hosts'}", "-o",
+                   "StrictHostKeyChecking=yes")
+        yield {"port": port, "user": user, "dir": d, "options": options, "identity": str(d / "user_key")}
+    finally:
+        left = _descendants(proc.pid)
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    d = tmp_path_factory.mktemp("model")
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4)).eval()
+    path = d / "tiny.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, torch.zeros(1, 1, 4, 4), str(path), input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17,
+                          dynamo=False)
+    x = np.random.default_rng(0).random((40, 1, 4, 4), dtype=np.float32)
+    labels = net(torch.from_numpy(x)).argmax(1).numpy()
+    np.savez(d / "data.npz", x=x, y=labels)
+    return {"path": path, "data": f"npz:{d / 'data.npz'}"}
+
+
+def _options(sshd, **kw):
+    return runtime.TargetOptions(python=kw.get("python", sys.executable), workdir=str(sshd["dir"] / "work"),
+                                 ssh_options=sshd["options"], identity_file=sshd["identity"])
+
+
+def _url(sshd, port=None):
+    return f"ssh://{sshd['user']}@127.0.0.1:{port or sshd['port']}"
+
+
+def test_full_profile_through_ssh(sshd, model):
+    profile = load_profile("raspberry-pi-5")  # an ssh device; we point it at our local sshd
+    report = runtime.profile_artifact(model["path"], profile, target=_url(sshd), data_spec=model["data"],
+                                      percentile=90, settings=FAST, target_options=_options(sshd))
+    assert report.target["transport"] == "ssh" and not report.target["stand_in"]
+    assert report.runtime["version"] == ort.__version__
+    assert report.runtime["providers_used"] == ["CPUExecutionProvider"]
+    assert report.runtime["threads"] == profile.threads
+    assert report.latency.n >= 64 and report.latency.min > 0 and report.latency.p90 >= report.latency.p50
+    assert report.accuracy["top1"] == 1.0 and report.accuracy["samples"] == 40  # labels are the model's own argmax
+    assert report.memory["peak_rss_bytes"] > 0
+    assert len(report.target["staged"]["uploaded"]) == 3  # agent, model, inputs
+    # a second run finds everything on the target under the same sha256 names and copies nothing
+    again = runtime.profile_artifact(model["path"], profile, target=_url(sshd), data_spec=model["data"],
+                                     settings=FAST, target_options=_options(sshd))
+    assert again.target["staged"]["uploaded"] == [] and len(again.target["staged"]["reused"]) == 3
+    assert list((sshd["dir"] / "work" / "runs").iterdir()) == []  # per-run outputs cleaned up
+
+
+def test_verify_through_ssh_gates_and_exits(sshd, model):
+    profile = load_profile("raspberry-pi-5")
+    result = runtime.verify(model["path"], profile, target=_url(sshd), data_spec=model["data"],
+                            latency_budget_ms=1000.0, reference_accuracy=1.0, max_accuracy_drop=0.0, settings=FAST,
+                            target_options=_options(sshd))
+    assert result.exit_code == 0, [g.message for g in result.gates]
+    assert [g.status for g in result.gates] == ["PASS", "PASS"]
+
+
+def test_closed_port_is_a_clear_connection_error(sshd, model):
+    with pytest.raises(TargetConnectionError, match="connection refused") as info:
+        runtime.profile_artifact(model["path"], load_profile("raspberry-pi-5"), target=_url(sshd, _free_port()),
+                                 settings=FAST, target_options=_options(sshd))
+    assert info.value.exit_code == 2
+
+
+class DroppingProxy:
+    """TCP relay to sshd that cuts every connection older than `max_age` seconds (a link going down)."""
+
+    def __init__(self, port, max_age):
+        self.target, self.max_age = port, max_age
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.conns: list[tuple[float, socket.socket, socket.socket]] = []
+        self.dropped = 0
+        self.stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+        threading.Thread(target=self._reaper, daemon=True).start()
+
+    def _pipe(self, a, b):
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def _accept(self):
+        self.server.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            self.conns.append((time.monotonic(), client, upstream))
+            threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
+
+    def _reaper(self):
+        while not self.stop.is_set():
+            now = time.monotonic()
+            for entry in list(self.conns):
+                born, client, upstream = entry
+                if now - born > self.max_age:
+                    self.conns.remove(entry)
+                    self.dropped += 1
+                    for s in (client, upstream):
+                        try:
+                            s.shutdown(socket.SHUT_RDWR)
+                        except OSError:
+                            pass
+                        s.close()
+            time.sleep(0.05)
+
+    def close(self):
+        self.stop.set()
+        self.server.close()
+
+
+def test_connection_dropped_mid_run_is_reported(sshd, model):
+    # stage first so the only long-lived connection is the measurement itself
+    profile = load_profile("raspberry-pi-5")
+    runtime.profile_artifact(model["path"], profile, target=_url(sshd), settings=FAST, target_options=_options(sshd))
+    proxy = DroppingProxy(sshd["port"], max_age=2.0)
+    known = sshd["dir"] / "known_hosts_proxy"
+    host_pub = (sshd["dir"] / "host_key.pub").read_text().split()
+    known.write_text(f"[127.0.0.1]:{proxy.port} {host_pub[0]} {host_pub[1]}\n")
+    options = runtime.TargetOptions(python=sys.executable, workdir=str(sshd["dir"] / "work"),
+                                    ssh_options=("-F", "/dev/null", "-o", f"UserKnownHostsFile={known}"),
+                                    identity_file=sshd["identity"])
+    long_run = runtime.MeasureSettings(warmup_s=0.0, iterations=10, min_duration_s=20.0, cv_threshold=1e6)
+    start = time.monotonic()
+    try:
+        with pytest.raises(TargetConnectionError, match="dropped during the measurement") as info:
+            runtime.profile_artifact(model["path"], profile, target=_url(sshd, proxy.port), settings=long_run,
+                                     target_options=options)
+    finally:
+        proxy.close()
+    assert time.monotonic() - start < 15  # noticed promptly, not after the 20 s run
+    assert proxy.dropped >= 1 and info.value.exit_code == 2
+
+
+def test_missing_runtime_on_target_is_named(sshd, model, tmp_path):
+    venv = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    with pytest.raises(TargetDependencyError, match="onnxruntime not importable on target") as info:
+        runtime.profile_artifact(model["path"], load_profile("raspberry-pi-5"), target=_url(sshd), settings=FAST,
+                                 target_options=_options(sshd, python=str(venv / "bin" / "python")))
+    assert "pip install onnxruntime there" in str(info.value) and info.value.exit_code == 2
+
+
+def test_missing_python_on_target_is_named(sshd, model):
+    with pytest.raises(TargetDependencyError, match="python interpreter '/no/such/python3' not found"):
+        runtime.profile_artifact(model["path"], load_profile("raspberry-pi-5"), target=_url(sshd), settings=FAST,
+                                 target_options=_options(sshd, python="/no/such/python3"))
