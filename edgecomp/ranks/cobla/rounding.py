@@ -1,0 +1,221 @@
+"""From relaxed masks m_hat to integer ranks that fit both budgets on the built model (COBLA eq. 9).
+
+Rank of layer i (eq. 9, randomized rounding of the expected number of kept components):
+
+    s_i = sum_j m_hat_ij,   r_i = floor(s_i) + Bernoulli(s_i - floor(s_i)),   clipped to [1, K_i].
+
+Which components are kept: COBLA's second step rescales each component by its mask
+(P_j <- m_hat_ij P_j) and re-factorises; with orthonormal singular vectors the new singular
+values are m_hat_ij * sigma_ij, so keeping the top r_i of the rescaled layer means keeping the
+r_i components with the largest m_hat_ij * sigma_ij (`kept_components`; the glue applies the
+scaling). The reference implementation does the same ("add_and_svd" rounding: ten random draws,
+infeasible draws rejected, best held-out accuracy kept).
+
+Candidates and budgets. Budgets must hold EXACTLY on the built model (`RankProblem.feasible`,
+break-even rule applied), not just for the linear relaxation:
+
+* Break-even: a layer whose rank reaches its break-even rank b_i is left unfactored and costs
+  its original MACs/params. That is never more than the linear cost in the metric that set
+  b_i, but can be more in the other one (e.g. MAC break-even at rank 10 while the factored
+  layer at rank 10 still has fewer parameters than the original). When a candidate is over
+  budget and has such layers, they are lowered to b_i - 1 (factored, strictly cheaper than the
+  original in both metrics) one at a time, cheapest loss of kept energy per unit of removed
+  excess first, until the candidate fits or none is left.
+* Random draws: `draws` feasible draws are wanted, from at most 4 * draws seeded attempts; a
+  draw still over budget after the break-even lowering is rejected.
+* Floor: r_i = max(1, floor(s_i)) is always a candidate. Its linear cost is within the relaxed
+  budgets except where the clip to rank 1 or the break-even rule adds cost; it is repaired by
+  greedily lowering layers (break-even layers to b_i - 1, others by one rank), always choosing
+  the move that loses the least kept energy per unit of removed excess. This terminates
+  feasible whenever the all-rank-1 model fits (checked first: InfeasibleBudgetError otherwise),
+  so rounding always returns a feasible selection.
+
+Choice among the distinct feasible candidates: the smallest loss_fn(ranks) if given (the glue
+evaluates held-out loss), else the largest kept energy
+
+    sum_i  kept_i / sum_j sigma_ij^2,   kept_i = sum_{j in top r_i} (m_hat_ij sigma_ij)^2
+
+(1 for a layer left unfactored, whose original weights are kept), i.e. the relative spectral
+energy of the rescaled layers that the built model retains.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from edgecomp.errors import InfeasibleBudgetError
+from edgecomp.ranks.problem import RankProblem, RankSelection
+
+
+def _check_masks(problem: RankProblem, masks) -> np.ndarray:
+    masks = np.asarray(masks, dtype=np.float64).reshape(-1)
+    if masks.shape != (problem.n_masks,):
+        raise ValueError(f"masks must have {problem.n_masks} entries, got {masks.size}")
+    if not np.all(np.isfinite(masks)):
+        raise ValueError("masks must be finite")
+    if masks.min() < -1e-6 or masks.max() > 1 + 1e-6:
+        raise ValueError("masks must lie in [0, 1]")
+    return np.clip(masks, 0.0, 1.0)
+
+
+def _order(problem: RankProblem, masks: np.ndarray) -> list[np.ndarray]:
+    """Per layer: component indices by decreasing m_hat * sigma (stable: ties keep index order)."""
+    return [np.argsort(-(m * layer.sigma), kind="stable")
+            for layer, m in zip(problem.layers, problem.split(masks))]
+
+
+def kept_components(problem: RankProblem, masks, ranks) -> list[np.ndarray]:
+    """Indices of the ranks[i] components of layer i with the largest m_hat_ij * sigma_ij.
+
+    Sorted by decreasing m_hat_ij * sigma_ij (ties by index). For a rank at or above the layer's
+    break-even rank the layer is built unfactored; its list is still returned for completeness.
+    """
+    masks = _check_masks(problem, masks)
+    ranks = np.asarray(ranks, dtype=np.int64)
+    if ranks.shape != (len(problem.layers),):
+        raise ValueError(f"expected {len(problem.layers)} ranks, got shape {ranks.shape}")
+    out = []
+    for layer, order, r in zip(problem.layers, _order(problem, masks), ranks):
+        if not 1 <= r <= layer.max_rank:
+            raise ValueError(f"layer {layer.name}: rank {r} outside [1, {layer.max_rank}]")
+        out.append(order[:r].copy())
+    return out
+
+
+class _Ledger:
+    """Vectorised per-layer costs and kept energies for fast greedy moves."""
+
+    def __init__(self, problem: RankProblem, masks: np.ndarray):
+        layers = problem.layers
+        self.problem = problem
+        self.K = np.array([l.max_rank for l in layers], dtype=np.int64)
+        self.be = np.array([l.break_even_rank for l in layers], dtype=np.int64)
+        self.mpr = np.array([l.macs_per_rank for l in layers])
+        self.ppr = np.array([l.params_per_rank for l in layers])
+        self.bias = np.array([l.bias_params for l in layers])
+        self.omacs = np.array([l.original_macs for l in layers])
+        self.oparams = np.array([l.original_params for l in layers])
+        self.energy = []  # energy[i][r]: relative kept energy of layer i at rank r (factored)
+        for layer, m, order in zip(layers, problem.split(masks), _order(problem, masks)):
+            total = float(np.sum(layer.sigma**2))
+            v = ((m * layer.sigma)[order]) ** 2
+            e = np.concatenate([[0.0], np.cumsum(v)]) / total if total > 0 else np.zeros(v.size + 1)
+            self.energy.append(e)
+
+    def costs(self, ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        unf = ranks >= self.be
+        macs = np.where(unf, self.omacs, ranks * self.mpr)
+        params = np.where(unf, self.oparams, ranks * self.ppr + self.bias)
+        return macs, params
+
+    def totals(self, ranks) -> tuple[float, float]:
+        macs, params = self.costs(ranks)
+        return self.problem.fixed_macs + float(macs.sum()), self.problem.fixed_params + float(params.sum())
+
+    def layer_energy(self, i: int, r: int) -> float:
+        return 1.0 if r >= self.be[i] else float(self.energy[i][r])
+
+    def kept_energy(self, ranks) -> float:
+        return float(sum(self.layer_energy(i, int(r)) for i, r in enumerate(ranks)))
+
+    def lower(self, ranks: np.ndarray, *, break_even_only: bool) -> np.ndarray | None:
+        """Greedily lower layers until the built model fits; None if no move is left."""
+        ranks = ranks.copy()
+        p = self.problem
+        while not p.feasible(ranks):
+            n_c, n_m = self.totals(ranks)
+            over_c = n_c >= p.mac_budget * (1 - 1e-9)
+            over_m = n_m >= p.param_budget * (1 - 1e-9)
+            if not (over_c or over_m):  # disagreement at rounding level: treat both as tight
+                over_c = over_m = True
+            unf = ranks >= self.be
+            new = np.where(unf, self.be - 1, ranks - 1)
+            movable = (new >= 1) & (unf if break_even_only else (ranks > 1))
+            if not movable.any():
+                return None
+            macs, params = self.costs(ranks)
+            new_macs, new_params = self.costs(np.maximum(new, 1))
+            gain = (over_c * (macs - new_macs) / p.mac_budget) + (over_m * (params - new_params) / p.param_budget)
+            idx = np.flatnonzero(movable & (gain > 0))
+            if idx.size == 0:
+                return None
+            lost = np.array([self.layer_energy(i, int(ranks[i])) - self.layer_energy(i, int(new[i])) for i in idx])
+            pick = idx[np.lexsort((-gain[idx], lost / gain[idx]))[0]]
+            ranks[pick] = new[pick]
+        return ranks
+
+
+def round_ranks(
+    problem: RankProblem,
+    masks,
+    *,
+    draws: int = 16,
+    seed: int = 0,
+    loss_fn: Callable[[np.ndarray], float] | None = None,
+) -> RankSelection:
+    """Integer ranks from relaxed masks (eq. 9), feasible on the built model; see module docstring."""
+    if draws < 0:
+        raise ValueError("draws must be >= 0")
+    masks = _check_masks(problem, masks)
+    if not problem.is_satisfiable():
+        min_macs, min_params = problem.min_cost
+        raise InfeasibleBudgetError(
+            f"no rank assignment fits: the smallest buildable model (rank 1 everywhere) needs "
+            f"{min_macs:.6g} MACs and {min_params:.6g} parameters "
+            f"(budgets {problem.mac_budget:.6g} and {problem.param_budget:.6g})",
+            min_macs=min_macs, min_params=min_params)
+    ledger = _Ledger(problem, masks)
+    s = np.array([float(m.sum()) for m in problem.split(masks)])
+    base = np.floor(s + 1e-9)
+    frac = np.clip(s - base, 0.0, 1.0)
+
+    candidates: dict[tuple, str] = {}
+    floor = np.clip(base.astype(np.int64), 1, ledger.K)
+    repaired = ledger.lower(floor, break_even_only=False)
+    if repaired is None:  # unreachable while the rank-1 model fits; kept as a hard guard
+        raise InfeasibleBudgetError("could not repair the floor rounding to fit the budgets")
+    candidates[tuple(repaired.tolist())] = "floor" if np.array_equal(repaired, floor) else "floor (repaired)"
+
+    rng = np.random.default_rng(seed)
+    attempts = feasible_draws = 0
+    while feasible_draws < draws and attempts < 4 * draws:
+        attempts += 1
+        r = np.clip((base + (rng.random(s.size) < frac)).astype(np.int64), 1, ledger.K)
+        r = ledger.lower(r, break_even_only=True)
+        if r is None:
+            continue
+        feasible_draws += 1
+        candidates.setdefault(tuple(r.tolist()), f"draw {attempts}")
+
+    keys = list(candidates)
+    energies = [ledger.kept_energy(np.array(key)) for key in keys]
+    if loss_fn is not None:
+        losses = [float(loss_fn(np.array(key, dtype=np.int64))) for key in keys]
+        finite = [i for i, v in enumerate(losses) if np.isfinite(v)]
+        if not finite:
+            raise ValueError("loss_fn returned no finite loss for any candidate")
+        best = min(finite, key=lambda i: (losses[i], -energies[i]))
+        criterion = "loss"
+    else:
+        losses = None
+        best = max(range(len(keys)), key=lambda i: energies[i])
+        criterion = "kept_energy"
+    ranks = np.array(keys[best], dtype=np.int64)
+    n_c, n_m = problem.cost(ranks)
+    info = {
+        "criterion": criterion,
+        "chosen": candidates[keys[best]],
+        "expected_ranks": s.tolist(),
+        "candidates": [{"ranks": list(k), "source": candidates[k], "kept_energy": energies[i],
+                        **({"loss": losses[i]} if losses is not None else {})}
+                       for i, k in enumerate(keys)],
+        "draws_attempted": attempts,
+        "draws_feasible": feasible_draws,
+        "seed": seed,
+        "macs": n_c,
+        "params": n_m,
+        "unfactored_layers": [l.name for l, r in zip(problem.layers, ranks) if not l.is_factored(int(r))],
+    }
+    return RankSelection(method="cobla", ranks=ranks, masks=masks, enforces_budgets=True, info=info)
