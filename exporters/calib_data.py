@@ -55,3 +55,24 @@ def check_sample_shape(batches: Sequence[np.ndarray], dims: Sequence, what: str 
 
 def concat(batches: Iterable[np.ndarray]) -> np.ndarray:
     return np.concatenate(list(batches), axis=0)
+
+
+def calibration_from_spec(spec: str, samples: int, input_shape: tuple[int, ...]):
+    """(calibration x, evaluation x, evaluation labels or None): disjoint seeded samples of the data spec."""
+    from edgecomp.data import load_dataset, take_batch
+
+    if samples < 1:
+        raise UserInputError(f"--calib-samples must be >= 1, got {samples}")
+    data = load_dataset(spec)
+    if tuple(data.sample_shape) != tuple(input_shape[1:]):
+        raise UserInputError(
+            f"--calib-data {spec} has samples of shape {tuple(data.sample_shape)}; "
+            f"the model takes {tuple(input_shape[1:])}"
+        )
+    x, y = take_batch(data, 2 * samples, seed=0)
+    n = samples if len(x) > samples else max(1, len(x) // 2)
+    calib, evaluation = x[:n].numpy(), x[n:].numpy()
+    labels = y[n:].numpy() if data.has_labels else None
+    if len(evaluation) == 0:
+        evaluation, labels = calib, (y[:n].numpy() if data.has_labels else None)
+    return calib, evaluation, labels

@@ -33,23 +33,10 @@ def _layout(out: str, fmt: str) -> tuple[Path, str]:
 
 def _load(target: str, weights, trust_pickle: bool):
     """(LoadedModel, recipe dict or None) for a compress OUTDIR or a model spec."""
-    outdir = Path(target)
-    if outdir.is_dir() and (outdir / "recipe.json").is_file():
-        if weights:
-            raise UserInputError(f"{target} is a compress output directory; it has its own weights (drop --weights)")
-        from edgecomp.factor import load_compressed
+    from edgecomp.factor import load_model_or_outdir
 
-        loaded = load_compressed(outdir)
-        recipe = getattr(loaded, "recipe", None)
-        if recipe is None:
-            try:
-                recipe = json.loads((outdir / "recipe.json").read_text())
-            except (OSError, json.JSONDecodeError) as exc:
-                raise UserInputError(f"{outdir / 'recipe.json'}: unreadable recipe: {exc}") from exc
-        return loaded, recipe
-    from edgecomp.models import load_model
-
-    return load_model(target, weights, trust_pickle=trust_pickle), None
+    loaded = load_model_or_outdir(target, weights, trust_pickle=trust_pickle)
+    return loaded, loaded.recipe
 
 
 def _precision(fmt: str, precision: str | None, profile) -> str:
@@ -68,27 +55,6 @@ def _precision(fmt: str, precision: str | None, profile) -> str:
     if precision not in PRECISIONS[fmt]:
         raise UserInputError(f"--format {fmt} supports --precision {'/'.join(PRECISIONS[fmt])}, not {precision}")
     return precision
-
-
-def _calibration(spec: str, samples: int, input_shape: tuple[int, ...]):
-    """(calibration x, evaluation x, evaluation labels or None): disjoint seeded samples of the data spec."""
-    from edgecomp.data import load_dataset, take_batch
-
-    if samples < 1:
-        raise UserInputError(f"--calib-samples must be >= 1, got {samples}")
-    data = load_dataset(spec)
-    if tuple(data.sample_shape) != tuple(input_shape[1:]):
-        raise UserInputError(
-            f"--calib-data {spec} has samples of shape {tuple(data.sample_shape)}; "
-            f"the model takes {tuple(input_shape[1:])}"
-        )
-    x, y = take_batch(data, 2 * samples, seed=0)
-    n = samples if len(x) > samples else max(1, len(x) // 2)
-    calib, evaluation = x[:n].numpy(), x[n:].numpy()
-    labels = y[n:].numpy() if data.has_labels else None
-    if len(evaluation) == 0:
-        evaluation, labels = calib, (y[:n].numpy() if data.has_labels else None)
-    return calib, evaluation, labels
 
 
 def _kib(n: int) -> str:
@@ -226,7 +192,7 @@ def command(
         metadata = build_metadata(source_model=target, weights=weights, device=device_name)
     calib = evaluation = labels = None
     if calib_data:
-        calib, evaluation, labels = _calibration(calib_data, calib_samples, shape)
+        calib, evaluation, labels = calibration_from_spec(calib_data, calib_samples, shape)
 
     folder, stem = _layout(out, fmt)
     int8_onnx = fmt == "onnx" and precision == "int8"

@@ -7,16 +7,6 @@ import click
 from edgecomp.cli.common import emit, json_option, model_options
 
 
-def load_model_or_outdir(target: str, weights=None, trust_pickle=False):
-    """A compress OUTDIR (has recipe.json) or a model spec."""
-    from edgecomp.factor.recipe import is_compressed_dir, load_compressed
-    from edgecomp.models import load_model
-
-    if is_compressed_dir(target):
-        return load_compressed(target)
-    return load_model(target, weights, trust_pickle=trust_pickle)
-
-
 @click.command("evaluate")
 @click.argument("target", metavar="OUTDIR_OR_MODEL")
 @model_options
@@ -27,9 +17,10 @@ def command(target, weights, trust_pickle, input_shape, data_spec, batch_size, a
     """Top-1 / top-5 accuracy of OUTDIR_OR_MODEL on --data."""
     from edgecomp.data import load_dataset
     from edgecomp.errors import UserInputError
+    from edgecomp.factor import load_model_or_outdir
     from edgecomp.finetune import evaluate
 
-    loaded = load_model_or_outdir(target, weights, trust_pickle)
+    loaded = load_model_or_outdir(target, weights, trust_pickle=trust_pickle)
     data = load_dataset(data_spec)
     if not data.has_labels:
         raise UserInputError(f"{data_spec} has no labels: accuracy needs labelled data")

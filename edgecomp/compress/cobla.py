@@ -21,7 +21,6 @@ from edgecomp.compress.oracle import MaskLossOracle
 from edgecomp.errors import EdgecompError
 from edgecomp.ranks.problem import RankProblem, RankSelection
 
-SHRINK_FACTOR = 0.8  # stricter budget = 0.8 x budget, looser = budget / 0.8 (reference implementation style)
 SHRINK_HEURISTICS = ("uniform", "cptv", "pos-greedy")
 
 
@@ -45,10 +44,9 @@ def heuristic_masks(problem: RankProblem, ranks: np.ndarray) -> np.ndarray:
     return m
 
 
-def _heuristic_ranks(problem: RankProblem, factor: float) -> list[np.ndarray]:
+def _heuristic_ranks(scaled: RankProblem) -> list[np.ndarray]:
     from edgecomp.ranks.baselines import BASELINES
 
-    scaled = problem.with_budgets(problem.mac_budget * factor, problem.param_budget * factor)
     out = []
     for name in SHRINK_HEURISTICS:
         try:
@@ -60,8 +58,6 @@ def _heuristic_ranks(problem: RankProblem, factor: float) -> list[np.ndarray]:
 
 def built_masks(problem: RankProblem, m_hat: np.ndarray, ranks: np.ndarray, kept: list[np.ndarray]) -> np.ndarray:
     """Mask vector whose masked model computes exactly the model that will be built."""
-    from edgecomp.ranks.problem import LayerSpectrum  # noqa: F401  (documentation of types)
-
     m = np.zeros(problem.n_masks)
     for i, layer in enumerate(problem.layers):
         lo = problem.offsets[i]
@@ -87,7 +83,9 @@ def run_cobla(
 ) -> tuple[RankSelection, list[np.ndarray], np.ndarray]:
     """Returns (selection, kept component indices per layer, scales per mask (m_hat))."""
     from edgecomp.ranks.baselines import BASELINES
-    from edgecomp.ranks.cobla import SQPOptions, kept_components, round_ranks, shrink_from_heuristics, solve_relaxed
+    from edgecomp.ranks.cobla import (
+        SQPOptions, heuristic_budgets, kept_components, round_ranks, shrink_from_heuristics, solve_relaxed,
+    )
 
     order = [layer.name for layer in problem.layers]
     masked, masks = masked_model(model, cost, spectra, order)
@@ -105,7 +103,9 @@ def run_cobla(
             info["warm_start"] = f"none ({exc})"
     fixed = None
     if options.shrink:
-        strict, loose = _heuristic_ranks(problem, SHRINK_FACTOR), _heuristic_ranks(problem, 1 / SHRINK_FACTOR)
+        # The reference implementation's budgets: reductions x1.8 (stricter) and x0.2 (looser).
+        strict_problem, loose_problem = heuristic_budgets(problem)
+        strict, loose = _heuristic_ranks(strict_problem), _heuristic_ranks(loose_problem)
         if strict and loose:
             fixed = shrink_from_heuristics(problem, strict, loose)
             info["fixed_to_one"] = int((fixed == 1).sum())

@@ -85,4 +85,16 @@ def load_compressed(outdir: str | Path):
         input_shape=tuple(recipe["input_shape"]),
         num_classes=recipe.get("num_classes"),
         weights=str(weights),
+        recipe=recipe,
     )
+
+
+def load_model_or_outdir(target: str, weights: str | None = None, *, trust_pickle: bool = False):
+    """A compress OUTDIR (it has a recipe.json) or a model spec, as edgecomp.models.LoadedModel."""
+    from edgecomp.models import load_model
+
+    if is_compressed_dir(target):
+        if weights:
+            raise UserInputError(f"{target} is a compress output directory; it has its own weights (drop --weights)")
+        return load_compressed(target)
+    return load_model(target, weights, trust_pickle=trust_pickle)

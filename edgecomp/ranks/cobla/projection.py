@@ -32,7 +32,7 @@ masks strictly inside the box). x(mu) is the projection iff mu >= 0, r <= 0 and 
    the exact one-sided slope (-sum_F a^2, or its Schur complement on the outer level) inside
    a shrinking bracket with bisection safeguards, so they terminate for every input.
 
-Tolerance: row k counts as met within 1e-12 * (||a_k||_1 + |b_k|).
+Tolerance: row k counts as met within 1e-12 * (||a_k||_1 + |b_k| + 1).
 """
 
 from __future__ import annotations
