@@ -110,3 +110,22 @@ def test_cobla_without_data_is_a_clear_error():
     model = get_zoo_model("tiny_cnn")
     with pytest.raises(UserInputError, match="--data"):
         compress(model, (1, 1, 28, 28), Budgets(1e9, 1e9, "fp32"), method="cobla")
+
+
+@pytest.mark.parametrize("ranks_from", [None, "pos-cvx"])
+def test_cli_lc_with_finetune_reports_curve_and_stays_in_budget(tmp_path, npz_data, ranks_from):
+    out = tmp_path / "lc"
+    args = ["compress", "zoo:tiny_cnn", "--mac-budget", "0.5", "--memory-budget", "0.5", "--method", "lc",
+            "--data", npz_data, "--eval-data", npz_data, "--lc-n-mu", "2", "--lc-steps-per-mu", "3",
+            "--finetune-epochs", "1", "--distill", "-o", str(out), "--json"]
+    if ranks_from:
+        args += ["--ranks-from", ranks_from]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["method"] == "lc" and report["macs"] <= report["mac_budget"]
+    assert report["params"] <= report["param_budget"]
+    assert report["accuracy_before_finetune"] is not None
+    assert report["finetune"]["mode"] == "distillation" and report["finetune"]["curve"]
+    assert report["selection_info"]["lc_history"]
+    assert load_compressed(out).module(torch.rand(1, 1, 28, 28)).shape == (1, 10)

@@ -19,7 +19,13 @@ def _human(report: dict) -> None:
         f"  params {report['original_params']:>14,} -> {report['params']:>14,}  ({report['param_ratio']:.3f}x; budget {report['param_budget']:,.0f})"
     )
     if report["accuracy"] is not None:
-        click.echo(f"  top-1  {report['original_accuracy']:.4f} -> {report['accuracy']:.4f} (before fine-tuning)")
+        tuned = report.get("finetune")
+        before = report.get("accuracy_before_finetune")
+        if tuned:
+            click.echo(f"  top-1  {report['original_accuracy']:.4f} -> {before:.4f} compressed -> {report['accuracy']:.4f} "
+                       f"after {tuned['mode']} fine-tuning ({tuned['epochs']:g} epochs)")
+        else:
+            click.echo(f"  top-1  {report['original_accuracy']:.4f} -> {report['accuracy']:.4f} (before fine-tuning)")
     factored = sum(1 for row in report["layers"] if row["factored"])
     click.echo(f"  {factored}/{len(report['layers'])} decomposable layers factored; within budgets: {report['within_budgets']}")
     click.echo(f"  wrote {report['outdir']} (model.safetensors, recipe.json, report.json, ranks.png)")
@@ -41,17 +47,30 @@ def _human(report: dict) -> None:
 @click.option("--max-iter", type=int, default=40, show_default=True, help="COBLA: maximum SQP iterations.")
 @click.option("--draws", type=int, default=16, show_default=True, help="COBLA: randomized-rounding draws (best on held-out training data).")
 @click.option("--no-shrink", is_flag=True, help="COBLA: do not fix the masks every heuristic agrees on.")
+@click.option("--finetune-epochs", type=float, default=0.0, show_default=True, help="Fine-tune the compressed model for N epochs of --data (fractions allowed).")
+@click.option("--finetune-lr", type=float, default=0.01, show_default=True, help="Fine-tuning learning rate (SGD, cosine schedule).")
+@click.option("--distill", is_flag=True, help="Fine-tune by distillation from the original model (needs no labels).")
+@click.option("--ranks-from", type=click.Choice([m for m in METHODS if m not in ("lc", "vbmf", "gavish-donoho")]), default=None,
+              help="LC: fix the ranks with this method (default: choose them in every C step under the budgets).")
+@click.option("--lc-n-mu", type=int, default=None, help="LC: number of mu values (default in edgecomp.lc).")
+@click.option("--lc-steps-per-mu", type=int, default=None, help="LC: SGD steps per L step (default in edgecomp.lc).")
 @click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @json_option
 def command(model, weights, trust_pickle, input_shape, device, profile_file, mac_budget, memory_budget, precision,
-            method, scheme, data_spec, eval_data, seed, sample, max_iter, draws, no_shrink, outdir, as_json):
-    """Compress MODEL under a device's MAC and memory budgets.
+            method, scheme, data_spec, eval_data, seed, sample, max_iter, draws, no_shrink, finetune_epochs, finetune_lr,
+            distill, ranks_from, lc_n_mu, lc_steps_per_mu, outdir, as_json):
+    """Compress MODEL under a device's MAC and memory budgets, then optionally fine-tune.
+
+    \b
+    --method cobla (default) needs --data for its gradients; lc needs --data
+    for its L steps (ranks from --ranks-from or chosen under the budgets).
 
     \b
     Writes OUTDIR/model.safetensors + recipe.json (rebuildable without pickle),
     report.json and ranks.png. Exit code 2 when the budget is infeasible
     (the message says the minimum achievable MACs/memory).
     """
+    from edgecomp.compress.pipeline import LCOptions
     from edgecomp.compress.run import CompressRequest, run_compress
 
     profile = resolve_profile(device, profile_file)
@@ -60,6 +79,9 @@ def command(model, weights, trust_pickle, input_shape, device, profile_file, mac
         profile=profile, mac_budget=mac_budget, memory_budget=memory_budget, precision=precision, method=method,
         scheme=scheme, data=data_spec, eval_data=eval_data, seed=seed,
         cobla=CoblaOptions(max_iter=max_iter, sample=sample, draws=draws, shrink=not no_shrink, seed=seed),
+        lc=LCOptions(ranks_from=ranks_from, n_mu=lc_n_mu, steps_per_mu=lc_steps_per_mu, seed=seed,
+                     progress=progress_enabled() and not as_json),
+        finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, distill=distill,
         progress=progress_enabled() and not as_json,
     )
     report = run_compress(request, log=lambda msg: click.echo(msg, err=True))

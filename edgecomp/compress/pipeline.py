@@ -16,9 +16,26 @@ from edgecomp.factor.build import factorize_model
 from edgecomp.graph.cost import BYTES_PER_PARAM, analyze_model
 from edgecomp.ranks.problem import RankProblem, RankSelection
 
-BUDGETED_METHODS = ("cobla", "uniform", "cptv", "pos-greedy", "pos-cvx")
+BUDGETED_METHODS = ("cobla", "lc", "uniform", "cptv", "pos-greedy", "pos-cvx")
 REPORTED_METHODS = ("vbmf", "gavish-donoho")
 METHODS = BUDGETED_METHODS + REPORTED_METHODS
+
+
+@dataclass
+class LCOptions:
+    """LC (learning-compression) settings; defaults and their justification in edgecomp.lc.algorithm."""
+
+    ranks_from: str | None = None  # None: ranks chosen in every C step under the budgets
+    n_mu: int | None = None
+    steps_per_mu: int | None = None
+    lr: float | None = None
+    variant: str = "al"
+    seed: int = 0
+    progress: bool = False
+
+    def kwargs(self) -> dict:
+        extra = {k: getattr(self, k) for k in ("n_mu", "steps_per_mu", "lr") if getattr(self, k) is not None}
+        return {"variant": self.variant, "seed": self.seed, "progress": self.progress, **extra}
 
 
 @dataclass
@@ -105,6 +122,7 @@ def compress(
     scheme: str = "spatial",
     data=None,
     cobla: CoblaOptions | None = None,
+    lc: LCOptions | None = None,
     heldout: float = 0.1,
     callback=None,
 ) -> CompressResult:
@@ -124,6 +142,9 @@ def compress(
         check_satisfiable(problem, budgets.precision)
 
     t1 = time.perf_counter()
+    if method == "lc":
+        return _compress_lc(model, input_shape, budgets, problem, scheme, data, cobla, lc or LCOptions(), heldout,
+                            callback, timings, t0)
     components = scales = None
     if method == "cobla":
         if data is None:
@@ -149,8 +170,49 @@ def compress(
         scales={k: scales[k] for k in factored} if scales else None,
         spectra=spectra,
     ).eval()
-    built_cost = analyze_model(built, input_shape, scheme)
     timings["build_s"] = time.perf_counter() - t2
+    result = finish(built, problem, selection, input_shape, scheme, timings)
+    timings["total_s"] = time.perf_counter() - t0
+    return result
+
+
+def _compress_lc(model, input_shape, budgets, problem, scheme, data, cobla, options: LCOptions, heldout, callback,
+                 timings, t0) -> CompressResult:
+    """LC with ranks fixed by another method (options.ranks_from) or chosen in each C step under the budgets."""
+    from edgecomp.lc import run_lc
+
+    if data is None:
+        raise UserInputError("--method lc needs training data for its L steps: pass --data SPEC")
+    fixed = None
+    if options.ranks_from:
+        if options.ranks_from == "lc" or options.ranks_from not in BUDGETED_METHODS:
+            raise UserInputError(f"--ranks-from must be one of {', '.join(m for m in BUDGETED_METHODS if m != 'lc')}")
+        fixed = compress(model, input_shape, budgets, method=options.ranks_from, scheme=scheme, data=data,
+                         cobla=cobla, heldout=heldout, callback=callback).factored
+    t1 = time.perf_counter()
+    result = run_lc(model, data, scheme=scheme, input_shape=input_shape, ranks=fixed,
+                    problem_budgets=None if fixed is not None else (budgets.macs, budgets.params), **options.kwargs())
+    timings["selection_s"] = time.perf_counter() - t1
+    ranks = [
+        result.layer_ranks.get(layer.name, result.ranks.get(layer.name, max(layer.max_rank, layer.break_even_rank)))
+        for layer in problem.layers
+    ]
+    selection = RankSelection("lc", ranks, info={
+        "ranks_from": options.ranks_from or "budgets (exact C step)",
+        "lc_history": result.history,
+        "lc_converged": result.converged,
+        "lc_warning": result.warning,
+        "lc_seconds": result.seconds,
+    })
+    out = finish(result.model.eval(), problem, selection, input_shape, scheme, timings)
+    timings["total_s"] = time.perf_counter() - t0
+    return out
+
+
+def finish(built: nn.Module, problem: RankProblem, selection: RankSelection, input_shape, scheme: str,
+           timings: dict) -> CompressResult:
+    """Check the built model's costs against the cost model and the budgets; describe every layer."""
+    built_cost = analyze_model(built, input_shape, scheme)
     expected = problem.cost(selection.ranks)
     if (built_cost.total_macs, built_cost.total_params) != (round(expected[0]), round(expected[1])):
         raise EdgecompError(  # a bug, never a user error: the cost model and the built model disagree
@@ -158,7 +220,8 @@ def compress(
             f"cost model predicted {expected}"
         )
     if selection.enforces_budgets and not problem.feasible(selection.ranks):
-        raise EdgecompError(f"internal error: method {method} returned ranks that break the budgets")
+        raise EdgecompError(f"internal error: method {selection.method} returned ranks that break the budgets")
+    ranks = {layer.name: int(r) for layer, r in zip(problem.layers, selection.ranks)}
     layers = []
     for layer, r in zip(problem.layers, selection.ranks):
         macs, params = layer.cost(int(r))
@@ -174,9 +237,9 @@ def compress(
             "original_params": int(layer.original_params),
             "energy": layer.energy(int(r)),
         })
-    timings["total_s"] = time.perf_counter() - t0
     return CompressResult(
-        model=built, selection=selection, problem=problem, ranks=ranks, factored=factored,
+        model=built, selection=selection, problem=problem, ranks=ranks,
+        factored={row["name"]: row["rank"] for row in layers if row["factored"]},
         macs=built_cost.total_macs, params=built_cost.total_params, layers=layers, timings=timings,
     )
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgecomp.compress.cobla import CoblaOptions
-from edgecomp.compress.pipeline import METHODS, compress, resolve_budgets, seed_everything
+from edgecomp.compress.pipeline import METHODS, LCOptions, compress, resolve_budgets, seed_everything, split_heldout
 from edgecomp.compress.report import build_report, plot_layer_costs
 from edgecomp.errors import UserInputError
 from edgecomp.factor.recipe import RECIPE_FILE, save_compressed
@@ -36,6 +36,10 @@ class CompressRequest:
     eval_data: str | None = None
     seed: int = 0
     cobla: CoblaOptions = field(default_factory=CoblaOptions)
+    lc: LCOptions = field(default_factory=LCOptions)
+    finetune_epochs: float = 0.0
+    finetune_lr: float = 0.01
+    distill: bool = False
     progress: bool = True
 
 
@@ -50,6 +54,37 @@ def _evaluate(model, dataset) -> float | None:
     from edgecomp.finetune import evaluate
 
     return evaluate(model, dataset)["top1"]
+
+
+def _finetune(req: CompressRequest, result, original, data) -> dict:
+    """Fine-tune (labels) or distill from the original model (no labels needed) on the training data.
+
+    The best checkpoint is chosen on a held-out part of the *training* data, never on --eval-data.
+    """
+    from edgecomp.data import SubsetDataset
+    from edgecomp.finetune import train
+
+    if data is None:
+        raise UserInputError("--finetune-epochs needs training data: pass --data SPEC")
+    train_idx, heldout_idx = split_heldout(len(data), 0.1, req.seed)
+    teacher = original if (req.distill or not data.has_labels) else None
+    trained = train(
+        result.model, SubsetDataset(data, train_idx), epochs=req.finetune_epochs, lr=req.finetune_lr, seed=req.seed,
+        eval_data=SubsetDataset(data, heldout_idx), teacher=teacher, distill_alpha=1.0 if teacher is not None else 0.0,
+        progress=req.progress,
+    )
+    result.model = trained.model.eval()
+    result.timings["finetune_s"] = trained.seconds
+    return {
+        "epochs": req.finetune_epochs,
+        "lr": req.finetune_lr,
+        "mode": "distillation" if teacher is not None else "labels",
+        "steps": trained.steps,
+        "best_step": trained.best_step,
+        "best_heldout": trained.best_accuracy,
+        "metric": trained.metric,
+        "curve": trained.history,
+    }
 
 
 def run_compress(req: CompressRequest, log=print) -> dict:
@@ -97,7 +132,7 @@ def run_compress(req: CompressRequest, log=print) -> dict:
     try:
         result = compress(
             loaded.module, input_shape, budgets, method=req.method, scheme=req.scheme, data=data,
-            cobla=req.cobla, callback=callback,
+            cobla=req.cobla, lc=req.lc, callback=callback,
         )
     finally:
         if bar is not None:
@@ -106,13 +141,17 @@ def run_compress(req: CompressRequest, log=print) -> dict:
     original_accuracy = _evaluate(loaded.module, eval_data)
     accuracy = _evaluate(result.model, eval_data)
     result.timings["evaluate_s"] = time.perf_counter() - t_eval
+    extra = {"accuracy_before_finetune": accuracy, "finetune": None}
+    if req.finetune_epochs > 0:
+        extra["finetune"] = _finetune(req, result, loaded.module, data)
+        accuracy = _evaluate(result.model, eval_data)
     result.timings["wall_s"] = time.perf_counter() - t0
     report = build_report(
         result, method=req.method, scheme=req.scheme, budgets=budgets,
         original_cost=(original_cost.total_macs, original_cost.total_params),
         accuracy=accuracy, original_accuracy=original_accuracy, model_spec=loaded.spec, weights=loaded.weights,
         input_shape=input_shape, device=req.profile.name if req.profile else None,
-        extra={"original_fits": fits, "data": req.data, "eval_data": req.eval_data, "seed": req.seed},
+        extra={"original_fits": fits, "data": req.data, "eval_data": req.eval_data, "seed": req.seed, **extra},
     )
     recipe = {
         "source": {"spec": loaded.spec, "weights": loaded.weights, "trust_pickle": req.trust_pickle},

@@ -3,7 +3,7 @@
 Layer i has singular values sigma_i1 >= ... >= sigma_iK_i (K_i = max rank). Keeping the first
 r_i components of the factored layer costs (COBLA, Li & Shi, eq. 3-4: costs linear in the masks)
 
-    macs_i(r)   = r * macs_per_rank_i
+    macs_i(r)   = r * macs_per_rank_i + macs_intercept_i
     params_i(r) = r * params_per_rank_i + bias_params_i
 
 as long as the factored layer is cheaper than the original. From the *break-even rank* b_i on
@@ -13,7 +13,8 @@ parameters) the layer is left unfactored and costs its original macs/params. The
     N_C(r) = fixed_macs   + sum_i macs_i(r_i)
     N_M(r) = fixed_params + sum_i params_i(r_i)
 
-where the fixed terms count every layer that is not decomposed (BatchNorm, depthwise convs,
+(macs_intercept is 0 for MACs; it is the fitted intercept when the "MAC" cost is a measured
+per-layer latency, `edgecomp export --cost latency`), where the fixed terms count every layer that is not decomposed (BatchNorm, depthwise convs,
 layers too small to gain, ...). Budgets are in MACs and parameters; the torch glue converts a
 memory budget in bytes with the profile's bytes per parameter.
 
@@ -42,7 +43,8 @@ class LayerSpectrum:
     original_macs: float
     original_params: float
     bias_params: float = 0.0
-    shape: tuple[int, int] = (0, 0)  # (rows, cols) of the matricization, for VBMF / Gavish-Donoho
+    shape: tuple[int, int] = (0, 0)
+    macs_intercept: float = 0.0  # (rows, cols) of the matricization, for VBMF / Gavish-Donoho
 
     def __post_init__(self):
         sigma = np.asarray(self.sigma, dtype=np.float64).reshape(-1)
@@ -64,7 +66,7 @@ class LayerSpectrum:
 
         max_rank + 1 when the factored layer is cheaper at every rank.
         """
-        r_mac = math.ceil(self.original_macs / self.macs_per_rank - 1e-12)
+        r_mac = math.ceil((self.original_macs - self.macs_intercept) / self.macs_per_rank - 1e-12)
         r_par = math.ceil((self.original_params - self.bias_params) / self.params_per_rank - 1e-12)
         return int(max(1, min(r_mac, r_par, self.max_rank + 1)))
 
@@ -82,7 +84,7 @@ class LayerSpectrum:
             raise ValueError(f"layer {self.name}: rank must be >= 1, got {rank}")
         if rank >= self.break_even_rank:
             return float(self.original_macs), float(self.original_params)
-        return rank * self.macs_per_rank, rank * self.params_per_rank + self.bias_params
+        return rank * self.macs_per_rank + self.macs_intercept, rank * self.params_per_rank + self.bias_params
 
     def energy(self, rank: int) -> float:
         """Fraction of spectral energy sum_{j<=r} sigma_j^2 / sum_j sigma_j^2 kept."""
@@ -167,7 +169,7 @@ class RankProblem:
         """
         a_c = np.concatenate([np.full(l.max_rank, l.macs_per_rank) for l in self.layers])
         a_m = np.concatenate([np.full(l.max_rank, l.params_per_rank) for l in self.layers])
-        c_c = float(self.fixed_macs)
+        c_c = float(self.fixed_macs + sum(l.macs_intercept for l in self.layers))
         c_m = float(self.fixed_params + sum(l.bias_params for l in self.layers))
         return a_c, a_m, c_c, c_m
 

@@ -95,6 +95,7 @@ class _Ledger:
         self.mpr = np.array([l.macs_per_rank for l in layers])
         self.ppr = np.array([l.params_per_rank for l in layers])
         self.bias = np.array([l.bias_params for l in layers])
+        self.mac0 = np.array([l.macs_intercept for l in layers])
         self.omacs = np.array([l.original_macs for l in layers])
         self.oparams = np.array([l.original_params for l in layers])
         self.energy = []  # energy[i][r]: relative kept energy of layer i at rank r (factored)
@@ -106,7 +107,7 @@ class _Ledger:
 
     def costs(self, ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         unf = ranks >= self.be
-        macs = np.where(unf, self.omacs, ranks * self.mpr)
+        macs = np.where(unf, self.omacs, ranks * self.mpr + self.mac0)
         params = np.where(unf, self.oparams, ranks * self.ppr + self.bias)
         return macs, params
 
