@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "edgecomp.cli.compress",
     "edgecomp.cli.evaluate",
     "edgecomp.cli.convert",
+    "edgecomp.cli.export",
     "edgecomp.cli.profile",
     "edgecomp.cli.verify",
 ]

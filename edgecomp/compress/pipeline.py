@@ -125,8 +125,14 @@ def compress(
     lc: LCOptions | None = None,
     heldout: float = 0.1,
     callback=None,
+    latency_table: dict | None = None,
+    latency_budget_ms: float | None = None,
 ) -> CompressResult:
-    """Choose ranks under the budgets and build the factored model; costs are checked on the built model."""
+    """Choose ranks under the budgets and build the factored model; costs are checked on the built model.
+
+    With a latency table (measured on the target), the compute constraint is latency in ms
+    (edgecomp.ranks.latency) in place of MACs; the memory budget still applies.
+    """
     if method not in METHODS:
         raise UserInputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     timings: dict[str, float] = {}
@@ -137,6 +143,12 @@ def compress(
         raise UserInputError("no layer of this model can be decomposed (see `edgecomp inspect`)")
     spectra = compute_spectra(model, cost)
     problem = build_problem(cost, spectra, budgets.macs, budgets.params)
+    cost_problem = problem  # MACs: what the built model is checked against
+    if latency_table is not None:
+        from edgecomp.ranks.latency import latency_problem
+
+        problem = latency_problem(problem, latency_table, latency_budget_ms)
+        cost_problem = build_problem(cost, spectra, float("inf"), budgets.params)
     timings["analysis_s"] = time.perf_counter() - t0
     if method in BUDGETED_METHODS:
         check_satisfiable(problem, budgets.precision)
@@ -171,7 +183,7 @@ def compress(
         spectra=spectra,
     ).eval()
     timings["build_s"] = time.perf_counter() - t2
-    result = finish(built, problem, selection, input_shape, scheme, timings)
+    result = finish(built, cost_problem, selection, input_shape, scheme, timings, selection_problem=problem)
     timings["total_s"] = time.perf_counter() - t0
     return result
 
@@ -210,8 +222,12 @@ def _compress_lc(model, input_shape, budgets, problem, scheme, data, cobla, opti
 
 
 def finish(built: nn.Module, problem: RankProblem, selection: RankSelection, input_shape, scheme: str,
-           timings: dict) -> CompressResult:
-    """Check the built model's costs against the cost model and the budgets; describe every layer."""
+           timings: dict, selection_problem: RankProblem | None = None) -> CompressResult:
+    """Check the built model's costs against the cost model and the budgets; describe every layer.
+
+    `problem` is in MACs; `selection_problem` (default: the same) is what the budgets were set on.
+    """
+    selection_problem = selection_problem or problem
     built_cost = analyze_model(built, input_shape, scheme)
     expected = problem.cost(selection.ranks)
     if (built_cost.total_macs, built_cost.total_params) != (round(expected[0]), round(expected[1])):
@@ -219,7 +235,7 @@ def finish(built: nn.Module, problem: RankProblem, selection: RankSelection, inp
             f"internal error: built model costs {built_cost.total_macs} MACs / {built_cost.total_params} params, "
             f"cost model predicted {expected}"
         )
-    if selection.enforces_budgets and not problem.feasible(selection.ranks):
+    if selection.enforces_budgets and not selection_problem.feasible(selection.ranks):
         raise EdgecompError(f"internal error: method {selection.method} returned ranks that break the budgets")
     ranks = {layer.name: int(r) for layer, r in zip(problem.layers, selection.ranks)}
     layers = []
@@ -237,6 +253,8 @@ def finish(built: nn.Module, problem: RankProblem, selection: RankSelection, inp
             "original_params": int(layer.original_params),
             "energy": layer.energy(int(r)),
         })
+    if selection_problem is not problem:
+        selection.info["predicted_latency_ms"] = selection_problem.cost(selection.ranks)[0]
     return CompressResult(
         model=built, selection=selection, problem=problem, ranks=ranks,
         factored={row["name"]: row["rank"] for row in layers if row["factored"]},

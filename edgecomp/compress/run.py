@@ -40,6 +40,8 @@ class CompressRequest:
     finetune_epochs: float = 0.0
     finetune_lr: float = 0.01
     distill: bool = False
+    latency_table: dict | None = None  # per-layer latency fits (edgecomp export --cost latency)
+    latency_budget_ms: float | None = None
     progress: bool = True
 
 
@@ -93,6 +95,8 @@ def run_compress(req: CompressRequest, log=print) -> dict:
 
     if req.method not in METHODS:
         raise UserInputError(f"unknown method {req.method!r}; choose one of {', '.join(METHODS)}")
+    if req.latency_table is not None and req.method == "lc":
+        raise UserInputError("--cost latency works with the rank-selection methods, not lc (use --ranks-from with lc)")
     outdir = Path(req.outdir)
     _check_outdir(outdir)
     seed_everything(req.seed)
@@ -132,7 +136,8 @@ def run_compress(req: CompressRequest, log=print) -> dict:
     try:
         result = compress(
             loaded.module, input_shape, budgets, method=req.method, scheme=req.scheme, data=data,
-            cobla=req.cobla, lc=req.lc, callback=callback,
+            cobla=req.cobla, lc=req.lc, callback=callback, latency_table=req.latency_table,
+            latency_budget_ms=req.latency_budget_ms,
         )
     finally:
         if bar is not None:
@@ -151,7 +156,8 @@ def run_compress(req: CompressRequest, log=print) -> dict:
         original_cost=(original_cost.total_macs, original_cost.total_params),
         accuracy=accuracy, original_accuracy=original_accuracy, model_spec=loaded.spec, weights=loaded.weights,
         input_shape=input_shape, device=req.profile.name if req.profile else None,
-        extra={"original_fits": fits, "data": req.data, "eval_data": req.eval_data, "seed": req.seed, **extra},
+        extra={"original_fits": fits, "data": req.data, "eval_data": req.eval_data, "seed": req.seed,
+               "cost": "latency" if req.latency_table else "macs", "latency_budget_ms": req.latency_budget_ms, **extra},
     )
     recipe = {
         "source": {"spec": loaded.spec, "weights": loaded.weights, "trust_pickle": req.trust_pickle},

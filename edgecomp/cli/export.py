@@ -1,0 +1,90 @@
+"""`edgecomp export`: the whole pipeline for one device in one command, gating with the verify exit code."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from edgecomp.cli.common import device_options, emit, json_option, model_options, parse_input_shape, progress_enabled, resolve_profile
+from edgecomp.compress.pipeline import METHODS
+from edgecomp.graph.cost import SCHEMES
+
+
+def _human(report: dict) -> None:
+    final = report["final"]
+    click.echo("")
+    click.echo(f"{report['model']} on {report['device']}: {report['verdict']} (exit {report['exit_code']})")
+    click.echo(f"  measured on {report['measured_on']}")
+    for r in report["rounds"]:
+        comp, lat = r["compress"], r["verify"]["latency"]
+        what = "original (fits)" if comp.get("skipped") else f"{comp['method']}: {comp['mac_ratio']:.3f}x MACs"
+        click.echo(f"  round {r['round']}: {what}; latency p50 {lat.get('p50') or 0:.4f} ms, p90 {lat.get('p90') or 0:.4f} ms")
+    for g in final["verify"]["gates"]:
+        click.echo(f"  [{g['status']:>12}] {g['name']}: {g['message']}")
+    for note in report["notes"]:
+        click.echo(f"  note: {note}")
+    click.echo(f"  artifact: {final['export']['artifact']}")
+    click.echo(f"  report:   {report['files']['html']} (+ report.json, report.md)")
+
+
+@click.command("export")
+@click.argument("model", required=False)
+@model_options
+@device_options
+@click.option("--target", default=None, help="Where to verify: local (a stand-in), ssh://user@host[:port], adb[://SERIAL]. Default: the profile's.")
+@click.option("--data", "data_spec", default=None, help="Training/calibration data (compression gradients, fine-tuning, INT8).")
+@click.option("--eval-data", default=None, help="Labelled data for accuracy on the target (default for the built-in model: fashion-mnist:test).")
+@click.option("--method", type=click.Choice(METHODS), default="cobla", show_default=True)
+@click.option("--scheme", type=click.Choice(SCHEMES), default="spatial", show_default=True)
+@click.option("--mac-budget", default=None, help="Override the device's MAC budget (fraction or absolute).")
+@click.option("--memory-budget", default=None, help="Override the device's memory budget (fraction or absolute).")
+@click.option("--latency-budget-ms", type=float, default=None, help="Latency budget; enables latency-driven rounds (default: the profile's).")
+@click.option("--percentile", type=float, default=None, help="Latency percentile gated (default: the profile's).")
+@click.option("--max-accuracy-drop", type=float, default=0.01, show_default=True, help="Allowed top-1 drop vs the original model.")
+@click.option("--cost", type=click.Choice(["macs", "latency"]), default="macs", show_default=True,
+              help="Compute cost COBLA budgets: MACs, or a per-layer latency table measured on the target.")
+@click.option("--max-rounds", type=int, default=3, show_default=True, help="Latency-driven compress/verify rounds at most.")
+@click.option("--finetune-epochs", type=float, default=1.0, show_default=True, help="Fine-tune after compression (when --data is given).")
+@click.option("--distill", is_flag=True, help="Fine-tune by distillation from the original model (no labels needed).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None, help="Default: the device's.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--warmup", type=float, default=None, help="Verify: warm-up seconds.")
+@click.option("--iterations", type=int, default=None, help="Verify: timed iterations at least.")
+@click.option("--min-duration", type=float, default=None, help="Verify: timed seconds at least.")
+@click.option("--cv-threshold", type=float, default=None, help="Verify: CV above which a run is unstable (default: the harness's).")
+@click.option("--allow-unstable", is_flag=True, help="Verify: report an unstable run as a warning instead of INCONCLUSIVE.")
+@click.option("--force", is_flag=True, help="Redo every stage even if OUTDIR has it finished.")
+@click.option("-o", "--output", "outdir", default="edgecomp-out", show_default=True, type=click.Path(file_okay=False))
+@json_option
+def command(model, weights, trust_pickle, input_shape, device, profile_file, target, data_spec, eval_data, method, scheme,
+            mac_budget, memory_budget, latency_budget_ms, percentile, max_accuracy_drop, cost, max_rounds, finetune_epochs,
+            distill, precision, seed, warmup, iterations, min_duration, cv_threshold, allow_unstable, force, outdir, as_json):
+    """Compress MODEL for a device, export its artifact, verify it on the target and report.
+
+    \b
+    Without MODEL: the built-in reference (a Fashion-MNIST CNN with shipped
+    weights, trained by benchmarks/train_reference.py).
+    Stages (reused on re-run unless --force): analyze, compress (skipped when
+    the model already fits), export, verify, report (JSON, Markdown, HTML).
+    Exit code: the verify gate's (0 within budget, 1 exceeded, 2 could not
+    run, 3 inconclusive).
+    """
+    from edgecomp.pipeline import ExportRequest, run_export
+
+    profile = resolve_profile(device, profile_file, required=True)
+    measure = {k: v for k, v in (("warmup_s", warmup), ("iterations", iterations), ("min_duration_s", min_duration),
+                                 ("cv_threshold", cv_threshold)) if v is not None}
+    if allow_unstable:
+        measure["unstable_policy"] = "warn"
+    request = ExportRequest(
+        profile=profile, outdir=outdir, model=model, weights=weights, trust_pickle=trust_pickle,
+        input_shape=parse_input_shape(input_shape), target=target, data=data_spec, eval_data=eval_data, method=method,
+        scheme=scheme, mac_budget=mac_budget, memory_budget=memory_budget, latency_budget_ms=latency_budget_ms,
+        percentile=percentile, max_accuracy_drop=max_accuracy_drop, cost=cost, max_rounds=max_rounds,
+        finetune_epochs=finetune_epochs, distill=distill, seed=seed, force=force, precision=precision, measure=measure,
+        progress=progress_enabled() and not as_json,
+    )
+    report = run_export(request, log=lambda msg: click.echo(msg, err=True))
+    emit(report, as_json, _human)
+    sys.exit(report["exit_code"])

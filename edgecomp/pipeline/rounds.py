@@ -1,0 +1,294 @@
+"""The stage bodies of `edgecomp export`: analyze, then rounds of compress -> export -> verify."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgecomp.pipeline.stages import Stages, file_digest
+
+ANALYZE_FOLDER = "analyze"
+
+
+def _load_source(req):
+    from edgecomp.models import load_model
+
+    return load_model(req.model, req.weights, trust_pickle=req.trust_pickle)
+
+
+def analyze(req) -> dict:
+    """The original model's costs and the device budgets: does it already fit?"""
+    from edgecomp.compress.pipeline import resolve_budgets
+    from edgecomp.errors import UserInputError
+    from edgecomp.graph.cost import analyze_model
+
+    loaded = _load_source(req)
+    input_shape = req.input_shape or loaded.input_shape
+    if input_shape is None:
+        raise UserInputError("this model has no default input shape: pass --input-shape N,C,H,W")
+    cost = analyze_model(loaded.module, input_shape, req.scheme)
+    budgets = resolve_budgets(cost, req.precision, req.profile, req.mac_budget, req.memory_budget)
+    memory = cost.memory_bytes(req.precision)
+    return {
+        "input_shape": list(input_shape),
+        "num_classes": loaded.num_classes,
+        "original_macs": cost.total_macs,
+        "original_params": cost.total_params,
+        "original_memory_bytes": memory,
+        "mac_budget": budgets.macs,
+        "memory_budget": budgets.memory_bytes,
+        "mac_budget_source": budgets.mac_source,
+        "memory_budget_source": budgets.memory_source,
+        "precision": req.precision,
+        "fits": cost.total_macs <= budgets.macs and memory <= budgets.memory_bytes,
+        "decomposable_layers": len(cost.decomposable),
+    }
+
+
+def run_rounds(req, stages: Stages, analysis: dict, source: dict, log) -> list[dict]:
+    """Compress/export/verify until the latency gate passes or the rounds run out."""
+    from edgecomp.pipeline.latency_table import latency_budget_ms
+
+    history: list[dict] = []
+    mac_budget = req.mac_budget
+    budget_ms = latency_budget_ms(req)
+    table = None
+    if req.cost == "latency":
+        from edgecomp.pipeline.latency_table import measure_latency_table
+
+        table = stages.run("latency-table", "latency-table", {**source, "profile": req.profile.name,
+                                                               "target": req.target, "scheme": req.scheme},
+                           lambda folder: measure_latency_table(req, analysis, folder, log))
+    for k in range(1, req.max_rounds + 1):
+        compress_needed = k > 1 or not analysis["fits"] or req.cost == "latency"
+        entry: dict = {"round": k, "mac_budget_override": mac_budget}
+        compressed = None
+        if compress_needed:
+            mac_budget = _clamp_to_minimum(req, mac_budget, entry, log)
+            entry["mac_budget_override"] = mac_budget
+            inputs = {**source, "profile": req.profile.name, "method": req.method, "scheme": req.scheme,
+                      "mac_budget": mac_budget, "memory_budget": req.memory_budget, "precision": req.precision,
+                      "data": req.data, "eval_data": req.eval_data, "finetune_epochs": req.finetune_epochs,
+                      "distill": req.distill, "seed": req.seed, "cost": req.cost, "latency_table": table,
+                      "latency_budget_ms": budget_ms}
+            entry["compress"] = stages.run(
+                "compress", f"round-{k}/compress", inputs,
+                lambda folder, mb=mac_budget: compress_stage(req, folder, mb, table, budget_ms, log),
+            )
+            compressed = entry["compress"]["outdir"]
+        else:
+            log(f"[compress] the original model fits {req.profile.name}'s budgets "
+                f"({analysis['original_macs']:,} MACs <= {analysis['mac_budget']:,.0f}): skipping compression")
+            entry["compress"] = {"skipped": True, "reason": "the original model already fits the budgets"}
+        export_inputs = {**source, "compressed": compressed, "compress": entry["compress"].get("fingerprint"),
+                         "profile": req.profile.name, "precision": req.precision, "target": req.target,
+                         "data": req.data}
+        entry["export"] = stages.run("export", f"round-{k}/export", export_inputs,
+                                     lambda folder: export_stage(req, folder, compressed, analysis, log))
+        verify_inputs = {**export_inputs, "artifact_sha": entry["export"]["artifact_sha256"], "eval_data": req.eval_data,
+                         "latency_budget_ms": budget_ms, "percentile": req.percentile,
+                         "max_accuracy_drop": req.max_accuracy_drop, "measure": req.measure}
+        entry["verify"] = stages.run("verify", f"round-{k}/verify", verify_inputs,
+                                     lambda folder: verify_stage(req, folder, entry["export"], budget_ms, log))
+        history.append(entry)
+        next_budget = next_mac_budget(req, entry, analysis, budget_ms)
+        if next_budget is None:
+            break
+        if entry.get("at_minimum"):
+            entry["note"] = (f"the latency budget {budget_ms:g} ms cannot be met: even the smallest model this scheme "
+                             f"can build misses it; {_best(history)}")
+            break
+        if k == req.max_rounds:
+            entry["note"] = f"latency budget {budget_ms:g} ms still missed after {k} rounds; {_best(history)}"
+            break
+        log(f"[round {k}] measured latency misses {budget_ms:g} ms: tightening the MAC budget to {next_budget:,.0f}")
+        mac_budget = f"{int(next_budget)}"
+    return history
+
+
+def _best(history: list[dict]) -> str:
+    best = min(history, key=lambda r: r["verify"]["latency"].get("p50") or float("inf"))
+    lat = best["verify"]["latency"]
+    return f"best achieved: round {best['round']} with p50 {lat.get('p50') or 0:.4g} ms, p90 {lat.get('p90') or 0:.4g} ms"
+
+
+def _clamp_to_minimum(req, mac_budget: str | None, entry: dict, log) -> str | None:
+    """Raise a MAC budget below the smallest buildable model to that minimum (and mark the round)."""
+    if mac_budget is None or not mac_budget.isdigit():
+        return mac_budget
+    minimum = _minimum_macs(req)
+    if float(mac_budget) <= minimum:
+        log(f"[round {entry['round']}] the tightened MAC budget {int(mac_budget):,} is below the smallest buildable "
+            f"model ({minimum:,.0f} MACs): using that minimum")
+        entry["at_minimum"] = True
+        return str(int(minimum))
+    return mac_budget
+
+
+def _minimum_macs(req) -> float:
+    from edgecomp.compress.problem import build_problem, compute_spectra
+    from edgecomp.graph.cost import analyze_model
+
+    loaded = _load_source(req)
+    cost = analyze_model(loaded.module, req.input_shape or loaded.input_shape, req.scheme)
+    return build_problem(cost, compute_spectra(loaded.module, cost), float("inf"), float("inf")).min_cost[0]
+
+
+def next_mac_budget(req, entry: dict, analysis: dict, budget_ms: float | None) -> float | None:
+    """MAC budget for the next round when this round's latency gate FAILED, else None.
+
+    new budget = this round's MACs x budget / measured latency at the gate's percentile (the
+    measured ratio of how much faster the model must get), from a latency gate that says FAIL.
+    """
+    if budget_ms is None:
+        return None
+    gate = next((g for g in entry["verify"]["gates"] if g["name"].startswith("latency")), None)
+    if gate is None or gate["status"] != "FAIL":
+        return None
+    measured = gate["measured"]
+    macs = entry["compress"].get("macs", analysis["original_macs"])
+    if not measured or measured <= 0:
+        return None
+    return macs * budget_ms / measured
+
+
+def compress_stage(req, folder: Path, mac_budget: str | None, table, budget_ms, log) -> dict:
+    from edgecomp.compress.cobla import CoblaOptions
+    from edgecomp.compress.pipeline import LCOptions
+    from edgecomp.compress.run import CompressRequest, run_compress
+
+    method = req.method
+    if method in ("cobla", "lc") and req.data is None:
+        log(f"[compress] --method {method} needs --data; using the data-free pos-cvx ranks instead")
+        method = "pos-cvx"
+    request = CompressRequest(
+        model=req.model, outdir=str(folder), weights=req.weights, trust_pickle=req.trust_pickle,
+        input_shape=req.input_shape, profile=req.profile, mac_budget=mac_budget, memory_budget=req.memory_budget,
+        precision=req.precision, method=method, scheme=req.scheme, data=req.data, eval_data=req.eval_data,
+        seed=req.seed, cobla=CoblaOptions(seed=req.seed), lc=LCOptions(seed=req.seed),
+        finetune_epochs=req.finetune_epochs if req.data else 0.0, distill=req.distill, progress=req.progress,
+        latency_table=table, latency_budget_ms=budget_ms if table else None,
+    )
+    report = run_compress(request, log=log)
+    return {
+        "outdir": str(folder),
+        "method": method,
+        "macs": report["macs"],
+        "params": report["params"],
+        "mac_ratio": report["mac_ratio"],
+        "param_ratio": report["param_ratio"],
+        "accuracy": report["accuracy"],
+        "original_accuracy": report["original_accuracy"],
+        "accuracy_before_finetune": report.get("accuracy_before_finetune"),
+        "mac_budget": report["mac_budget"],
+        "cost": report.get("cost", "macs"),
+        "layers": report["layers"],
+        "fingerprint": file_digest(folder / "model.safetensors"),
+    }
+
+
+def _stand_in(req) -> bool:
+    from runtime.transport import parse_target
+
+    target = req.target or req.profile.target.url or "local"
+    return parse_target(target).kind == "local" and req.profile.target.transport != "local"
+
+
+def export_stage(req, folder: Path, compressed: str | None, analysis: dict, log) -> dict:
+    from exporters import build_metadata, export_onnx, quantize_int8
+    from exporters.calib_data import calibration_from_spec
+    from edgecomp.factor import load_compressed
+    from runtime.transport.base import sha256_file
+
+    loaded = load_compressed(compressed) if compressed else _load_source(req)
+    input_shape = tuple(analysis["input_shape"])
+    recipe = loaded.recipe or {}
+    metadata = build_metadata(source_model=req.model, weights=req.weights, device=req.profile.name,
+                              scheme=recipe.get("scheme"), ranks=recipe.get("ranks"), input_shape=input_shape)
+    onnx = export_onnx(loaded.module, folder / "model.onnx", input_shape, metadata=metadata)
+    out = {"onnx": str(onnx.path), "onnx_check": {"max_abs_error": onnx.max_abs_error, "relative_error": onnx.relative_error,
+                                                  "tolerance": onnx.tolerance, "size_bytes": onnx.size_bytes},
+           "artifact": str(onnx.path), "notes": []}
+    int8 = req.precision == "int8"
+    if int8 and req.data is None:
+        out["notes"].append("INT8 needs calibration data (--data); the artifact stays fp32")
+    elif int8:
+        calib, evaluation, labels = calibration_from_spec(req.data, 256, input_shape)
+        q = quantize_int8(onnx.path, folder / "model.int8.onnx", calib, eval_data=evaluation, eval_labels=labels,
+                          symmetric_activations=req.profile.runtime == "tensorrt")
+        out["int8"] = {"path": str(q.path), "top1_agreement": q.top1_agreement, "accuracy_drop": q.accuracy_drop}
+        out["artifact"] = str(q.path)
+    if req.profile.runtime == "tensorrt":
+        out.update(tensorrt_artifact(req, folder, Path(out["artifact"]), input_shape, log))
+    out["artifact_sha256"] = sha256_file(out["artifact"])
+    out["stand_in"] = _stand_in(req)
+    return out
+
+
+def tensorrt_artifact(req, folder: Path, onnx_path: Path, input_shape, log) -> dict:
+    """Build the engine where it will run: on the target if reachable, else leave ONNX + trtexec command."""
+    from exporters import trtexec_command, write_trtexec_script
+    from exporters.tensorrt import build_engine
+    from edgecomp.errors import EdgecompError
+    from runtime.transport import parse_target
+
+    precision = "fp32" if req.precision == "int8" and "int8" not in onnx_path.name else req.precision
+    batch = list(input_shape)
+    cmd = trtexec_command(onnx_path.name, "model.engine", precision=precision, min_shape=batch, opt_shape=batch,
+                          max_shape=[max(8, batch[0]), *batch[1:]])
+    target = req.target or req.profile.target.url or "local"
+    kind = parse_target(target).kind
+    if kind != "local":
+        from edgecomp.pipeline.remote_build import build_engine_on_target
+
+        try:
+            engine = build_engine_on_target(req, target, onnx_path, cmd, folder / "model.engine", log)
+            return {"engine": str(engine), "artifact": str(engine), "built_on": target, "trtexec_command": cmd}
+        except EdgecompError as exc:
+            log(f"[export] could not build the engine on {target}: {exc}")
+            script = write_trtexec_script(onnx_path, cmd, reason=f"building on {target} failed: {exc}")
+            return {"trtexec_script": str(script), "trtexec_command": cmd, "engine_error": str(exc)}
+    try:
+        result = build_engine(onnx_path, folder / "model.engine", precision=precision)
+        return {"engine": str(result.engine_path), "artifact": str(result.engine_path), "built_on": "local"}
+    except EdgecompError as exc:
+        script = write_trtexec_script(onnx_path, cmd, reason=str(exc).splitlines()[0])
+        log(f"[export] no TensorRT here ({str(exc).splitlines()[0]}); wrote {script}: run it on the device")
+        return {"trtexec_script": str(script), "trtexec_command": cmd,
+                "engine_error": "TensorRT engines are built on the device: " + str(exc).splitlines()[0]}
+
+
+def verify_stage(req, folder: Path, export: dict, budget_ms: float | None, log) -> dict:
+    import onnxruntime
+
+    import runtime
+    from runtime import MeasureSettings, ReferenceSpec, write_reports
+
+    artifact = export["artifact"]
+    providers = None
+    if export.get("stand_in") and artifact.endswith(".onnx"):
+        available = set(onnxruntime.get_available_providers())
+        providers = [p for p in req.profile.execution_providers if p in available] or ["CPUExecutionProvider"]
+        log(f"[verify] measuring on this host as a stand-in for {req.profile.name} with {', '.join(providers)}")
+    result = runtime.verify(
+        artifact, req.profile, target=req.target, data_spec=req.eval_data, latency_budget_ms=budget_ms,
+        percentile=req.percentile, max_accuracy_drop=req.max_accuracy_drop if req.eval_data else None,
+        reference=ReferenceSpec(req.model, req.weights, req.trust_pickle), settings=MeasureSettings(**req.measure),
+        providers=providers,
+    )
+    paths = {"json": folder / "verify.json", "markdown": folder / "verify.md", "junit": folder / "junit.xml",
+             "histogram": folder / "latency.png"}
+    write_reports(result, json_path=paths["json"], markdown_path=paths["markdown"], junit_path=paths["junit"],
+                  histogram_path=paths["histogram"])
+    report = result.to_dict()
+    latency = report["report"]["latency"]
+    return {
+        "exit_code": result.exit_code,
+        "verdict": result.verdict,
+        "gates": [{"name": g["name"], "status": g["status"], "measured": g["measured"], "threshold": g["threshold"],
+                   "unit": g["unit"], "message": g["message"]} for g in report["gates"]],
+        "latency": {k: latency.get(k) for k in ("mean", "p50", "p90", "p99", "cv", "unstable", "n")},
+        "accuracy": report["report"].get("accuracy"),
+        "reference": report["report"].get("reference"),
+        "context": result.report.context_line(),
+        "files": {k: str(v) for k, v in paths.items()},
+    }

@@ -1,0 +1,87 @@
+"""`edgecomp export`: the whole pipeline on a tiny model with the local target."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgecomp.cli import main
+
+FAST = ["--warmup", "0.05", "--iterations", "80", "--min-duration", "0.1", "--allow-unstable"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("d") / "d.npz"
+    np.savez(path, x=rng.random((96, 1, 28, 28), dtype=np.float32), y=rng.integers(0, 10, 96))
+    return f"npz:{path}"
+
+
+def _run(args):
+    return CliRunner().invoke(main, ["export", *args, *FAST])
+
+
+def test_whole_pipeline_with_compression_then_reuse_and_force(tmp_path, data):
+    out = tmp_path / "out"
+    args = ["zoo:tiny_cnn", "--device", "x86-host", "--target", "local", "--data", data, "--eval-data", data,
+            "--mac-budget", "0.5", "--method", "pos-cvx", "--finetune-epochs", "0.5", "--max-accuracy-drop", "1",
+            "-o", str(out), "--json"]
+    first = _run(args)
+    assert first.exit_code == 0, first.output
+    report = json.loads(first.stdout)
+    assert report["verdict"] == "PASS" and report["exit_code"] == 0
+    (r1,) = report["rounds"]
+    assert r1["compress"]["mac_ratio"] <= 0.5
+    assert r1["verify"]["latency"]["n"] >= 64  # p90 needs at least 64 samples
+    assert {g["status"] for g in r1["verify"]["gates"]} == {"PASS"}
+    for name in ("report.json", "report.md", "report.html", "budgets.png", "round-1/compress/model.safetensors",
+                 "round-1/export/model.onnx", "round-1/verify/junit.xml", "round-1/verify/latency.png"):
+        assert (out / name).is_file(), name
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64") >= 3
+
+    again = json.loads(_run(args).stdout)
+    assert all(s["reused"] for s in again["stages"])
+    forced = json.loads(_run([*args, "--force"]).stdout)
+    assert not any(s["reused"] for s in forced["stages"])
+
+
+def test_closed_loop_tightens_mac_budget_when_latency_is_missed(tmp_path, data):
+    out = tmp_path / "loop"
+    result = _run(["zoo:tiny_cnn", "--device", "x86-host", "--target", "local", "--data", data, "--method", "pos-cvx",
+                   "--latency-budget-ms", "0.0005", "--max-rounds", "2", "--finetune-epochs", "0", "-o", str(out), "--json"])
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert len(report["rounds"]) == 2
+    first, second = report["rounds"]
+    assert first["compress"].get("skipped")  # round 1: the original fits the MAC budget
+    assert second["compress"]["macs"] < report["analysis"]["original_macs"]
+    latency_gate = next(g for g in second["verify"]["gates"] if g["name"].startswith("latency"))
+    assert latency_gate["status"] == "FAIL"
+    assert any("best achieved" in note for note in report["notes"])
+
+
+def test_tensorrt_device_on_local_stand_in_writes_trtexec_command(tmp_path):
+    out = tmp_path / "trt"
+    result = _run(["zoo:tiny_cnn", "--device", "jetson", "--target", "local", "-o", str(out), "--json"])
+    assert result.exit_code in (0, 3), result.output
+    report = json.loads(result.stdout)
+    assert report["stand_in"] is True
+    script = report["final"]["export"]["trtexec_script"]
+    text = open(script).read()
+    assert "trtexec" in text and "--fp16" in text and "--saveEngine=model.engine" in text
+    assert any("STAND-IN" in n for n in report["notes"])
+
+
+def test_failing_stage_is_named_and_earlier_stages_are_kept(tmp_path):
+    out = tmp_path / "bad"
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=np.zeros((4, 3, 8, 8), dtype=np.float32))
+    result = _run(["zoo:tiny_cnn", "--device", "x86-host", "--target", "local", "--data", f"npz:{bad}",
+                   "--mac-budget", "0.5", "--method", "pos-cvx", "-o", str(out)])
+    assert result.exit_code == 2
+    assert "stage 'compress' failed" in result.output
+    assert (out / "analyze" / "stage.json").is_file()
+    assert not (out / "round-1" / "compress" / "stage.json").exists()
