@@ -51,9 +51,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--etas", default="0.3,0.4,0.5,0.6,0.7")
     parser.add_argument("--schemes", default="spatial,channel")
-    parser.add_argument("--full-batch-etas", default="0.3,0.5,0.7")
+    parser.add_argument("--full-batch-etas", default="0.5")
     parser.add_argument("--max-iter", type=int, default=40)
+    parser.add_argument("--full-batch-max-iter", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="rank_selection")
     args = parser.parse_args()
     etas = [float(e) for e in args.etas.split(",")]
     loaded = reference_model()
@@ -61,29 +63,36 @@ def main():
     train, test = load_dataset("fashion-mnist:train"), load_dataset("fashion-mnist:test")
     original = evaluate(model, test)["top1"]
     print(f"reference top-1 {original:.4f}")
-    rows = []
+    rows, full_batch = [], []
+
+    def save():  # after every row, so an interrupted run still leaves its numbers
+        write_results(args.out, {"reference_top1": original, "rows": rows, "subsample_vs_full": full_batch,
+                                 "max_iter": args.max_iter, "full_batch_max_iter": args.full_batch_max_iter,
+                                 "seed": args.seed})
+
     for scheme in args.schemes.split(","):
         for eta in etas:
             for method in BUDGETED:
                 opts = CoblaOptions(max_iter=args.max_iter, seed=args.seed) if method == "cobla" else None
                 row = run(method, model, shape, eta, scheme, train, test, opts)
                 rows.append(row)
+                save()
                 print(f"{scheme:8} eta={eta:.1f} {method:12} top1={row['top1']:.4f} macs={row['mac_ratio']:.3f} "
                       f"params={row['param_ratio']:.3f} {row['seconds']:.1f}s", flush=True)
         for method in UNBUDGETED:
             row = run(method, model, shape, 1.0, scheme, train, test)
             rows.append(row)
+            save()
             print(f"{scheme:8} (unbudgeted) {method:12} top1={row['top1']:.4f} macs={row['mac_ratio']:.3f} params={row['param_ratio']:.3f}")
-    full_batch = []
     for eta in [float(e) for e in args.full_batch_etas.split(",") if e]:
         for sample in (0.05, 1.0):
-            opts = CoblaOptions(max_iter=args.max_iter, seed=args.seed, sample=sample)
+            opts = CoblaOptions(max_iter=args.full_batch_max_iter, seed=args.seed, sample=sample)
             row = run("cobla", model, shape, eta, "spatial", train, test, opts)
             row["sample"] = sample
             full_batch.append(row)
+            save()
             print(f"cobla spatial eta={eta:.1f} sample={sample} top1={row['top1']:.4f} {row['seconds']:.1f}s", flush=True)
-    write_results("rank_selection", {"reference_top1": original, "rows": rows, "subsample_vs_full": full_batch,
-                                     "max_iter": args.max_iter, "seed": args.seed})
+    save()
 
 
 if __name__ == "__main__":

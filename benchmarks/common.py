@@ -34,7 +34,7 @@ def write_results(name: str, payload: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     write_json(path, {"environment": environment(), **payload})
-    print(f"wrote {path}")
+    print(f"wrote {path}", file=sys.stderr)
     return path
 
 
