@@ -31,7 +31,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        if tmp_path.exists():  # mkstemp makes 0600 files; give the artifact the usual umask-based mode
+        # mkstemp makes 0600 files: give the artifact the usual umask-based mode, unless the caller
+        # already chose one (an executable script, say).
+        if tmp_path.exists() and (tmp_path.stat().st_mode & 0o777) == 0o600:
             os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     except BaseException:

@@ -283,7 +283,7 @@ def test_callable_from_file_and_module(data_module):
 @pytest.mark.parametrize(
     "attr, message",
     [
-        ("missing", "has no attribute 'missing'"),
+        ("missing", "'missing' not found in"),
         ("NOT_CALLABLE", "is not callable"),
         ("broken", "calling it failed: RuntimeError: boom"),
         ("ints", "samples must be floating point"),
@@ -295,9 +295,9 @@ def test_callable_errors(data_module, attr, message):
 
 
 def test_bad_specs(tmp_path):
-    with pytest.raises(UserInputError, match="cannot import module 'no_such_module_xyz'"):
+    with pytest.raises(UserInputError, match="no module named 'no_such_module_xyz'"):
         load_dataset("no_such_module_xyz:make")
-    with pytest.raises(UserInputError, match="file .*nope.py not found"):
+    with pytest.raises(UserInputError, match="file not found: .*nope.py"):
         load_dataset(f"{tmp_path / 'nope.py'}:make")
     with pytest.raises(UserInputError, match="unknown dataset spec"):
         load_dataset("cifar10")

@@ -14,6 +14,7 @@ import click
 from edgecomp.cli.common import device_options, emit, json_option, model_options, parse_input_shape, resolve_profile
 from edgecomp.errors import UserInputError
 from edgecomp.io import to_jsonable
+from exporters.calib_data import calibration_from_spec
 
 FORMATS = ("onnx", "tensorrt", "ort")
 SUFFIXES = {"onnx": (".onnx",), "tensorrt": (".engine", ".plan", ".trt"), "ort": (".ort",)}

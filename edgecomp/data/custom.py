@@ -7,9 +7,6 @@ module, which is what the user asked for by naming it.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,35 +14,18 @@ import torch
 
 from edgecomp.data.dataset import UNLABELED, EdgeDataset
 from edgecomp.errors import UserInputError
+from edgecomp.imports import import_file, import_module, resolve_attr
 
 
 def _import_target(spec: str):
     location, _, attr = spec.rpartition(":")
     if not location or not attr:
         raise UserInputError(f"dataset {spec!r}: expected module:callable or path/file.py:callable")
-    if location.endswith(".py"):
-        path = Path(location)
-        if not path.is_file():
-            raise UserInputError(f"dataset {spec!r}: file {location} not found")
-        module_name = f"_edgecomp_user_data_{abs(hash(str(path.resolve())))}"
-        module_spec = importlib.util.spec_from_file_location(module_name, path)
-        module = importlib.util.module_from_spec(module_spec)
-        sys.modules[module_name] = module  # dataclasses / pickling inside the module need this
-        try:
-            module_spec.loader.exec_module(module)
-        except Exception as exc:
-            sys.modules.pop(module_name, None)
-            raise UserInputError(f"dataset {spec!r}: importing {location} failed: {type(exc).__name__}: {exc}") from exc
-    else:
-        try:
-            module = importlib.import_module(location)
-        except ImportError as exc:
-            raise UserInputError(f"dataset {spec!r}: cannot import module {location!r}: {exc}") from exc
-    target = module
-    for part in attr.split("."):
-        if not hasattr(target, part):
-            raise UserInputError(f"dataset {spec!r}: {location} has no attribute {attr!r}")
-        target = getattr(target, part)
+    try:
+        module = import_file(Path(location), kind="dataset") if location.endswith(".py") else import_module(location)
+        target = resolve_attr(module, attr, spec)
+    except UserInputError as exc:
+        raise UserInputError(f"dataset {spec!r}: {exc}") from exc
     if not callable(target):
         raise UserInputError(f"dataset {spec!r}: {attr} is not callable")
     return target

@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 from torch import nn
 
+from edgecomp.imports import describe, import_file, import_module, resolve_attr
 from edgecomp.errors import EdgecompError, UserInputError
 from edgecomp.models.weights import (
     PICKLE_SUFFIXES,
@@ -94,10 +95,10 @@ def _build(spec: str, trust_pickle: bool) -> tuple[nn.Module, tuple[int, ...] | 
             raise UserInputError(f"name the factory in {spec!r}: use {spec}:ClassOrFunction")
         raise UserInputError(f"cannot understand model spec {spec!r}; expected {SPEC_FORMS}")
     if target.lower().endswith(".py") or os.sep in target or "/" in target:
-        module = _import_file(Path(target).expanduser())
+        module = import_file(Path(target).expanduser())
     else:
-        module = _import_module(target)
-    factory = _resolve_attr(module, attr, spec)
+        module = import_module(target)
+    factory = resolve_attr(module, attr, spec, candidate=_could_build_module)
     built = _call_factory(factory, spec)
     return built, _input_shape(factory, built, spec), _num_classes(factory, built)
 
@@ -130,73 +131,8 @@ def _load_pickled_model(path: Path, trust_pickle: bool) -> tuple[nn.Module, tupl
     )
 
 
-def _import_file(path: Path) -> ModuleType:
-    """Import a .py file by path under a private module name, without touching sys.path."""
-    if path.suffix.lower() != ".py":
-        raise UserInputError(f"model file must be a .py file: {path}")
-    if not path.is_file():
-        raise UserInputError(f"model file not found: {path}")
-    resolved = path.resolve()
-    digest = hashlib.sha1(str(resolved).encode()).hexdigest()[:10]
-    name = f"_edgecomp_user_model_{''.join(c if c.isalnum() else '_' for c in path.stem)}_{digest}"
-    spec = importlib.util.spec_from_file_location(name, resolved)
-    if spec is None or spec.loader is None:
-        raise UserInputError(f"cannot import {path} as a Python module")
-    module = importlib.util.module_from_spec(spec)
-    # Registered so dataclasses, typing and pickling can find the module by name (not sys.path).
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException as exc:
-        sys.modules.pop(name, None)
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            raise
-        hint = ""
-        if isinstance(exc, ImportError):
-            hint = (" (files are imported by path and sibling modules are not importable; make it a "
-                    "package and use the package.module:Factory form with PYTHONPATH set)")
-        raise UserInputError(f"importing {path} failed: {_describe(exc)}{hint}") from exc
-    return module
-
-
-def _import_module(name: str) -> ModuleType:
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
-            raise UserInputError(
-                f"no module named {name!r} (for a file use path/to/file.py:Factory; for a module, "
-                "make sure it is installed or on PYTHONPATH)"
-            ) from exc
-        raise UserInputError(f"importing {name} failed: {_describe(exc)}") from exc
-    except Exception as exc:
-        raise UserInputError(f"importing {name} failed: {_describe(exc)}") from exc
-
-
-def _resolve_attr(module: ModuleType, attr: str, spec: str) -> Any:
-    obj: Any = module
-    for part in attr.split("."):
-        if not part.isidentifier() or not hasattr(obj, part):
-            raise UserInputError(
-                f"{spec!r}: {attr!r} not found in {_module_label(module)}; candidates: {_candidates(module) or 'none'}"
-            )
-        obj = getattr(obj, part)
-    return obj
-
-
-def _candidates(module: ModuleType) -> str:
-    """Classes and functions defined in `module` that could be factories."""
-    names = [
-        n for n, v in vars(module).items()
-        if not n.startswith("_")
-        and (inspect.isfunction(v) or (inspect.isclass(v) and issubclass(v, nn.Module)))
-        and getattr(v, "__module__", None) == module.__name__
-    ]
-    return ", ".join(sorted(names)[:10])
-
-
-def _module_label(module: ModuleType) -> str:
-    return getattr(module, "__file__", None) or module.__name__
+def _could_build_module(value) -> bool:
+    return inspect.isfunction(value) or (inspect.isclass(value) and issubclass(value, nn.Module))
 
 
 def _call_factory(factory: Any, spec: str) -> nn.Module:
@@ -219,7 +155,7 @@ def _call_factory(factory: Any, spec: str) -> nn.Module:
     except EdgecompError:
         raise
     except Exception as exc:
-        raise UserInputError(f"building the model with {spec!r} failed: {_describe(exc)}") from exc
+        raise UserInputError(f"building the model with {spec!r} failed: {describe(exc)}") from exc
     if not isinstance(built, nn.Module):
         raise UserInputError(f"factory {spec!r} returned a {type(built).__name__}, not a torch.nn.Module")
     return built
@@ -251,11 +187,6 @@ def _num_classes(factory: Callable, built: nn.Module) -> int | None:
 def _int_attr(obj: Any, name: str) -> int | None:
     value = getattr(obj, name, None)
     return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _describe(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 __all__ = ["LoadedModel", "load_model", "load_weights", "save_weights", "read_state_dict", "SPEC_FORMS"]

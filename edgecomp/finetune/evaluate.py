@@ -1,0 +1,84 @@
+"""Accuracy / loss of a model on a dataset, and its agreement with a teacher.
+
+Evaluation runs in eval() mode (BatchNorm uses its running statistics, dropout is off) under
+no_grad, so it never changes the model; the caller's train/eval mode is restored afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgecomp.finetune.batches import check_dataset, epoch_batches
+
+
+@contextlib.contextmanager
+def eval_mode(*modules: nn.Module | None) -> Iterator[None]:
+    """Put modules in eval() for the block and restore each submodule's own mode afterwards."""
+    saved = [[(m, m.training) for m in module.modules()] for module in modules if module is not None]
+    for module in modules:
+        if module is not None:
+            module.eval()
+    try:
+        yield
+    finally:
+        for states in saved:
+            for m, training in states:
+                m.training = training
+
+
+def _has_labels(data, labels: torch.Tensor) -> bool:
+    flag = getattr(data, "has_labels", None)
+    if flag is not None:
+        return bool(flag)
+    return bool(torch.all(labels >= 0))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data, batch_size: int = 256, teacher: nn.Module | None = None) -> dict:
+    """Metrics of `model` on `data`.
+
+    Returns {"n", "top1", "top5", "loss"} where top1/top5 are accuracies in [0, 1] (only with
+    labels; top-k uses k = min(5, classes)) and loss is the mean cross-entropy; with a teacher also
+    "agreement_with_teacher" (fraction of equal argmax predictions) and "kl_to_teacher"
+    (mean KL(p_teacher || p_model) at T = 1). Without labels, "loss" is kl_to_teacher (or None).
+    """
+    check_dataset(data, "evaluation data")
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    n = 0
+    correct1 = correct5 = 0
+    ce_sum = kl_sum = 0.0
+    agree = 0
+    labeled = None
+    with eval_mode(model, teacher):
+        for x, y in epoch_batches(data, batch_size, shuffle=False, generator=torch.Generator()):
+            x, y = x.to(device), y.to(device)
+            logits = model(x).float()
+            if labeled is None:
+                labeled = _has_labels(data, y)
+            n += len(x)
+            if labeled:
+                k = min(5, logits.shape[1])
+                top = logits.topk(k, dim=1).indices
+                hits = top == y[:, None]
+                correct1 += int(hits[:, 0].sum())
+                correct5 += int(hits.any(dim=1).sum())
+                ce_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+            if teacher is not None:
+                t_logits = teacher(x).float()
+                agree += int((t_logits.argmax(1) == logits.argmax(1)).sum())
+                kl_sum += float(F.kl_div(F.log_softmax(logits, 1), F.log_softmax(t_logits, 1),
+                                         reduction="sum", log_target=True))
+    out: dict = {"n": n, "top1": None, "top5": None, "loss": None}
+    if labeled:
+        out.update(top1=correct1 / n, top5=correct5 / n, loss=ce_sum / n)
+    if teacher is not None:
+        out["agreement_with_teacher"] = agree / n
+        out["kl_to_teacher"] = kl_sum / n
+        if not labeled:
+            out["loss"] = out["kl_to_teacher"]
+    return out

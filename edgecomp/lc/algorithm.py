@@ -1,0 +1,273 @@
+"""The LC algorithm for low-rank compression (Carreira-Perpinan 2017, Figure 2; Idelbayev &
+Carreira-Perpinan, CVPR 2020, for the rank selection in the C step).
+
+    w <- w_ref;  Theta <- Pi(w) (direct compression);  lambda <- 0
+    for mu = mu0 * a^k, k = 0 .. n_mu-1:
+        L step:  w <- argmin_w  L(w) + mu/2 ||w - Delta(Theta) - lambda/mu||^2   (steps_per_mu SGD steps)
+        C step:  Theta <- Pi(w - lambda/mu)                                        (truncated SVD per layer)
+        lambda <- lambda - mu (w - Delta(Theta))                                  (augmented Lagrangian only)
+        stop if ||w - Delta(Theta)|| <= tol ||w||
+    return Delta(Theta) built as factored layers
+
+Only the compressed layers' weights are constrained; biases, BatchNorm and the layers left out
+are learned freely in the L step. The L step's learning rate is eta_k = lr * lr_decay^k clipped to
+1/mu (section 5.1: gradient steps on the penalty, of curvature mu, diverge above 2/mu), and its
+loss is cross-entropy, or distillation (T^2-scaled KL, Hinton et al. 2015) from `teacher` when one
+is given, or from the reference model itself when the data has no labels.
+
+Defaults, measured on Fashion-MNIST with the reference model zoo:fmnist_cnn (benchmarks/lc_fmnist.py):
+see DEFAULTS below. The toolkit's settings (mu0 ~ 1e-4..1e-3, a = 1.1..1.2 over 20..60 steps,
+each L step several epochs) assume GPU-sized L steps; with ~50-100 minibatch steps per mu the
+penalty must reach mu ~ 1..10 before w is pulled onto Delta(Theta) (the gap behaves like
+||grad L|| / mu, and per-weight minibatch gradients here are ~1e-3..1e-2), so the schedule
+here starts at the toolkit's mu0 but grows faster.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgecomp.errors import UserInputError
+from edgecomp.finetune.batches import batch_stream, check_dataset, epoch_batches
+from edgecomp.finetune.evaluate import eval_mode, evaluate
+from edgecomp.finetune.losses import training_loss
+from edgecomp.finetune.train import data_has_labels, make_optimizer, progress_bar, set_train_mode
+from edgecomp.graph import analyze_model
+from edgecomp.lc import schedule as S
+from edgecomp.lc.cstep import (
+    CStepResult,
+    build_compressed,
+    c_step,
+    check_fixed_ranks,
+    compressed_layers,
+    rank_problem,
+)
+
+log = logging.getLogger(__name__)
+
+# Defaults (see the module docstring and benchmarks/lc_fmnist.py for the measurements).
+DEFAULTS = dict(mu0=1e-1, a=1.5, n_mu=10, steps_per_mu=100, lr=0.01, lr_decay=0.98, lr_schedule="cosine", tol=1e-3)
+
+
+@dataclass
+class LCResult:
+    model: nn.Module  # Delta(Theta) with factored layers, in eval mode
+    ranks: dict[str, int]  # ranks of the factored layers (what factorize_model / a recipe needs)
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    layer_ranks: dict[str, int] = field(default_factory=dict)  # every compressed layer (K = left unfactored)
+    converged: bool = False
+    warning: str | None = None
+
+
+def _norm(tensors) -> float:
+    return math.sqrt(sum(float(torch.sum(t.double() ** 2)) for t in tensors))
+
+
+def run_lc(
+    model: nn.Module,
+    train_data,
+    *,
+    scheme: str,
+    input_shape: tuple[int, ...],
+    ranks: dict[str, int] | None = None,
+    problem_budgets: tuple[float, float] | None = None,
+    mu0: float = DEFAULTS["mu0"],
+    a: float = DEFAULTS["a"],
+    n_mu: int = DEFAULTS["n_mu"],
+    steps_per_mu: int = DEFAULTS["steps_per_mu"],
+    lr: float = DEFAULTS["lr"],
+    lr_decay: float = DEFAULTS["lr_decay"],
+    lr_schedule: str = DEFAULTS["lr_schedule"],
+    batch_size: int = 128,
+    variant: str = "al",
+    tol: float = DEFAULTS["tol"],
+    seed: int = 0,
+    progress: bool = True,
+    eval_data=None,
+    optimizer: str = "sgd",
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    teacher: nn.Module | None = None,
+    distill_temperature: float = 4.0,
+    freeze_bn: bool = False,
+    eval_batch_size: int = 256,
+) -> LCResult:
+    """Compress `model` (not modified) by LC; ranks fixed (`ranks`: layer name -> rank) or chosen in
+    every C step under `problem_budgets` = (MAC budget, parameter budget) of the whole model.
+
+    History: one entry for the direct compression (step 0, mu 0) and one per mu with the mean
+    L-step loss and penalty, ||w - Delta(Theta)|| (absolute and relative to ||w||), the C step's
+    squared truncation error, ||Delta(Theta) - Delta(Theta_0)||, the ranks, the learning rate and,
+    with eval_data, the compressed model's accuracy (agreement with the teacher when unlabeled).
+    """
+    t_start = time.perf_counter()
+    if lr_schedule not in S.LR_SCHEDULES:
+        raise UserInputError(f"unknown lr schedule {lr_schedule!r}; choose one of {', '.join(S.LR_SCHEDULES)}")
+    if variant not in S.VARIANTS:
+        raise UserInputError(f"unknown LC variant {variant!r}; choose one of {', '.join(S.VARIANTS)}")
+    if (ranks is None) == (problem_budgets is None):
+        raise UserInputError("give exactly one of ranks (fixed ranks) and problem_budgets (ranks chosen by the C step)")
+    if steps_per_mu < 1 or batch_size < 1:
+        raise UserInputError("steps_per_mu and batch_size must be >= 1")
+    if not lr > 0 or not tol >= 0 or not 0 < lr_decay <= 1:
+        raise UserInputError("lr must be > 0, tol >= 0 and lr_decay in (0, 1]")
+    try:
+        mus = S.mu_schedule(mu0, a, n_mu)
+    except ValueError as exc:
+        raise UserInputError(str(exc)) from None
+    check_dataset(train_data)
+    if eval_data is not None:
+        check_dataset(eval_data, "evaluation data")
+
+    work = copy.deepcopy(model)
+    device = next((p.device for p in work.parameters()), torch.device("cpu"))
+    cost = analyze_model(work, tuple(input_shape), scheme)
+    layers = compressed_layers(work, cost, list(ranks) if ranks is not None else None)
+    fixed = check_fixed_ranks(ranks, layers) if ranks is not None else None
+    labels = data_has_labels(train_data)
+    if labels is None:  # a plain Dataset: look at one batch
+        _, y = next(epoch_batches(train_data, batch_size, shuffle=False, generator=torch.Generator()))
+        labels = bool(torch.all(y >= 0))
+    if labels is False and teacher is None:
+        teacher = copy.deepcopy(model)  # distill from the reference when there are no labels
+    distill = teacher is not None
+
+    weights = {layer.name: work.get_submodule(layer.name).weight for layer in layers}
+    lam = {name: torch.zeros_like(w) for name, w in weights.items()}
+
+    problem = None
+    w_ref = {name: w.detach().clone() for name, w in weights.items()}
+    if problem_budgets is not None:
+        from edgecomp.factor import svd_factors
+
+        mac_budget, param_budget = (float(b) for b in problem_budgets)
+        spectra0 = {l.name: svd_factors(w_ref[l.name], l.scheme) for l in layers}
+        problem = rank_problem(layers, cost, spectra0, mac_budget, param_budget)
+
+    def do_c_step(mu: float) -> CStepResult:
+        inputs = {name: S.c_step_input(w.detach(), lam[name], mu) for name, w in weights.items()}
+        return c_step(inputs, layers, ranks=fixed, problem=problem)
+
+    def evaluate_delta(cs: CStepResult) -> dict | None:
+        if eval_data is None:
+            return None
+        probe = copy.deepcopy(work)
+        with torch.no_grad():
+            for name, delta in cs.deltas.items():
+                probe.get_submodule(name).weight.copy_(delta)
+        return evaluate(probe, eval_data, eval_batch_size, teacher=teacher if distill else None)
+
+    def entry(step: int, mu: float, cs: CStepResult, **extra) -> dict:
+        diff = [weights[n].detach() - cs.deltas[n] for n in weights]
+        distance, norm = _norm(diff), _norm(w.detach() for w in weights.values())
+        shift = _norm(cs.deltas[n] - delta0[n] for n in weights) if step > 0 else 0.0
+        out = {"step": step, "mu": mu, **extra, "distance": distance, "weight_norm": norm,
+               "relative_distance": distance / max(norm, 1e-30),
+               "compression_error": cs.squared_error, "delta_shift": shift, "ranks": dict(cs.ranks), **cs.info}
+        metrics = evaluate_delta(cs)
+        if metrics is not None:
+            out["eval_accuracy"] = metrics["top1"] if metrics["top1"] is not None else metrics.get("agreement_with_teacher")
+            out["eval_loss"] = metrics["loss"]
+        out["seconds"] = time.perf_counter() - t_start
+        return out
+
+    # Direct compression: Theta_0 = Pi(w_ref), lambda = 0.
+    cs = do_c_step(0.0)
+    delta0 = {n: d.clone() for n, d in cs.deltas.items()}
+    history = [entry(0, 0.0, cs, lr=None, lr_end=None, loss=None, penalty=None)]
+    initial_gap = history[0]["distance"]
+    _log_entry(history[0])
+
+    converged = False
+    total_steps = len(mus) * steps_per_mu
+    bar = progress_bar(total_steps, progress, f"LC ({variant})")
+    modes = [(m, m.training) for m in work.modules()]
+    try:
+        with torch.random.fork_rng(devices=[]), eval_mode(teacher):
+            torch.manual_seed(seed)
+            stream = batch_stream(train_data, batch_size, generator=torch.Generator().manual_seed(seed))
+            for k, mu in enumerate(mus):
+                mu = float(mu)
+                targets = {n: S.penalty_target(cs.deltas[n], lam[n], mu) for n in weights}
+                lrs = [S.sgd_lr(lr, k * steps_per_mu + i, total_steps, k, mu, schedule=lr_schedule, lr_decay=lr_decay)
+                       for i in range(steps_per_mu)]
+                opt = make_optimizer(work, optimizer, lr, momentum, weight_decay)
+                set_train_mode(work, freeze_bn)
+                loss, penalty = _l_step(work, opt, stream, weights, targets, mu, lrs, device,
+                                        teacher if distill else None, distill_temperature, bar)
+                cs = do_c_step(mu)
+                if variant == "al":
+                    with torch.no_grad():
+                        for n, w in weights.items():
+                            lam[n] = S.multiplier_update(lam[n], mu, w.detach(), cs.deltas[n])
+                item = entry(k + 1, mu, cs, lr=lrs[0], lr_end=lrs[-1], loss=loss, penalty=penalty)
+                history.append(item)
+                _log_entry(item)
+                bar.set_postfix(mu=f"{mu:.2g}", loss=f"{item['loss']:.3f}", dist=f"{item['relative_distance']:.2e}")
+                if S.converged(item["distance"], item["weight_norm"], tol):
+                    converged = True
+                    break
+    finally:
+        bar.close()
+        for m, training in modes:
+            m.training = training
+
+    warning = S.path_warning(initial_gap, [h["distance"] for h in history[1:]])
+    if warning:
+        log.warning(warning)
+        warnings.warn(warning, stacklevel=2)
+    compressed, factored = build_compressed(work, layers, cs, scheme)
+    compressed.eval()
+    return LCResult(model=compressed, ranks=factored, history=history, seconds=time.perf_counter() - t_start,
+                    layer_ranks=dict(cs.ranks), converged=converged, warning=warning)
+
+
+def _l_step(model, opt, stream, weights, targets, mu, lrs, device, teacher, temperature, bar) -> tuple[float, float]:
+    """len(lrs) SGD steps on L(w) + mu/2 sum_i ||w_i - target_i||^2; returns the mean loss and penalty.
+
+    The penalty's gradient mu (w_i - target_i) is added to the loss gradient of each compressed
+    weight; every other parameter follows the loss alone.
+    """
+    loss_sum = pen_sum = 0.0
+    for eta in lrs:
+        for group in opt.param_groups:
+            group["lr"] = eta
+        _, x, y = next(stream)
+        x, y = x.to(device), y.to(device)
+        t_logits = None
+        if teacher is not None:
+            with torch.no_grad():
+                t_logits = teacher(x)
+        loss = training_loss(model(x), None if teacher is not None else y, t_logits, temperature=temperature, alpha=1.0)
+        if not torch.isfinite(loss.detach()):
+            raise UserInputError(f"LC L step diverged at mu={mu:.3g} (loss {float(loss)}); lower lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        penalty = 0.0
+        with torch.no_grad():
+            for n, w in weights.items():
+                gap = w - targets[n]
+                penalty += float(torch.sum(gap * gap))
+                w.grad.add_(gap, alpha=mu)
+        opt.step()
+        loss_sum += float(loss.detach())
+        pen_sum += 0.5 * mu * penalty
+        bar.update(1)
+    return loss_sum / len(lrs), pen_sum / len(lrs)
+
+
+def _log_entry(item: dict) -> None:
+    acc = item.get("eval_accuracy")
+    log.info("LC step %d mu=%.3g loss=%s ||w-D||=%.4g (rel %.2e) ranks=%s%s", item["step"], item["mu"],
+             "-" if item.get("loss") is None else f"{item['loss']:.4f}", item["distance"], item["relative_distance"],
+             item["ranks"], "" if acc is None else f" eval={acc:.4f}")
