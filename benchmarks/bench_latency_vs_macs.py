@@ -77,6 +77,9 @@ def bench_model(label, model, shape, data, etas, options, settings, workdir, reu
     cost = analyze_model(model, shape, "spatial")
     rows = [{"model": label, "eta": 1.0, "mac_ratio": 1.0, **p50_ms(model, shape, workdir, f"{label}-orig", settings)}]
     for eta in etas:
+        if reuse and known_ranks(eta) is None:
+            print(f"{label}: no COBLA ranks for eta={eta} in rank_selection.json; skipped (run that benchmark first)")
+            continue
         built, (macs, params), info = compressed(model, shape, eta, data, options, cost, reuse)
         seconds = info.get("cobla_seconds", float("nan"))
         row = {"model": label, "eta": eta, "mac_ratio": macs / cost.total_macs,

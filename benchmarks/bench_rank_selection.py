@@ -57,7 +57,7 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="rank_selection")
     args = parser.parse_args()
-    etas = [float(e) for e in args.etas.split(",")]
+    etas = [float(e) for e in args.etas.split(",") if e]
     loaded = reference_model()
     model, shape = loaded.module.eval(), (1, 1, 28, 28)
     train, test = load_dataset("fashion-mnist:train"), load_dataset("fashion-mnist:test")

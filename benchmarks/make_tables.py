@@ -18,7 +18,7 @@ def load(name):
 
 def rank_selection():
     rows = []
-    for name in ("rank_selection", "rank_selection_channel"):
+    for name in ("rank_selection", "rank_selection_channel", "rank_selection_unbudgeted"):
         data = load(name)
         if data:
             rows += data["rows"]
