@@ -62,8 +62,9 @@ def main():
             print(f"eta={eta:.1f} {name:12} top1={row['top1']:.4f} {row['seconds']:.0f}s", flush=True)
 
         direct = compress(model, shape, budgets, method="pos-cvx", scheme="spatial")
+        direct_before = evaluate(direct.model, test)["top1"]  # before train() changes the model in place
         record("direct + FT", lambda: (finetune(direct.model, data, args.steps, args.seed),
-                                       {"before_ft": evaluate(direct.model, test)["top1"]}))
+                                       {"before_ft": direct_before}))
         t0 = time.perf_counter()
         cobla = compress(model, shape, budgets, method="cobla", scheme="spatial", data=data,
                          cobla=CoblaOptions(max_iter=args.cobla_iter, seed=args.seed))

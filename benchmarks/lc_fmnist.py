@@ -35,7 +35,7 @@ OUT = ROOT / "benchmarks" / "cache" / "lc_fmnist.json"
 
 PRESETS = {
     # mu0, a, n_mu, steps_per_mu, lr (SGD, momentum 0.9)
-    "default": dict(mu0=1e-1, a=1.5, n_mu=10, steps_per_mu=100, lr=0.01),  # = edgecomp.lc.DEFAULTS
+    "default": dict(mu0=1e-1, a=1.5, n_mu=10, steps_per_mu=100, lr=0.01),  # = edgecomp.lc.DEFAULTS (mu0 = reach 1)
     "doubling": dict(mu0=1e-1, a=2.0, n_mu=10, steps_per_mu=100, lr=0.01),
     "small-mu0": dict(mu0=1e-3, a=1.5, n_mu=20, steps_per_mu=50, lr=0.01),
     "toolkit": dict(mu0=1e-4, a=1.1, n_mu=20, steps_per_mu=50, lr=0.01),  # LC toolkit's CIFAR settings

@@ -27,6 +27,7 @@ from edgecomp.lc import (
     run_lc,
     path_warning,
     penalty_reach,
+    reach_mu0,
     sgd_lr,
 )
 from edgecomp.models.zoo import get_zoo_model
@@ -237,8 +238,10 @@ def test_budget_selected_ranks_are_feasible(reference, data):
 def test_unlabeled_data_distills_from_the_reference(reference, data):
     x, _ = data[0].get_batch(torch.arange(128))
     result = run_lc(reference, ArrayDataset(x, None, name="calib"), scheme="spatial", input_shape=SHAPE,
-                    ranks={"conv2": 4}, mu0=1e-2, a=2.0, n_mu=2, steps_per_mu=4, batch_size=32, progress=False)
+                    ranks={"conv2": 4}, a=2.0, n_mu=2, steps_per_mu=4, lr=0.05, batch_size=32, progress=False)
     assert result.history[-1]["loss"] >= 0 and result.ranks == {"conv2": 4}
+    # mu0 = None: penalty reach 1 in the first L step, mu0 = (1 - momentum) / (lr * steps_per_mu)
+    assert [h["mu"] for h in result.history[1:]] == pytest.approx([0.5, 1.0])
 
 
 def test_warns_when_mu_is_too_large(reference, data):
@@ -250,6 +253,7 @@ def test_warns_when_mu_is_too_large(reference, data):
     assert "too large" in path_warning(1.0, [0.05, 0.01])
     assert "too short" in path_warning(1.0, [0.9, 1.3, 0.5])
     assert penalty_reach(0.01, 0.1, 100, momentum=0.9) == pytest.approx(1.0)
+    assert reach_mu0(0.01, 100, momentum=0.9) == pytest.approx(0.1)
 
 
 def test_bad_input(reference, data):

@@ -14,6 +14,7 @@ from edgecomp.lc.schedule import (
     penalty_target,
     path_warning,
     penalty_reach,
+    reach_mu0,
     sgd_lr,
 )
 
@@ -37,6 +38,7 @@ __all__ = [
     "penalty_reach",
     "penalty_target",
     "rank_problem",
+    "reach_mu0",
     "run_lc",
     "sgd_lr",
     "truncate",

@@ -100,6 +100,13 @@ def penalty_reach(lr: float, mu: float, steps: int, momentum: float = 0.9) -> fl
     return float(steps * lr * mu / max(1.0 - momentum, 1e-12))
 
 
+def reach_mu0(lr: float, steps: int, momentum: float = 0.9, reach: float = 1.0) -> float:
+    """The mu0 at which the first L step has the given penalty reach: reach * (1 - momentum) / (lr * steps)."""
+    if lr <= 0 or steps < 1:
+        raise ValueError("lr must be > 0 and steps >= 1")
+    return float(reach * max(1.0 - momentum, 1e-12) / (lr * steps))
+
+
 def path_warning(initial_gap: float, distances: list[float], threshold: float = 0.1) -> str | None:
     """A warning when the LC path is degenerate, from ||w - Delta(Theta)|| after each C step.
 
