@@ -85,3 +85,32 @@ def test_failing_stage_is_named_and_earlier_stages_are_kept(tmp_path):
     assert "stage 'compress' failed" in result.output
     assert (out / "analyze" / "stage.json").is_file()
     assert not (out / "round-1" / "compress" / "stage.json").exists()
+
+
+def test_cost_latency_measures_a_per_layer_table_and_budgets_latency(tmp_path, data):
+    out = tmp_path / "lat"
+    result = _run(["zoo:tiny_cnn", "--device", "x86-host", "--target", "local", "--data", data, "--method", "pos-cvx",
+                   "--cost", "latency", "--latency-budget-ms", "5", "--finetune-epochs", "0", "-o", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    table = json.loads((out / "latency-table" / "stage.json").read_text())["result"]
+    assert set(table["layers"]) == {"conv1", "conv2", "fc"}
+    for row in table["layers"].values():
+        assert row["slope_ms"] > 0 and row["original_ms"] > 0 and len(row["ranks"]) == len(row["latency_ms"]) >= 2
+    compress_report = json.loads((out / "round-1" / "compress" / "report.json").read_text())
+    assert compress_report["cost"] == "latency"
+    assert compress_report["selection_info"]["predicted_latency_ms"] <= 5
+
+
+def test_latency_problem_replaces_mac_costs():
+    from edgecomp.ranks import LayerSpectrum, RankProblem
+    from edgecomp.ranks.latency import fit_line, latency_problem
+
+    intercept, slope = fit_line([1, 2, 4], [1.5, 2.0, 3.0])
+    assert (intercept, slope) == pytest.approx((1.0, 0.5))
+    layer = LayerSpectrum("a", np.array([3.0, 2.0, 1.0, 0.5]), 10, 5, 40, 20)
+    problem = RankProblem((layer,), mac_budget=1e9, param_budget=1e9, fixed_macs=7)
+    table = {"fixed_ms": 0.2, "layers": {"a": {"slope_ms": 0.5, "intercept_ms": 1.0, "original_ms": 2.6}}}
+    lat = latency_problem(problem, table, budget_ms=2.5)
+    assert lat.cost([2]) == (pytest.approx(0.2 + 1.0 + 2 * 0.5), 2 * 5)
+    assert lat.layers[0].break_even_rank == 4  # 1.0 + 0.5 r >= 2.6 from r = 4 on
+    assert lat.feasible([2]) and not lat.feasible([3])
