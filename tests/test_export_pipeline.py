@@ -114,3 +114,10 @@ def test_latency_problem_replaces_mac_costs():
     assert lat.cost([2]) == (pytest.approx(0.2 + 1.0 + 2 * 0.5), 2 * 5)
     assert lat.layers[0].break_even_rank == 4  # 1.0 + 0.5 r >= 2.6 from r = 4 on
     assert lat.feasible([2]) and not lat.feasible([3])
+
+
+def test_users_absolute_mac_budget_below_minimum_is_refused_not_clamped(tmp_path, data):
+    result = _run(["zoo:tiny_cnn", "--device", "x86-host", "--target", "local", "--mac-budget", "1000",
+                   "--method", "pos-cvx", "-o", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert "minimum achievable" in result.output and "stage 'compress' failed" in result.output

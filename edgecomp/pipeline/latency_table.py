@@ -35,22 +35,18 @@ def _time_ms(req, onnx_path: Path, providers) -> float:
 
 
 def measure_latency_table(req, analysis: dict, folder: Path, log) -> dict:
-    import onnxruntime
     import torch
 
     from edgecomp.factor.modules import make_factored
     from edgecomp.graph.cost import analyze_model, layer_scheme
-    from edgecomp.pipeline.rounds import _load_source, _stand_in
+    from edgecomp.pipeline.rounds import _load_source, _stand_in, stand_in_providers
     from exporters import export_onnx
 
     loaded = _load_source(req)
     input_shape = tuple(analysis["input_shape"])
     cost = analyze_model(loaded.module, input_shape, req.scheme)
     modules = dict(loaded.module.named_modules())
-    providers = None
-    if _stand_in(req):
-        available = set(onnxruntime.get_available_providers())
-        providers = [p for p in req.profile.execution_providers if p in available] or ["CPUExecutionProvider"]
+    providers = stand_in_providers(req) if _stand_in(req) else None
     whole = export_onnx(loaded.module, folder / "model.onnx", input_shape)
     total_ms = _time_ms(req, whole.path, providers)
     layers = {}

@@ -28,6 +28,12 @@ def analyze(req) -> dict:
     cost = analyze_model(loaded.module, input_shape, req.scheme)
     budgets = resolve_budgets(cost, req.precision, req.profile, req.mac_budget, req.memory_budget)
     memory = cost.memory_bytes(req.precision)
+    min_macs = cost.total_macs
+    if cost.decomposable:
+        from edgecomp.compress.problem import build_problem, compute_spectra
+
+        inf = float("inf")
+        min_macs = build_problem(cost, compute_spectra(loaded.module, cost), inf, inf).min_cost[0]
     return {
         "input_shape": list(input_shape),
         "num_classes": loaded.num_classes,
@@ -41,6 +47,7 @@ def analyze(req) -> dict:
         "precision": req.precision,
         "fits": cost.total_macs <= budgets.macs and memory <= budgets.memory_bytes,
         "decomposable_layers": len(cost.decomposable),
+        "min_macs": min_macs,  # the smallest model the scheme can build (every layer at rank 1)
     }
 
 
@@ -58,13 +65,12 @@ def run_rounds(req, stages: Stages, analysis: dict, source: dict, log) -> list[d
         table = stages.run("latency-table", "latency-table", {**source, "profile": req.profile.name,
                                                                "target": req.target, "scheme": req.scheme},
                            lambda folder: measure_latency_table(req, analysis, folder, log))
+    at_minimum = False
     for k in range(1, req.max_rounds + 1):
         compress_needed = k > 1 or not analysis["fits"] or req.cost == "latency"
-        entry: dict = {"round": k, "mac_budget_override": mac_budget}
+        entry: dict = {"round": k, "mac_budget_override": mac_budget, "at_minimum": at_minimum}
         compressed = None
         if compress_needed:
-            mac_budget = _clamp_to_minimum(req, mac_budget, entry, log)
-            entry["mac_budget_override"] = mac_budget
             inputs = {**source, "profile": req.profile.name, "method": req.method, "scheme": req.scheme,
                       "mac_budget": mac_budget, "memory_budget": req.memory_budget, "precision": req.precision,
                       "data": req.data, "eval_data": req.eval_data, "finetune_epochs": req.finetune_epochs,
@@ -93,13 +99,17 @@ def run_rounds(req, stages: Stages, analysis: dict, source: dict, log) -> list[d
         next_budget = next_mac_budget(req, entry, analysis, budget_ms)
         if next_budget is None:
             break
-        if entry.get("at_minimum"):
+        if at_minimum:
             entry["note"] = (f"the latency budget {budget_ms:g} ms cannot be met: even the smallest model this scheme "
                              f"can build misses it; {_best(history)}")
             break
         if k == req.max_rounds:
             entry["note"] = f"latency budget {budget_ms:g} ms still missed after {k} rounds; {_best(history)}"
             break
+        if next_budget <= analysis["min_macs"]:
+            log(f"[round {k}] the tightened MAC budget {next_budget:,.0f} is below the smallest buildable model "
+                f"({analysis['min_macs']:,.0f} MACs): using that minimum")
+            next_budget, at_minimum = analysis["min_macs"], True
         log(f"[round {k}] measured latency misses {budget_ms:g} ms: tightening the MAC budget to {next_budget:,.0f}")
         mac_budget = f"{int(next_budget)}"
     return history
@@ -109,28 +119,6 @@ def _best(history: list[dict]) -> str:
     best = min(history, key=lambda r: r["verify"]["latency"].get("p50") or float("inf"))
     lat = best["verify"]["latency"]
     return f"best achieved: round {best['round']} with p50 {lat.get('p50') or 0:.4g} ms, p90 {lat.get('p90') or 0:.4g} ms"
-
-
-def _clamp_to_minimum(req, mac_budget: str | None, entry: dict, log) -> str | None:
-    """Raise a MAC budget below the smallest buildable model to that minimum (and mark the round)."""
-    if mac_budget is None or not mac_budget.isdigit():
-        return mac_budget
-    minimum = _minimum_macs(req)
-    if float(mac_budget) <= minimum:
-        log(f"[round {entry['round']}] the tightened MAC budget {int(mac_budget):,} is below the smallest buildable "
-            f"model ({minimum:,.0f} MACs): using that minimum")
-        entry["at_minimum"] = True
-        return str(int(minimum))
-    return mac_budget
-
-
-def _minimum_macs(req) -> float:
-    from edgecomp.compress.problem import build_problem, compute_spectra
-    from edgecomp.graph.cost import analyze_model
-
-    loaded = _load_source(req)
-    cost = analyze_model(loaded.module, req.input_shape or loaded.input_shape, req.scheme)
-    return build_problem(cost, compute_spectra(loaded.module, cost), float("inf"), float("inf")).min_cost[0]
 
 
 def next_mac_budget(req, entry: dict, analysis: dict, budget_ms: float | None) -> float | None:
@@ -191,6 +179,14 @@ def _stand_in(req) -> bool:
 
     target = req.target or req.profile.target.url or "local"
     return parse_target(target).kind == "local" and req.profile.target.transport != "local"
+
+
+def stand_in_providers(req) -> list[str]:
+    """ONNX Runtime providers for a local stand-in: the profile's that this host has, else CPU."""
+    import onnxruntime
+
+    available = set(onnxruntime.get_available_providers())
+    return [p for p in req.profile.execution_providers if p in available] or ["CPUExecutionProvider"]
 
 
 def export_stage(req, folder: Path, compressed: str | None, analysis: dict, log) -> dict:
@@ -258,16 +254,13 @@ def tensorrt_artifact(req, folder: Path, onnx_path: Path, input_shape, log) -> d
 
 
 def verify_stage(req, folder: Path, export: dict, budget_ms: float | None, log) -> dict:
-    import onnxruntime
-
     import runtime
     from runtime import MeasureSettings, ReferenceSpec, write_reports
 
     artifact = export["artifact"]
     providers = None
     if export.get("stand_in") and artifact.endswith(".onnx"):
-        available = set(onnxruntime.get_available_providers())
-        providers = [p for p in req.profile.execution_providers if p in available] or ["CPUExecutionProvider"]
+        providers = stand_in_providers(req)
         log(f"[verify] measuring on this host as a stand-in for {req.profile.name} with {', '.join(providers)}")
     result = runtime.verify(
         artifact, req.profile, target=req.target, data_spec=req.eval_data, latency_budget_ms=budget_ms,
