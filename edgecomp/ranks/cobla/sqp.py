@@ -44,6 +44,9 @@ callback and the step norm after its step; `converged` is True for the first two
 * "time limit": wall time (oracle included) exceeded time_limit_s at the start of an iteration.
 * "callback": the callback returned True.
 
+A budget of +inf (a device without that budget) leaves its row unconstrained: it is replaced by
+c_k + a_k . 1, the cost with every mask at 1, which no point of the box exceeds.
+
 If the relaxed problem is infeasible (b_C < 0 or b_M < 0: even with every free mask at 0 the
 cost exceeds a budget) InfeasibleBudgetError is raised before the oracle is called.
 """
@@ -141,9 +144,13 @@ class _Problem:
     def __init__(self, problem: RankProblem, fixed: np.ndarray | None):
         a_c, a_m, c_c, c_m = problem.linear_costs()
         n = problem.n_masks
-        for name, budget in (("MAC", problem.mac_budget), ("parameter", problem.param_budget)):
-            if not np.isfinite(budget):
-                raise ValueError(f"{name} budget must be finite, got {budget}")
+        budgets = []
+        for name, budget, a, c in (("MAC", problem.mac_budget, a_c, c_c), ("parameter", problem.param_budget, a_m, c_m)):
+            if np.isnan(budget) or budget == -np.inf:
+                raise ValueError(f"{name} budget must be a number or +inf, got {budget}")
+            # No budget (+inf) leaves the row unconstrained: N(m) <= c + a . 1 holds for every m in the box.
+            budgets.append(min(float(budget), c + float(a.sum())))
+        mac_budget, param_budget = budgets
         if fixed is None:
             fixed = np.full(n, -1, dtype=np.int64)
         fixed = np.asarray(fixed)
@@ -157,8 +164,7 @@ class _Problem:
         self.a_c, self.a_m, self.c_c, self.c_m = a_c, a_m, c_c, c_m
         min_c = c_c + float(a_c @ self.base)
         min_m = c_m + float(a_m @ self.base)
-        self.P = BudgetPolytope(a_c[self.free], a_m[self.free],
-                                problem.mac_budget - min_c, problem.param_budget - min_m)
+        self.P = BudgetPolytope(a_c[self.free], a_m[self.free], mac_budget - min_c, param_budget - min_m)
         if self.P.is_empty:
             raise InfeasibleBudgetError(
                 "the relaxed COBLA problem is infeasible: with every free mask at 0 the model "
