@@ -1,13 +1,26 @@
 """Gates: decisions with a statistical footing, and the exit code they add up to.
 
-Latency gate (budget B ms on percentile p, confidence c, default 0.99):
-    U = one-sided upper confidence bound of the p-th percentile (order statistic, stats.py eq. 1)
-    L = one-sided lower confidence bound
+Latency gate (budget B ms on percentile p, confidence c, default 0.99; samples in time order):
+    L_os, U_os  one-sided lower/upper confidence bounds of the p-th percentile from the order
+                statistics (stats.py eq. 1): exact for i.i.d. samples, whatever the distribution.
+    Stable run (robust_cv = 1.4826 MAD / median <= threshold, stats.py eq. 2):   [L, U] = [L_os, U_os]
+    Unstable run (robust_cv > threshold): instability widens the interval, it does not veto.
+        The samples are cut into k <= 10 contiguous time blocks, the percentile is estimated per
+        block, and their spread around the pooled estimate q gives the sectioning bounds
+        q -+ t_{c,k-1} S / sqrt(k) (stats.py eq. 3). The gate uses the union
+            L = max(0, min(L_os, q - t S / sqrt(k))),   U = max(U_os, q + t S / sqrt(k)).
+        For i.i.d. data both intervals estimate the same sampling error, so [L, U] stays close to
+        [L_os, U_os]; under drift or modes that change over time the block estimates disagree and
+        [L, U] widens. A rare stall (beyond the percentile) moves neither q nor the q_j much.
     PASS          U <= B     (with confidence c the true percentile is within budget)
     FAIL          L >  B     (with confidence c it is not)
-    INCONCLUSIVE  L <= B < U (the interval straddles the budget), or fewer samples than MLPerf's
-                  minimum for p, or the run is unstable (CV above threshold) under the default
-                  policy "inconclusive" (policy "warn" only reports the instability).
+    INCONCLUSIVE  only when the evidence does not decide: L <= B < U (the, possibly widened,
+                  interval straddles the budget), or fewer samples than MLPerf's minimum for p, or
+                  an unstable run too short to cut into 2 blocks of ceil(2 / min(p, 1-p)) samples.
+    Policy "widen" (default) applies the widening; "warn" (--allow-unstable) keeps the i.i.d.
+    bounds [L_os, U_os] and only notes the instability. `--cv-threshold` sets the threshold on
+    robust_cv (default 0.10 CPU, 0.025 GPU). ("inconclusive", the old name of the default policy,
+    is read as "widen".)
 Accuracy gate (labelled data): drop = reference top-1 - target top-1; PASS if drop <= max_drop.
 Agreement gate (unlabelled data, reference model available): 1 - top-1 agreement bounds the
     accuracy drop (accuracy.py), so PASS if 1 - agreement <= max_drop, else FAIL.
@@ -23,11 +36,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runtime.compare import CompareResult
-from runtime.stats import LatencyStats, percentile_stat
+from runtime.stats import LatencyStats, percentile_stat, sectioned_percentile
 
 PASS, FAIL, INCONCLUSIVE, SKIPPED = "PASS", "FAIL", "INCONCLUSIVE", "SKIPPED"
 EXIT_OK, EXIT_BREACH, EXIT_INCONCLUSIVE = 0, 1, 3
-UNSTABLE_POLICIES = ("inconclusive", "warn")
+UNSTABLE_POLICIES = ("widen", "warn")
+_POLICY_ALIASES = {"inconclusive": "widen"}
 
 
 @dataclass
@@ -45,13 +59,20 @@ def _fmt(v: float) -> str:
     return "inf" if math.isinf(v) else f"{v:.4g}"
 
 
+def unstable_policy_name(policy: str) -> str:
+    """The policy's canonical name ('inconclusive' is the old name of 'widen'); ValueError if unknown."""
+    policy = _POLICY_ALIASES.get(policy, policy)
+    if policy not in UNSTABLE_POLICIES:
+        raise ValueError(f"unstable_policy must be one of {UNSTABLE_POLICIES}")
+    return policy
+
+
 def latency_gate(stats: LatencyStats, budget_ms: float, percentile: float, *,
-                 unstable_policy: str = "inconclusive") -> GateResult:
-    """Compare the upper confidence bound of the percentile with the budget (see module docstring)."""
+                 unstable_policy: str = "widen") -> GateResult:
+    """Compare the (widened, when unstable) confidence bounds of the percentile with the budget (module docstring)."""
     import numpy as np
 
-    if unstable_policy not in UNSTABLE_POLICIES:
-        raise ValueError(f"unstable_policy must be one of {UNSTABLE_POLICIES}")
+    policy = unstable_policy_name(unstable_policy)
     name = f"latency p{percentile:g} <= {budget_ms:g} ms"
     try:
         ps = stats.percentile(percentile)
@@ -59,38 +80,63 @@ def latency_gate(stats: LatencyStats, budget_ms: float, percentile: float, *,
         conf = next(iter(stats.percentiles.values())).confidence if stats.percentiles else 0.99
         ps = percentile_stat(np.sort(np.asarray(stats.samples_ms)), percentile, confidence=conf,
                              interval_level=stats.interval_level)
+    lower, upper = ps.lower_bound, ps.upper_bound
+    section = None
+    widen = stats.unstable and policy == "widen" and ps.enough_samples
+    if widen:
+        section = sectioned_percentile(stats.samples_ms, percentile, ps.confidence)
+        if section is not None:
+            lower = max(0.0, min(lower, section.lower_bound))
+            upper = max(upper, section.upper_bound)
     details = {
         "percentile": percentile,
         "estimate_ms": ps.value,
-        "upper_bound_ms": ps.upper_bound,
-        "lower_bound_ms": ps.lower_bound,
+        "upper_bound_ms": upper,
+        "lower_bound_ms": lower,
+        "order_statistic_bounds_ms": [ps.lower_bound, ps.upper_bound],
         "confidence": ps.confidence,
         "samples": stats.n,
         "min_samples": ps.min_samples,
         "cv": stats.cv,
+        "robust_cv": stats.robust_cv,
         "cv_threshold": stats.cv_threshold,
         "unstable": stats.unstable,
+        "unstable_policy": policy,
+        "widened": section is not None,
         "rule": f"PASS if the {ps.confidence:.0%} upper confidence bound of p{percentile:g} <= budget; FAIL if the "
-                f"lower bound > budget; otherwise INCONCLUSIVE",
+                f"lower bound > budget; otherwise INCONCLUSIVE. Bounds: order statistics; when the run is unstable "
+                f"(robust CV > {stats.cv_threshold:g}) widened to include the sectioning bounds over time blocks",
     }
-    bounds = (f"p{percentile:g} = {ps.value:.4g} ms, {ps.confidence:.0%} bounds "
-              f"[{_fmt(ps.lower_bound)}, {_fmt(ps.upper_bound)}] ms over n={stats.n}")
+    if section is not None:
+        details.update(blocks=section.blocks, block_size=section.block_size,
+                       block_estimates_ms=section.block_estimates, sectioning_bounds_ms=[
+                           section.lower_bound, section.upper_bound])
+    kind = "widened " if section is not None else ""
+    bounds = (f"p{percentile:g} = {ps.value:.4g} ms, {ps.confidence:.0%} {kind}bounds "
+              f"[{_fmt(lower)}, {_fmt(upper)}] ms over n={stats.n}")
+    if section is not None:
+        bounds += (f" (unstable: robust CV {stats.robust_cv:.3f} > {stats.cv_threshold:g}; p{percentile:g} over "
+                   f"{section.blocks} time blocks spans {min(section.block_estimates):.4g}-"
+                   f"{max(section.block_estimates):.4g} ms)")
     if not ps.enough_samples:
         status, why = INCONCLUSIVE, (f"only {stats.n} samples; bounding p{percentile:g} at {ps.confidence:.0%} "
                                      f"confidence needs >= {ps.min_samples}")
-    elif stats.unstable and unstable_policy == "inconclusive":
-        status, why = INCONCLUSIVE, (f"run unstable: CV {stats.cv:.3f} > {stats.cv_threshold:g} "
-                                     "(quiet the machine, lock clocks, or raise --cv-threshold)")
-    elif ps.upper_bound <= budget_ms:
-        status, why = PASS, f"upper bound {_fmt(ps.upper_bound)} ms <= budget {budget_ms:g} ms"
-    elif ps.lower_bound > budget_ms:
-        status, why = FAIL, f"lower bound {_fmt(ps.lower_bound)} ms > budget {budget_ms:g} ms"
+    elif widen and section is None:
+        status, why = INCONCLUSIVE, (f"run unstable (robust CV {stats.robust_cv:.3f} > {stats.cv_threshold:g}) and "
+                                     f"its {stats.n} samples are too few to cut into time blocks to widen the bounds; "
+                                     "run longer (--iterations/--min-duration)")
+    elif upper <= budget_ms:
+        status, why = PASS, f"upper bound {_fmt(upper)} ms <= budget {budget_ms:g} ms"
+    elif lower > budget_ms:
+        status, why = FAIL, f"lower bound {_fmt(lower)} ms > budget {budget_ms:g} ms"
     else:
-        status, why = INCONCLUSIVE, (f"the confidence interval straddles the budget {budget_ms:g} ms; "
-                                     "run longer (--iterations/--min-duration) to narrow it")
-    if stats.unstable and unstable_policy == "warn" and status != INCONCLUSIVE:
-        why += f" (warning: unstable run, CV {stats.cv:.3f} > {stats.cv_threshold:g})"
-    return GateResult(name, status, ps.upper_bound, budget_ms, "ms", f"{bounds}: {why}", details)
+        status, why = INCONCLUSIVE, (f"the {kind}confidence interval straddles the budget {budget_ms:g} ms; "
+                                     "run longer (--iterations/--min-duration)"
+                                     + (" or on a quieter machine" if section is not None else "") + " to narrow it")
+    if stats.unstable and policy == "warn":
+        why += (f" (warning: unstable run, robust CV {stats.robust_cv:.3f} > {stats.cv_threshold:g}; bounds not "
+                "widened, they assume i.i.d. samples)")
+    return GateResult(name, status, upper, budget_ms, "ms", f"{bounds}: {why}", details)
 
 
 def accuracy_gate(target_top1: float, reference_top1: float, max_drop: float, *, samples: int,

@@ -35,13 +35,104 @@ def test_latency_gate_is_inconclusive_when_the_interval_straddles_the_budget():
     assert G.latency_gate(s, budget_ms=budget, percentile=90).status == G.INCONCLUSIVE
 
 
-def test_latency_gate_unstable_runs_are_inconclusive_unless_policy_warns():
-    noisy = np.concatenate([STEADY, STEADY * 3])
-    s = summarize(noisy, cv_threshold=0.10)
+# ---- the rule under noise: synthetic runs in time order (seeded) ------------------------------
+
+def _lognormal(rng, n=1000):
+    return rng.lognormal(0.0, 0.05, n)                      # i.i.d., median 1 ms, CV 0.05
+
+
+def _drift(rng, n=1000):
+    return np.linspace(1.0, 2.0, n) * rng.lognormal(0.0, 0.03, n)   # slows down 2x over the run
+
+
+def _bimodal(rng, n=1000):
+    # the second half runs in a 2x slower mode (a neighbour's job started, a lower clock)
+    return np.concatenate([rng.normal(1.0, 0.02, n // 2), rng.normal(2.0, 0.04, n - n // 2)])
+
+
+def _pareto(rng, n=1000):
+    return 1.0 + rng.pareto(1.5, n)                         # heavy tail: infinite variance
+
+
+def _stalls(rng, n=1000):
+    x = rng.lognormal(0.0, 0.03, n)
+    x[rng.random(n) < 0.01] *= 10.0                         # rare 10x scheduler stalls
+    return x
+
+
+NOISE = {"lognormal": _lognormal, "drift": _drift, "bimodal": _bimodal, "pareto": _pareto, "stalls": _stalls}
+
+
+@pytest.mark.parametrize("kind", sorted(NOISE))
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_latency_gate_decides_far_budgets_whatever_the_noise(kind, seed):
+    s = summarize(NOISE[kind](np.random.default_rng(seed)), percentiles=(90,), cv_threshold=0.10)
+    p90 = s.percentile(90).value
+    for ratio in (0.001, 0.2):
+        assert G.latency_gate(s, ratio * p90, 90).status == G.FAIL, (kind, ratio)
+    for ratio in (5.0, 10.0, 1000.0):
+        assert G.latency_gate(s, ratio * p90, 90).status == G.PASS, (kind, ratio)
+
+
+@pytest.mark.parametrize("kind", sorted(NOISE))
+def test_latency_gate_is_inconclusive_inside_its_interval(kind):
+    s = summarize(NOISE[kind](np.random.default_rng(3)), percentiles=(90,), cv_threshold=0.10)
+    d = G.latency_gate(s, 1.0, 90).details
+    assert d["lower_bound_ms"] < d["estimate_ms"] < d["upper_bound_ms"]
+    for budget in (d["lower_bound_ms"], (d["lower_bound_ms"] + d["upper_bound_ms"]) / 2, d["estimate_ms"]):
+        assert G.latency_gate(s, budget, 90).status == G.INCONCLUSIVE, (kind, budget)
+
+
+@pytest.mark.parametrize("kind", ["drift", "bimodal"])
+def test_instability_over_time_widens_the_interval(kind):
+    s = summarize(NOISE[kind](np.random.default_rng(4)), percentiles=(90,), cv_threshold=0.10)
     assert s.unstable
-    assert G.latency_gate(s, 100.0, 90).status == G.INCONCLUSIVE
-    warned = G.latency_gate(s, 100.0, 90, unstable_policy="warn")
-    assert warned.status == G.PASS and "unstable" in warned.message
+    gate = G.latency_gate(s, 1.0, 90)
+    d = gate.details
+    os_low, os_high = d["order_statistic_bounds_ms"]
+    assert d["widened"] and d["blocks"] == 10 and len(d["block_estimates_ms"]) == 10
+    # the blocks disagree by far more than sampling explains: the interval is several times wider
+    assert d["upper_bound_ms"] - d["lower_bound_ms"] > 5 * (os_high - os_low)
+    assert "widened" in gate.message and "time blocks" in gate.message
+    # a budget just above the i.i.d. bound: the default rule will not vouch for it, --allow-unstable does
+    budget = os_high * 1.01
+    assert budget < d["upper_bound_ms"]
+    assert G.latency_gate(s, budget, 90).status == G.INCONCLUSIVE
+    warned = G.latency_gate(s, budget, 90, unstable_policy="warn")
+    assert warned.status == G.PASS and "unstable" in warned.message and not warned.details["widened"]
+
+
+def test_iid_runs_keep_the_order_statistic_bounds():
+    s = summarize(_lognormal(np.random.default_rng(5)), percentiles=(90,), cv_threshold=0.10)
+    assert not s.unstable
+    d = G.latency_gate(s, 1.0, 90).details
+    assert not d["widened"]
+    assert [d["lower_bound_ms"], d["upper_bound_ms"]] == d["order_statistic_bounds_ms"]
+    # flagged unstable anyway (threshold below its dispersion): i.i.d. blocks agree, so the widening is mild
+    t = summarize(s.samples_ms, percentiles=(90,), cv_threshold=0.01)
+    w = G.latency_gate(t, 1.0, 90).details
+    assert t.unstable and w["widened"]
+    assert w["upper_bound_ms"] - w["lower_bound_ms"] < 3 * (d["upper_bound_ms"] - d["lower_bound_ms"])
+
+
+def test_rare_stalls_do_not_veto_a_clear_pass():
+    # the old rule's failure: a handful of 10x stalls lift the CV to ~0.4 and made any budget INCONCLUSIVE
+    rng = np.random.default_rng(6)
+    x = rng.lognormal(0.0, 0.03, 1000)
+    x[rng.choice(1000, 3, replace=False)] *= 10.0
+    s = summarize(x, percentiles=(90,), cv_threshold=0.10)
+    assert s.cv > 0.35 and s.robust_cv < 0.05 and not s.unstable
+    gate = G.latency_gate(s, 10 * s.p90, 90)
+    assert gate.status == G.PASS and gate.details["cv"] == s.cv and gate.details["robust_cv"] == s.robust_cv
+    assert G.latency_gate(s, s.p90 / 1000, 90).status == G.FAIL
+
+
+def test_unstable_policy_names():
+    s = summarize(_drift(np.random.default_rng(7)), percentiles=(90,), cv_threshold=0.10)
+    old_name = G.latency_gate(s, 1.5, 90, unstable_policy="inconclusive")  # the default's old name
+    assert old_name.details == G.latency_gate(s, 1.5, 90).details and old_name.details["unstable_policy"] == "widen"
+    with pytest.raises(ValueError):
+        G.latency_gate(s, 1.5, 90, unstable_policy="ignore")
 
 
 def test_latency_gate_needs_the_minimum_sample_count():

@@ -1,5 +1,5 @@
-"""Latency statistics: percentiles, order-statistic confidence bounds, t-intervals, CV flagging and
-the MLPerf early-stopping sample counts."""
+"""Latency statistics: percentiles, order-statistic confidence bounds, t-intervals, robust-CV flagging,
+time-block sectioning and the MLPerf early-stopping sample counts."""
 
 import math
 
@@ -87,21 +87,76 @@ def test_summarize_point_estimates_and_intervals():
     assert s.mean_ci_low == pytest.approx(x.mean() - half)
     assert s.mean_ci_high == pytest.approx(x.mean() + half)
     assert s.cv == pytest.approx(x.std(ddof=1) / x.mean())
+    med = np.median(x)
+    assert s.robust_cv == pytest.approx(1.4826 * np.median(np.abs(x - med)) / med)
     assert not s.unstable
     assert s.throughput_per_s == pytest.approx(4 * 1000.0 / x.mean())
     assert s.samples_ms == pytest.approx(list(x))
     assert s.percentile(99).enough_samples and s.percentile(99).min_samples == 662
 
 
-def test_cv_flags_unstable_runs_against_threshold():
+def test_robust_cv_flags_unstable_runs_against_threshold():
     rng = np.random.default_rng(2)
     bimodal = np.concatenate([rng.normal(1.0, 0.01, 500), rng.normal(2.0, 0.01, 500)])
     assert stats.summarize(bimodal, cv_threshold=0.10).unstable
-    assert not stats.summarize(bimodal, cv_threshold=0.5).unstable
+    assert not stats.summarize(bimodal, cv_threshold=0.6).unstable
     quiet = rng.normal(1.0, 0.005, 1000)
     assert not stats.summarize(quiet, cv_threshold=stats.CV_THRESHOLD_GPU).unstable
     assert stats.default_cv_threshold(gpu=True) == stats.CV_THRESHOLD_GPU == 0.025
     assert stats.default_cv_threshold(gpu=False) == stats.CV_THRESHOLD_CPU == 0.10
+
+
+def test_robust_cv_is_the_cv_of_a_normal_body_and_ignores_stalls():
+    rng = np.random.default_rng(3)
+    body = rng.normal(1.0, 0.05, 20000)
+    assert stats.robust_cv(body) == pytest.approx(0.05, rel=0.05)
+    assert stats.robust_cv([1.0, 2.0, 3.0, 4.0, 100.0]) == pytest.approx(1.4826 * 1.0 / 3.0)
+    stalled = body.copy()
+    stalled[::50] *= 10.0                      # 2% of the samples 10x slower
+    s = stats.summarize(stalled, cv_threshold=0.10)
+    assert s.cv > 0.9 and s.robust_cv < 0.06 and not s.unstable
+    assert stats.robust_cv(np.zeros(5)) == 0.0
+
+
+@pytest.mark.parametrize("n, percentile, k", [(64, 90, 3), (1000, 90, 10), (199, 90, 9), (39, 90, 1),
+                                             (662, 99, 3), (2000, 99, 10), (11, 50, 2), (100, 10, 5)])
+def test_block_count_keeps_two_tail_samples_per_block(n, percentile, k):
+    assert stats.block_count(n, percentile) == k
+
+
+def test_sectioned_percentile_formula():
+    # 4 blocks of 20 in time order: block j holds 20 copies of j + 1, except the last, which is 10s
+    x = np.concatenate([np.full(20, 1.0), np.full(20, 2.0), np.full(20, 3.0), np.full(20, 10.0)])
+    sec = stats.sectioned_percentile(x, 90, 0.99, max_blocks=4)
+    q = float(np.percentile(x, 90))
+    assert sec.blocks == 4 and sec.block_size == 20 and sec.block_estimates == [1.0, 2.0, 3.0, 10.0]
+    s = math.sqrt(sum((v - q) ** 2 for v in (1.0, 2.0, 3.0, 10.0)) / 3)
+    t = sps.t.ppf(0.99, 3)
+    assert sec.value == q and sec.t_quantile == pytest.approx(t)
+    assert sec.standard_error == pytest.approx(s / 2)
+    assert sec.upper_bound == pytest.approx(q + t * s / 2) and sec.lower_bound == pytest.approx(q - t * s / 2)
+    # the same values shuffled in time: the blocks agree, the interval is far narrower
+    mixed = stats.sectioned_percentile(np.random.default_rng(0).permutation(x), 90, 0.99, max_blocks=4)
+    assert mixed.upper_bound - mixed.lower_bound < (sec.upper_bound - sec.lower_bound) / 3
+    assert stats.sectioned_percentile(np.arange(39.0), 90) is None  # not two blocks of 20
+
+
+def test_sectioning_on_iid_samples_is_close_to_the_order_statistic_bounds():
+    rng = np.random.default_rng(4)
+    trials, n, p, c = 400, 1000, 90, 0.99
+    q_true = -math.log(1 - p / 100)
+    k_lo, k_up = stats.lower_bound_rank(n, p, c), stats.upper_bound_rank(n, p, c)
+    widths, covered = [], 0
+    for _ in range(trials):
+        x = rng.exponential(size=n)
+        sec = stats.sectioned_percentile(x, p, c)
+        xs = np.sort(x)
+        lo, hi = xs[k_lo - 1], xs[k_up - 1]
+        widths.append((sec.upper_bound - sec.lower_bound) / (hi - lo))
+        covered += min(lo, sec.lower_bound) <= q_true <= max(hi, sec.upper_bound)
+    # the union the gate uses keeps (at least) the two one-sided 99% levels: >= 98% two-sided
+    assert covered / trials >= 0.98 - 3 * math.sqrt(0.02 * 0.98 / trials)
+    assert 0.7 < float(np.median(widths)) < 1.6
 
 
 def test_extra_percentile_is_summarised():

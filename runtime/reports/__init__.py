@@ -34,13 +34,14 @@ def write_reports(
     if junit_path:
         written.append(write_text(junit_path, render_junit(report, gates or [])))
     if histogram_path:
-        budget = pct = None
+        budget = pct = upper = None
         if gates:
             lat = next((g for g in gates if g.name.startswith("latency") and g.threshold is not None), None)
             if lat is not None:
                 budget, pct = lat.threshold, lat.details.get("percentile")
+                upper = lat.details.get("upper_bound_ms")  # the gate's bound (widened for an unstable run)
         pct = pct or report.settings.get("percentile")
-        written.append(write_histogram(report, histogram_path, budget_ms=budget, percentile=pct))
+        written.append(write_histogram(report, histogram_path, budget_ms=budget, percentile=pct, upper_bound_ms=upper))
     return written
 
 

@@ -36,11 +36,11 @@ def latency_section(report: ProfileReport) -> list[str]:
     lines = [
         f"### Latency (ms) — {report.context_line()}",
         "",
-        "| n | min | mean (95% CI) | std | p50 | p90 | p95 | p99 | max | CV | throughput/s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| n | min | mean (95% CI) | std | p50 | p90 | p95 | p99 | max | CV | robust CV | throughput/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
         f"| {s.n} | {_ms(s.min)} | {_ms(s.mean)} ({_ms(s.mean_ci_low)}–{_ms(s.mean_ci_high)}) | {_ms(s.std)} | "
         f"{_ms(s.p50)} | {_ms(s.p90)} | {_ms(s.p95)} | {_ms(s.p99)} | {_ms(s.max)} | "
-        f"{s.cv:.3f}{' ⚠️ unstable' if s.unstable else ''} | {s.throughput_per_s:.4g} |",
+        f"{s.cv:.3f} | {s.robust_cv:.3f}{' ⚠️ unstable' if s.unstable else ''} | {s.throughput_per_s:.4g} |",
         "",
         "| percentile | estimate | two-sided CI | one-sided bounds | samples (min) |",
         "|---|---|---|---|---|",
@@ -51,8 +51,9 @@ def latency_section(report: ProfileReport) -> list[str]:
             f"{_ms(p.lower_bound)}–{_ms(p.upper_bound)} ({p.confidence:.0%}) | {s.n} ({p.min_samples}) |"
         )
     lines.append("")
-    lines.append(f"CV threshold {s.cv_threshold:g}. Percentile bounds are distribution-free order statistics; "
-                 "the latency gate compares the one-sided upper bound with the budget.")
+    lines.append(f"Robust CV (1.4826 MAD/median) threshold {s.cv_threshold:g}. Percentile bounds are distribution-free "
+                 "order statistics; the latency gate compares the one-sided upper bound with the budget, widened "
+                 "by the spread of the percentile over time blocks when the run is unstable (see the gate's detail).")
     return lines
 
 
