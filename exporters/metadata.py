@@ -18,8 +18,10 @@ DEVICE = "edgecomp.device"
 SCHEME = "edgecomp.scheme"
 RANKS = "edgecomp.ranks"
 INPUT_SHAPE = "edgecomp.input_shape"
+# INT8 artifacts: the quantization settings and the CPU they were chosen for (JSON, see int8_metadata).
+INT8_SETTINGS = "edgecomp.int8_settings"
 
-KEYS = (VERSION, SOURCE_MODEL, WEIGHTS, DEVICE, SCHEME, RANKS, INPUT_SHAPE)
+KEYS = (VERSION, SOURCE_MODEL, WEIGHTS, DEVICE, SCHEME, RANKS, INPUT_SHAPE, INT8_SETTINGS)
 
 
 def as_metadata_value(value: Any) -> str:
@@ -60,6 +62,23 @@ def metadata_from_recipe(recipe: Mapping[str, Any], *, device: str | None = None
         ranks=recipe.get("ranks"),
         input_shape=tuple(recipe["input_shape"]) if recipe.get("input_shape") else None,
     )
+
+
+def int8_metadata(settings, *, per_channel: bool, symmetric_activations: bool, calibrate_method: str) -> dict[str, str]:
+    """The INT8_SETTINGS entry for a QDQ model quantized with `settings` (exporters.cpu_features.Int8Settings).
+
+    Records the weight range (7-bit under reduce_range), the activation encoding, where the CPU was
+    detected (host, target = reported by the agent, unknown, gpu), the flags the decision used, and why.
+    """
+    low, high = settings.weight_range
+    value = {
+        "weights": {"type": "int8", "symmetric": True, "per_channel": per_channel, "range": [low, high],
+                    "reduce_range": settings.reduce_range},
+        "activations": {"type": "int8", "symmetric": symmetric_activations, "calibration": calibrate_method},
+        "chosen_for": {"runs_on": settings.runs_on, "machine": settings.machine, "cpu_flags": list(settings.cpu_flags)},
+        "reason": settings.reason,
+    }
+    return {INT8_SETTINGS: as_metadata_value(value)}
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

@@ -5,7 +5,10 @@ Each activation tensor t gets a scale and zero point from calibration (Q(t) = cl
   entropy:    the clipping threshold minimising the KL divergence between the float and quantized
               histograms;
   percentile: the threshold at the given percentile of |t|.
-Weights are quantized symmetrically (per output channel when per_channel). The result is an ONNX
+Weights are quantized symmetrically (per output channel when per_channel), in [-127, 127], or in
+[-64, 64] (reduce_range) for CPUs whose int8 kernels are exact only with 7-bit weights: x86 without
+VNNI, where ONNX Runtime adds u8*s8 product pairs in saturating int16 (exporters.cpu_features has the
+arithmetic and the decision; the choice is recorded in the model's metadata). The result is an ONNX
 graph of QuantizeLinear/DequantizeLinear pairs around float ops that ONNX Runtime (CPU, mobile) and
 TensorRT (explicit quantization; needs symmetric activations) both run as INT8.
 """
@@ -24,6 +27,8 @@ from edgecomp.errors import UserInputError, VerificationError
 from edgecomp.io import atomic_path
 from exporters.entropy import install_fast_entropy
 from exporters.calib_data import check_sample_shape, concat, to_batches
+from exporters.cpu_features import Int8Settings, host_cpu, int8_settings, saturates
+from exporters.metadata import int8_metadata
 from exporters.onnx_check import graph_inputs, load_onnx_checked, node_counts
 from exporters.verify import compare_outputs, cpu_session, run_batched
 
@@ -51,6 +56,25 @@ class QuantResult:
     node_counts: dict[str, int] = field(default_factory=dict)
     preprocessed: bool = True
     notes: list[str] = field(default_factory=list)
+    int8_settings: Int8Settings | None = None  # weight range and the CPU it was chosen for (also in the metadata)
+    exact_kernels: bool = False  # measured with ONNX Runtime's exact x86 int8 kernels (see int8_reference_session)
+
+
+# ONNX Runtime session option (onnxruntime_session_options_config_keys.h): on x86 CPUs whose u8*s8
+# kernels saturate, run quantized MatMul/Conv with exact u8*u8 kernels instead; no effect elsewhere.
+EXACT_X86_INT8 = "session.x64quantprecision"
+
+
+def int8_reference_session(model):
+    """A CPU session that computes a QDQ model's integer arithmetic exactly on any host.
+
+    The default session on an x86 CPU without VNNI saturates on full-range weights (see
+    exporters.cpu_features); EXACT_X86_INT8 switches those kernels to exact ones, so a model made for
+    another device (an ARM phone, a VNNI server, a GPU) is measured as that device computes it.
+    """
+    from exporters.verify import cpu_session
+
+    return cpu_session(model, {EXACT_X86_INT8: "1"})
 
 
 def _reader(input_name: str, batches: list[np.ndarray]):
@@ -144,6 +168,7 @@ def quantize_int8(
     calib_batch_size: int = 32,
     percentile: float = 99.999,
     max_accuracy_drop: float | None = None,
+    runs_on="host",
 ) -> QuantResult:
     """Quantize `onnx_path` to a QDQ INT8 model at `out_path` (atomic) and measure it against the float model.
 
@@ -152,11 +177,20 @@ def quantize_int8(
     calibration inputs are reused (then the agreement is in-sample). symmetric_activations=True gives
     zero points of 0, which TensorRT's explicit quantization requires. With max_accuracy_drop (points)
     a larger top-1 accuracy drop raises VerificationError and nothing is written.
+
+    runs_on: what will run the model, which sets the weight range (exporters.cpu_features.int8_settings):
+    "host" (this machine's CPU), a CpuInfo (e.g. `cpu_from_agent(report["environment"])` for the
+    target), "gpu" (TensorRT) or "unknown" (7-bit weights, exact on every CPU). The model is measured
+    with the default session when that is exact here, else with int8_reference_session (noted).
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if calibrate_method not in CALIBRATE_METHODS:
         raise UserInputError(f"calibrate_method must be one of {CALIBRATE_METHODS}, got {calibrate_method!r}")
+    try:
+        settings = int8_settings(runs_on)
+    except ValueError as exc:
+        raise UserInputError(str(exc)) from exc
     onnx_path, out_path = Path(onnx_path), Path(out_path)
     if onnx_path.resolve() == out_path.resolve():
         raise UserInputError("the quantized model must be written to a different path than its float source")
@@ -198,6 +232,7 @@ def quantize_int8(
                 None if ranges else _reader(spec.name, calib),
                 quant_format=QuantFormat.QDQ,
                 per_channel=per_channel,
+                reduce_range=settings.reduce_range,  # weights only; activations keep their int8 range
                 activation_type=QuantType.QInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=methods[calibrate_method],
@@ -208,10 +243,18 @@ def quantize_int8(
                 },
                 **kwargs,
             )
-        quantized = _stamp(tmp, model, calibrate_method)
+        extra = int8_metadata(settings, per_channel=per_channel, symmetric_activations=symmetric_activations,
+                              calibrate_method=calibrate_method)
+        quantized = _stamp(tmp, model, calibrate_method, extra)
 
+        exact = not settings.reduce_range and saturates(host_cpu())
+        if exact:
+            notes.append(
+                f"measured with exact int8 kernels ({EXACT_X86_INT8}=1): this host's x86 CPU has no VNNI and would "
+                f"saturate on the full-range weights chosen for {settings.runs_on}"
+            )
         float_out = run_batched(cpu_session(onnx_path), evaluation, calib_batch_size)
-        int8_out = run_batched(cpu_session(tmp), evaluation, calib_batch_size)
+        int8_out = run_batched((int8_reference_session if exact else cpu_session)(tmp), evaluation, calib_batch_size)
         errors = compare_outputs(float_out[:1], int8_out[:1])
         agreement = float_acc = int8_acc = drop = None
         if float_out[0].ndim == 2:
@@ -248,10 +291,12 @@ def quantize_int8(
         node_counts=quantized,
         preprocessed=preprocessed,
         notes=notes,
+        int8_settings=settings,
+        exact_kernels=exact,
     )
 
 
-def _stamp(path: Path, source_model, calibrate_method: str) -> dict[str, int]:
+def _stamp(path: Path, source_model, calibrate_method: str, extra: dict[str, str]) -> dict[str, int]:
     """Copy the float model's metadata onto the quantized file, mark its precision, check it; return op counts."""
     import onnx
 
@@ -260,7 +305,7 @@ def _stamp(path: Path, source_model, calibrate_method: str) -> dict[str, int]:
     for prop in source_model.metadata_props:
         if prop.key not in existing:
             model.metadata_props.add(key=prop.key, value=prop.value)
-    for key, value in (("edgecomp.precision", "int8"), ("edgecomp.calibration", calibrate_method)):
+    for key, value in (("edgecomp.precision", "int8"), ("edgecomp.calibration", calibrate_method), *extra.items()):
         model.metadata_props.add(key=key, value=value)
     try:
         onnx.checker.check_model(model, full_check=True)

@@ -24,14 +24,17 @@ class OutputErrors:
     relative_error: float
 
 
-def cpu_session(model: str | Path | bytes):
-    """An onnxruntime InferenceSession on the CPU execution provider (warnings silenced)."""
+def cpu_session(model: str | Path | bytes, config: dict[str, str] | None = None):
+    """An onnxruntime InferenceSession on the CPU execution provider (warnings silenced), with extra
+    session config entries `config`."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
     # No busy-waiting between ops: verification runs are short and hosts (CI) are often oversubscribed.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    for key, value in (config or {}).items():
+        options.add_session_config_entry(key, value)
     source = model if isinstance(model, bytes) else str(model)
     try:
         return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])

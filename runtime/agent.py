@@ -488,6 +488,21 @@ def load_pool(request, runner):
 
 # ---- one measurement ------------------------------------------------------------------------
 
+def cpu_flags(path="/proc/cpuinfo"):
+    """The first processor's flags ('flags' on x86, 'Features' on ARM), sorted; None without /proc/cpuinfo.
+
+    The host picks INT8 weight ranges from them (exporters.cpu_features parses the same way)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                key, sep, value = line.partition(":")
+                if sep and key.strip().lower() in ("flags", "features"):
+                    return sorted(set(value.lower().split()))
+    except OSError:
+        return None
+    return []
+
+
 def environment():
     return {
         "python": sys.version.split()[0],
@@ -497,6 +512,7 @@ def environment():
         "node": platform.node(),
         "processor": platform.processor(),
         "cpu_count": os.cpu_count(),
+        "cpu_flags": cpu_flags(),
         "agent_version": AGENT_VERSION,
     }
 

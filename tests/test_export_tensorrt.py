@@ -156,7 +156,7 @@ def test_checks_happen_before_looking_for_tensorrt(onnx_file, no_tensorrt, tmp_p
 
 def test_int8_qdq_model_needs_no_calibration(onnx_file, no_tensorrt, tmp_path):
     x = np.random.default_rng(0).random((64, 1, 28, 28), dtype=np.float32)
-    qdq = quantize_int8(onnx_file, tmp_path / "net.qdq.onnx", x, symmetric_activations=True).path
+    qdq = quantize_int8(onnx_file, tmp_path / "net.qdq.onnx", x, symmetric_activations=True, runs_on="gpu").path
     with pytest.raises(TensorRTUnavailableError) as info:
         build_engine(qdq, tmp_path / "net.engine", precision="int8")
     assert "--int8" in info.value.command and not any(a.startswith("--calib") for a in info.value.command)
@@ -416,7 +416,7 @@ def test_real_engine_build(onnx_file, tmp_path, precision):
     source = onnx_file
     if precision == "int8":
         x = np.random.default_rng(0).random((64, 1, 28, 28), dtype=np.float32)
-        source = quantize_int8(onnx_file, tmp_path / "net.qdq.onnx", x, symmetric_activations=True).path
+        source = quantize_int8(onnx_file, tmp_path / "net.qdq.onnx", x, symmetric_activations=True, runs_on="gpu").path
     cache = tmp_path / "tc.bin"
     result = build_engine(source, tmp_path / "net.engine", precision=precision, timing_cache=cache, max_batch=4)
     assert result.path.is_file() and result.size_bytes > 0
