@@ -12,12 +12,34 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from edgecomp.errors import UserInputError
+from edgecomp.errors import EdgecompError, UserInputError
 
 
 def describe(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def user_code_error(exc: BaseException, what: str, hint: str = "", exit_hint: str = "") -> UserInputError:
+    """The UserInputError for an exception user code raised while doing `what` (e.g. "importing x.py").
+
+    sys.exit() in user code is a failure too (never a success): a gate must not pass because user
+    code exited. `hint` follows an ordinary failure's message, `exit_hint` a sys.exit().
+    """
+    if isinstance(exc, SystemExit):
+        return UserInputError(f"{what} failed: the code called sys.exit({exc.code!r}){exit_hint}")
+    return UserInputError(f"{what} failed: {describe(exc)}{hint}")
+
+
+def call_user_code(func, what: str, exit_hint: str = "", hint: str = ""):
+    """func(), where func is user code: whatever it raises (sys.exit() included) becomes a UserInputError
+    naming `what`; EdgecompError and KeyboardInterrupt pass through unchanged."""
+    try:
+        return func()
+    except (EdgecompError, KeyboardInterrupt):
+        raise
+    except BaseException as exc:  # SystemExit too: user code must not end the command
+        raise user_code_error(exc, what, hint=hint, exit_hint=exit_hint) from exc
 
 
 def import_file(path: Path, kind: str = "model") -> ModuleType:
@@ -39,13 +61,14 @@ def import_file(path: Path, kind: str = "model") -> ModuleType:
         spec.loader.exec_module(module)
     except BaseException as exc:
         sys.modules.pop(name, None)
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        if isinstance(exc, (KeyboardInterrupt, EdgecompError)):
             raise
         hint = ""
         if isinstance(exc, ImportError):
             hint = (" (files are imported by path and sibling modules are not importable; make it a "
                     "package and use the package.module:Factory form with PYTHONPATH set)")
-        raise UserInputError(f"importing {path} failed: {describe(exc)}{hint}") from exc
+        raise user_code_error(exc, f"importing {path}", hint,
+                              exit_hint="; guard its script code with `if __name__ == '__main__':`") from exc
     return module
 
 
@@ -59,8 +82,10 @@ def import_module(name: str) -> ModuleType:
                 "make sure it is installed or on PYTHONPATH)"
             ) from exc
         raise UserInputError(f"importing {name} failed: {describe(exc)}") from exc
-    except Exception as exc:
-        raise UserInputError(f"importing {name} failed: {describe(exc)}") from exc
+    except (KeyboardInterrupt, EdgecompError):
+        raise
+    except BaseException as exc:  # SystemExit too: importing user code must not end the command
+        raise user_code_error(exc, f"importing {name}") from exc
 
 
 def resolve_attr(module: ModuleType, attr: str, spec: str, candidate=None) -> Any:

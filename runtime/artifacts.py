@@ -1,8 +1,10 @@
 """What the harness measures: an .onnx / .ort model, a TensorRT engine, or a compress OUTDIR.
 
-An OUTDIR (recipe.json + model.safetensors + report.json) is measured through its model.onnx; when
-that file is absent it is exported first with exporters.export_onnx (written atomically into the
-OUTDIR, with the recipe's provenance metadata).
+An OUTDIR (recipe.json + model.safetensors + report.json) is measured through its model.onnx, which
+needs no code. When that file is absent (a directory from an older edgecomp) it is exported first
+with exporters.export_onnx, written atomically into the OUTDIR and recorded in its manifest. That
+rebuilds the PyTorch model, so it runs the code the recipe names only as edgecomp.factor.recipe
+allows: a zoo spec, the caller's own model spec (`source`, e.g. --reference), or trust_code.
 """
 
 from __future__ import annotations
@@ -10,10 +12,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgecomp.errors import UserInputError
 from runtime.transport.base import sha256_file
+
+if TYPE_CHECKING:
+    from runtime.reference import ReferenceSpec
 
 ONNX_SUFFIXES = (".onnx",)
 ORT_SUFFIXES = (".ort",)
@@ -80,13 +85,18 @@ class Artifact:
         }
 
 
-def resolve_artifact(path: str | Path, *, device: str | None = None) -> Artifact:
-    """Identify and inspect ARTIFACT_OR_OUTDIR; UserInputError for anything that cannot be measured."""
+def resolve_artifact(path: str | Path, *, device: str | None = None, source: ReferenceSpec | str | None = None,
+                     trust_code: bool = False) -> Artifact:
+    """Identify and inspect ARTIFACT_OR_OUTDIR; UserInputError for anything that cannot be measured.
+
+    `source` (the model spec the caller named, e.g. --reference) and `trust_code` matter only for an
+    OUTDIR without model.onnx: they allow rebuilding its model to export one.
+    """
     given = Path(path).expanduser()
     if not given.exists():
         raise UserInputError(f"artifact not found: {given}")
     if given.is_dir():
-        return _from_outdir(given, device)
+        return _from_outdir(given, device, source, trust_code)
     suffix = given.suffix.lower()
     if suffix in ONNX_SUFFIXES:
         return _inspect_onnx(given, given)
@@ -139,25 +149,42 @@ def _precision(model) -> str:
     return "fp32"
 
 
-def _from_outdir(outdir: Path, device: str | None) -> Artifact:
-    from edgecomp.factor.recipe import RECIPE_FILE, is_compressed_dir, read_recipe
+def _from_outdir(outdir: Path, device: str | None, source: ReferenceSpec | str | None, trust_code: bool) -> Artifact:
+    from edgecomp.factor.recipe import is_compressed_dir
+    from edgecomp.outdir import ONNX_FILE, RECIPE_FILE
 
     if not is_compressed_dir(outdir):
         raise UserInputError(f"{outdir} is a directory but not an edgecomp output directory (no {RECIPE_FILE})")
-    onnx_path = outdir / "model.onnx"
+    onnx_path = outdir / ONNX_FILE
     exported = False
     if not onnx_path.is_file():
-        from edgecomp.factor import load_compressed
-        from exporters import export_onnx, metadata_from_recipe
-
-        recipe = read_recipe(outdir)
-        loaded = load_compressed(outdir)
-        if not loaded.input_shape:
-            raise UserInputError(f"{outdir}: the recipe has no input_shape; cannot export model.onnx")
-        export_onnx(loaded.module, onnx_path, tuple(loaded.input_shape),
-                    metadata=metadata_from_recipe(recipe, device=device))
+        _export_outdir_onnx(outdir, onnx_path, device, source, trust_code)
         exported = True
     return _inspect_onnx(onnx_path, outdir, outdir=outdir, exported_now=exported)
+
+
+def _export_outdir_onnx(outdir: Path, onnx_path: Path, device: str | None, source, trust_code: bool) -> None:
+    """Export the OUTDIR's model.onnx (an OUTDIR from before compress wrote one) and record it in the manifest."""
+    from edgecomp.factor import load_compressed
+    from edgecomp.outdir import check_replaceable, record
+    from exporters import export_onnx, metadata_from_recipe
+
+    spec, trust_pickle = _named_spec(source)
+    check_replaceable(outdir, [onnx_path.name])
+    loaded = load_compressed(outdir, model_spec=spec, trust_pickle=trust_pickle, trust_code=trust_code,
+                             allow_hint="--reference SPEC (the model's source spec) or --trust-code")
+    if not loaded.input_shape:
+        raise UserInputError(f"{outdir}: the recipe has no input_shape; cannot export {onnx_path.name}")
+    export_onnx(loaded.module, onnx_path, tuple(loaded.input_shape),
+                metadata=metadata_from_recipe(loaded.recipe, device=device))
+    record([onnx_path], by="verify")
+
+
+def _named_spec(source) -> tuple[str | None, bool]:
+    """(spec, trust_pickle) of the model a caller named: a ReferenceSpec, a plain spec string or None."""
+    if source is None or isinstance(source, str):
+        return source, False
+    return source.spec, bool(source.trust_pickle)
 
 
 def outdir_report(outdir: Path | None) -> dict[str, Any] | None:

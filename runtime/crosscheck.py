@@ -1,7 +1,9 @@
 """--compare: the same inputs through PyTorch, the target's runtime and the host's runtimes.
 
 Runs, in order (the first present is the reference side of every pair, see runtime.compare):
-  pytorch     the artifact's own network: an OUTDIR's compressed model, else the reference model
+  pytorch     the artifact's own network: an OUTDIR's compressed model (rebuilt only as
+              edgecomp.factor.recipe allows: zoo spec, the caller's --reference, or trust_code),
+              else the reference model
   <runtime>@<target>   the outputs the target produced during the measurement
   onnxruntime-cpu@host ONNX Runtime's CPU provider here (unless that is what the target was)
   onnxruntime-tensorrt@host / tensorrt@host   where TensorRT is available on this host
@@ -16,7 +18,7 @@ from runtime.remote import AgentRun
 
 
 def compare_runtimes(artifact, run: AgentRun, pool, reference_outputs, ref, target_info, notes: list[str],
-                     atol: float, rtol: float, batch_size: int) -> CompareResult | None:
+                     atol: float, rtol: float, batch_size: int, trust_code: bool = False) -> CompareResult | None:
     """Pairwise output differences of every runtime that can run the artifact (None if fewer than two)."""
     from runtime import agent
     from runtime.backends import open_onnxruntime, open_tensorrt, tensorrt_available
@@ -26,11 +28,15 @@ def compare_runtimes(artifact, run: AgentRun, pool, reference_outputs, ref, targ
         return None
     runs: dict[str, np.ndarray] = {}
     if artifact.outdir is not None:
-        from edgecomp.factor import load_compressed
-        from runtime.backends.torch_eager import TorchBackend
+        compressed = _compressed_module(artifact.outdir, ref, trust_code, notes)
+        if compressed is not None:
+            from runtime.backends.torch_eager import TorchBackend
 
-        backend = TorchBackend(load_compressed(artifact.outdir).module)
-        runs["pytorch (compressed)"] = agent.run_all(backend.run, pool.x, max(batch_size, 64))
+            from edgecomp.imports import call_user_code
+
+            backend = TorchBackend(compressed)
+            runs["pytorch (compressed)"] = call_user_code(  # the forward is user code (sys.exit() included)
+                lambda: agent.run_all(backend.run, pool.x, max(batch_size, 64)), "running the compressed PyTorch model")
     elif reference_outputs is not None:
         runs[f"pytorch ({ref.spec})"] = reference_outputs
     else:
@@ -64,3 +70,18 @@ def compare_runtimes(artifact, run: AgentRun, pool, reference_outputs, ref, targ
         notes.append("compare: fewer than two runs available; nothing compared")
         return None
     return compare_outputs(runs, atol=atol, rtol=rtol)
+
+
+def _compressed_module(outdir, ref, trust_code: bool, notes: list[str]):
+    """The OUTDIR's compressed nn.Module, or None (with a note) when rebuilding it would run code nobody allowed."""
+    from edgecomp.errors import UserInputError
+    from edgecomp.factor import load_compressed
+
+    named = ref if ref is not None and ref.trusted and ref.origin == "--reference" else None
+    try:
+        return load_compressed(outdir, model_spec=named.spec if named else None, trust_code=trust_code,
+                               trust_pickle=named.trust_pickle if named else False,
+                               allow_hint="--reference SPEC (the model's source spec) or --trust-code").module
+    except UserInputError as exc:
+        notes.append(f"compare: the compressed PyTorch model was not rebuilt: {exc}")
+        return None

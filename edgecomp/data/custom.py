@@ -14,7 +14,7 @@ import torch
 
 from edgecomp.data.dataset import UNLABELED, EdgeDataset
 from edgecomp.errors import UserInputError
-from edgecomp.imports import import_file, import_module, resolve_attr
+from edgecomp.imports import call_user_code, import_file, import_module, resolve_attr
 
 
 def _import_target(spec: str):
@@ -47,15 +47,14 @@ class WrappedDataset(EdgeDataset):
     """Adapts any torch Dataset to the EdgeDataset item contract."""
 
     def __init__(self, inner, name: str):
-        try:
-            n = len(inner)
-        except TypeError:
-            raise UserInputError(f"{name}: the dataset must define __len__ (iterable-style datasets are not supported)") from None
-        if n == 0:
-            raise UserInputError(f"{name}: the dataset is empty")
+        if not hasattr(inner, "__len__"):
+            raise UserInputError(f"{name}: the dataset must define __len__ (iterable-style datasets are not supported)")
         self.inner = inner
         self.name = name
-        first = inner[0]
+        n = len(self)
+        if n == 0:
+            raise UserInputError(f"{name}: the dataset is empty")
+        first = self._raw(0)
         self.has_labels = isinstance(first, (tuple, list)) and len(first) >= 2
         x0, _ = self._item(first)
         self.sample_shape = tuple(x0.shape)
@@ -80,11 +79,15 @@ class WrappedDataset(EdgeDataset):
             return x, y
         return _to_x(item, self.name), torch.tensor(UNLABELED, dtype=torch.int64)
 
+    def _raw(self, index: int):
+        """The user dataset's item (its code runs: a sys.exit() there is an error, not an exit)."""
+        return call_user_code(lambda: self.inner[index], f"{self.name}: reading sample {index}")
+
     def __len__(self) -> int:
-        return len(self.inner)
+        return int(call_user_code(lambda: len(self.inner), f"{self.name}: len(dataset)"))
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = self._item(self.inner[int(index)])
+        x, y = self._item(self._raw(int(index)))
         if tuple(x.shape) != self.sample_shape:
             raise UserInputError(f"{self.name}: sample {index} has shape {tuple(x.shape)}, expected {self.sample_shape}")
         return x, y
@@ -92,12 +95,8 @@ class WrappedDataset(EdgeDataset):
 
 def load_callable(spec: str) -> EdgeDataset:
     factory = _import_target(spec)
-    try:
-        dataset = factory()
-    except UserInputError:
-        raise
-    except Exception as exc:
-        raise UserInputError(f"dataset {spec!r}: calling it failed: {type(exc).__name__}: {exc}") from exc
+    dataset = call_user_code(factory, f"dataset {spec!r}: calling it",
+                             exit_hint="; a dataset callable must return a torch Dataset")
     if isinstance(dataset, EdgeDataset):
         return dataset
     if not hasattr(dataset, "__getitem__"):

@@ -11,15 +11,33 @@ from edgecomp.data.dataset import ArrayDataset
 from edgecomp.errors import UserInputError
 
 
+ZIP_MAGIC = b"PK\x03\x04"
+NPY_MAGIC = b"\x93NUMPY"
+SAVE_HINT = "save with np.savez(path, x=..., y=...)"
+
+
+def _check_container(file: Path, path: str) -> None:
+    """An .npz is a zip archive; anything else is named for what it is before NumPy reads it (given other
+    bytes, np.load would try them as a pickle and blame 'pickled data')."""
+    try:
+        with open(file, "rb") as f:
+            head = f.read(len(NPY_MAGIC))
+    except OSError as exc:
+        raise UserInputError(f"{path}: cannot read: {exc}") from None
+    if head.startswith(NPY_MAGIC):
+        raise UserInputError(f"{path}: a single .npy array, not an .npz archive; {SAVE_HINT}")
+    if not head.startswith(ZIP_MAGIC) or not zipfile.is_zipfile(file):
+        raise UserInputError(f"{path} is corrupt or not an .npz file (not a zip archive); {SAVE_HINT}")
+
+
 def load_npz(path: str) -> ArrayDataset:
     file = Path(path)
     if not file.is_file():
         raise UserInputError(f"npz dataset {path}: file not found")
+    _check_container(file, path)
     try:
         # allow_pickle=False: object arrays would unpickle arbitrary code.
         with np.load(file, allow_pickle=False) as archive:
-            if not hasattr(archive, "files"):
-                raise UserInputError(f"{path}: not an .npz archive (a single .npy array?); save with np.savez(path, x=..., y=...)")
             keys = set(archive.files)
             if "x" not in keys:
                 raise UserInputError(f"{path}: no array named 'x' (found: {', '.join(sorted(keys)) or 'none'}); save with np.savez(path, x=..., y=...)")
@@ -27,8 +45,13 @@ def load_npz(path: str) -> ArrayDataset:
             y = archive["y"] if "y" in keys else None
     except UserInputError:
         raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise UserInputError(f"{path}: cannot read .npz archive: {exc}") from None
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):  # an object array: loading it would unpickle code
+            raise UserInputError(f"{path}: holds object (pickled) arrays, which edgecomp does not load; save numeric "
+                                 "arrays x (float) and y (int)") from None
+        raise UserInputError(f"{path} is corrupt or not an .npz file: {exc}") from None
+    except (OSError, zipfile.BadZipFile, EOFError, KeyError) as exc:
+        raise UserInputError(f"{path} is corrupt or not an .npz file: {exc}") from None
 
     if not np.issubdtype(x.dtype, np.floating):
         raise UserInputError(f"{path}: x must be a floating-point array, got {x.dtype} (scale integer images to [0, 1] floats)")

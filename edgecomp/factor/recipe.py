@@ -3,6 +3,12 @@
 recipe.json holds the source model spec (how to build the original architecture), the scheme and
 the rank of every factored layer; loading rebuilds the original architecture, swaps in factored
 skeletons of those ranks and loads model.safetensors strictly.
+
+An output directory may come from someone else, so its recipe never decides what code runs:
+rebuilding from a built-in `zoo:` spec is always allowed, from a user's .py file or module only
+when the caller names the spec itself (`model_spec`, from the user's command line) or passes
+`trust_code`, from a pickle only with the caller's `trust_pickle`. Whatever needs no code (the
+directory's model.onnx) does not rebuild the model at all.
 """
 
 from __future__ import annotations
@@ -15,10 +21,9 @@ from torch import nn
 from edgecomp import __version__
 from edgecomp.errors import UserInputError
 from edgecomp.io import atomic_path, write_json
+from edgecomp.outdir import ONNX_FILE, RECIPE_FILE, WEIGHTS_FILE, is_outdir
 
 RECIPE_FORMAT = "edgecomp-recipe/1"
-RECIPE_FILE = "recipe.json"
-WEIGHTS_FILE = "model.safetensors"
 
 
 def save_compressed(outdir: str | Path, module: nn.Module, recipe: dict) -> Path:
@@ -52,11 +57,54 @@ def read_recipe(outdir: str | Path) -> dict:
 
 
 def is_compressed_dir(path: str | Path) -> bool:
-    return (Path(path) / RECIPE_FILE).is_file()
+    return is_outdir(path)
 
 
-def load_compressed(outdir: str | Path):
-    """Rebuild the compressed model saved in `outdir`; returns edgecomp.models.LoadedModel."""
+def source_spec(recipe: dict, outdir: str | Path) -> str:
+    spec = (recipe.get("source") or {}).get("spec")
+    if not isinstance(spec, str) or not spec.strip():
+        raise UserInputError(f"{Path(outdir) / RECIPE_FILE} names no source model spec")
+    return spec.strip()
+
+
+def rebuild_spec(outdir: str | Path, recipe: dict, *, model_spec: str | None = None, trust_code: bool = False,
+                 trust_pickle: bool = False, allow_hint: str = "--trust-code") -> str:
+    """The spec that builds the source architecture of `outdir`'s model, once running it is allowed:
+    `model_spec` (the caller's own) if given, else the recipe's when it is a zoo spec, a .py/module spec
+    with trust_code, or a pickle with trust_pickle. Else UserInputError saying how to allow it."""
+    from edgecomp.models.loading import spec_kind
+
+    if model_spec:
+        return model_spec
+    outdir = Path(outdir)
+    spec = source_spec(recipe, outdir)
+    kind = spec_kind(spec)
+    onnx = outdir / ONNX_FILE
+    if onnx.is_file():
+        why, instead = f"{outdir}'s model is built", f", or use {onnx}, which needs no code"
+    else:
+        why, instead = f"{outdir} has no {ONNX_FILE}, and its model is built", ""
+    if kind == "code" and not trust_code:
+        raise UserInputError(
+            f"{why} by {spec}, code that its recipe.json names and this command did not: rebuilding the model "
+            f"runs it. Pass {allow_hint} only if you trust that code{instead}"
+        )
+    if kind == "pickle" and not trust_pickle:
+        raise UserInputError(
+            f"{why} from the pickle {spec}, which its recipe.json names: loading it may run code from that file. "
+            f"Pass --trust-pickle only if you trust it{instead}"
+        )
+    return spec
+
+
+def load_compressed(outdir: str | Path, *, model_spec: str | None = None, trust_code: bool = False,
+                    trust_pickle: bool = False, allow_hint: str = "--trust-code"):
+    """Rebuild the compressed model saved in `outdir`; returns edgecomp.models.LoadedModel.
+
+    The source architecture comes from `model_spec` (the caller's, e.g. the spec on the user's
+    command line) or the recipe's spec as rebuild_spec allows; `trust_pickle` is the caller's, never
+    the recipe's.
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -65,7 +113,9 @@ def load_compressed(outdir: str | Path):
 
     outdir = Path(outdir)
     recipe = read_recipe(outdir)
-    source = load_model(recipe["source"]["spec"], trust_pickle=bool(recipe["source"].get("trust_pickle", False)))
+    spec = rebuild_spec(outdir, recipe, model_spec=model_spec, trust_code=trust_code, trust_pickle=trust_pickle,
+                        allow_hint=allow_hint)
+    source = load_model(spec, trust_pickle=trust_pickle)
     module = factored_skeleton(source.module, {k: int(v) for k, v in recipe["ranks"].items()}, recipe["scheme"])
     weights = outdir / WEIGHTS_FILE
     try:
@@ -75,8 +125,8 @@ def load_compressed(outdir: str | Path):
     result = module.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise UserInputError(
-            f"{weights} does not match the recipe's architecture: missing {result.missing_keys[:5]}, "
-            f"unexpected {result.unexpected_keys[:5]}"
+            f"{weights} does not match the recipe's architecture (built by {spec}): missing "
+            f"{result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}"
         )
     module.eval()
     return LoadedModel(
@@ -89,12 +139,13 @@ def load_compressed(outdir: str | Path):
     )
 
 
-def load_model_or_outdir(target: str, weights: str | None = None, *, trust_pickle: bool = False):
+def load_model_or_outdir(target: str, weights: str | None = None, *, trust_pickle: bool = False,
+                         trust_code: bool = False):
     """A compress OUTDIR (it has a recipe.json) or a model spec, as edgecomp.models.LoadedModel."""
     from edgecomp.models import load_model
 
     if is_compressed_dir(target):
         if weights:
             raise UserInputError(f"{target} is a compress output directory; it has its own weights (drop --weights)")
-        return load_compressed(target)
+        return load_compressed(target, trust_code=trust_code, trust_pickle=trust_pickle)
     return load_model(target, weights, trust_pickle=trust_pickle)

@@ -15,21 +15,16 @@ arguments that returns an nn.Module. Its (or the built module's) attributes `inp
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import importlib.util
 import inspect
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Callable
 
 from torch import nn
 
-from edgecomp.imports import describe, import_file, import_module, resolve_attr
-from edgecomp.errors import EdgecompError, UserInputError
+from edgecomp.imports import call_user_code, import_file, import_module, resolve_attr
+from edgecomp.errors import UserInputError
 from edgecomp.models.weights import (
     PICKLE_SUFFIXES,
     SAFETENSORS_SUFFIX,
@@ -72,6 +67,24 @@ def load_model(spec: str, weights: str | os.PathLike | None = None, *, trust_pic
         num_classes=num_classes,
         weights=None if weights is None else str(weights),
     )
+
+
+def spec_kind(spec: str) -> str:
+    """What building `spec` runs: "zoo" (edgecomp's own code only), "pickle" (a .pt/.pth/.bin file:
+    unpickling it may run code from the file), "file" (a weights or ONNX file: refused, nothing runs) or
+    "code" (a user's .py file or module: importing and calling it runs that code)."""
+    spec = spec.strip()
+    if spec.startswith("zoo:"):
+        return "zoo"
+    path = Path(spec).expanduser()
+    suffix = path.suffix.lower()
+    if suffix in PICKLE_SUFFIXES:
+        return "pickle"
+    if suffix in (SAFETENSORS_SUFFIX, ".onnx"):
+        return "file"
+    if spec in ZOO and not path.exists():
+        return "zoo"
+    return "code"
 
 
 def _build(spec: str, trust_pickle: bool) -> tuple[nn.Module, tuple[int, ...] | None, int | None]:
@@ -150,12 +163,8 @@ def _call_factory(factory: Any, spec: str) -> nn.Module:
         raise UserInputError(f"factory {spec!r} must be callable with no arguments: {exc}") from None
     except ValueError:
         pass  # no introspectable signature; just call it
-    try:
-        built = factory()
-    except EdgecompError:
-        raise
-    except Exception as exc:
-        raise UserInputError(f"building the model with {spec!r} failed: {describe(exc)}") from exc
+    built = call_user_code(factory, f"building the model with {spec!r}",
+                           exit_hint="; a model factory must return an nn.Module")
     if not isinstance(built, nn.Module):
         raise UserInputError(f"factory {spec!r} returned a {type(built).__name__}, not a torch.nn.Module")
     return built
@@ -189,4 +198,4 @@ def _int_attr(obj: Any, name: str) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-__all__ = ["LoadedModel", "load_model", "load_weights", "save_weights", "read_state_dict", "SPEC_FORMS"]
+__all__ = ["LoadedModel", "load_model", "spec_kind", "load_weights", "save_weights", "read_state_dict", "SPEC_FORMS"]

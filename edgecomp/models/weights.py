@@ -69,9 +69,20 @@ def unsafe_pickle_message(path: Path, error: BaseException | None = None) -> str
     )
 
 
-def _is_restricted_refusal(exc: BaseException) -> bool:
-    """True when the weights_only unpickler refused the file (a global or opcode it does not allow)."""
-    return isinstance(exc, pickle.UnpicklingError) and "weights only load failed" in str(exc).lower()
+def _needs_code(path: Path, exc: BaseException) -> bool:
+    """True when the weights_only unpickler refused the file because it names Python objects (a GLOBAL
+    or a class it does not allow): a genuine pickle that needs code. Any other refusal (an opcode it does
+    not know, e.g. random bytes) means the file is not a readable checkpoint."""
+    if not (isinstance(exc, pickle.UnpicklingError) and "weights only load failed" in str(exc).lower()):
+        return False
+    text = str(exc)
+    return "GLOBAL " in text or "allowlisted" in text or bool(_unsafe_globals(path))
+
+
+def corrupt_checkpoint_message(path: Path, exc: BaseException) -> str:
+    reason = re.search(r"Unsupported operand \d+", str(exc)) if isinstance(exc, pickle.UnpicklingError) else None
+    detail = reason.group(0) if reason else _first_line(exc)
+    return f"{path} is corrupt or not a PyTorch checkpoint (torch.save file): {detail}"
 
 
 def torch_load(path: str | os.PathLike, *, trust_pickle: bool = False) -> Any:
@@ -81,11 +92,8 @@ def torch_load(path: str | os.PathLike, *, trust_pickle: bool = False) -> Any:
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:
-        if not _is_restricted_refusal(exc):
-            raise UserInputError(
-                f"could not read {p} as a PyTorch file (corrupt, truncated or not a torch.save file): "
-                f"{_first_line(exc)}"
-            ) from exc
+        if not _needs_code(p, exc):
+            raise UserInputError(corrupt_checkpoint_message(p, exc)) from exc
         if not trust_pickle:
             raise UnsafeModelError(unsafe_pickle_message(p, exc)) from None
     try:
