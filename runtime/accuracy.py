@@ -8,6 +8,8 @@ Without labels, against reference logits r_i:
     max / mean absolute output error = max / mean |z - r|
 Since a prediction can only lose (or gain) correctness where it changes,
 |accuracy(z) - accuracy(r)| <= 1 - agreement: agreement bounds the accuracy drop without labels.
+A label outside [0, K) for K outputs per sample is data that does not fit the model: UserInputError
+(edgecomp.data.fit), never a silent miss.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from edgecomp.data.fit import check_labels
 from edgecomp.errors import UserInputError
 from runtime.stats import wilson_interval
 
@@ -39,12 +42,14 @@ def topk_correct(outputs: np.ndarray, labels: np.ndarray, k: int) -> int:
     return int(np.sum(np.any(top == labels[:, None], axis=1)))
 
 
-def accuracy_report(outputs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+def accuracy_report(outputs: np.ndarray, labels: np.ndarray, *, data: str = "the data",
+                    model: str = "the model") -> dict[str, Any]:
     """top-1 (with its Wilson interval) and top-5 (when there are more than 5 classes)."""
     z = _logits(outputs)
     n = z.shape[0]
     if n == 0:
         raise UserInputError("no outputs to score")
+    check_labels(labels, z.shape[1], data=data, model=model)
     c1 = topk_correct(z, labels, 1)
     lo, hi = wilson_interval(c1, n)
     report: dict[str, Any] = {"samples": n, "top1": c1 / n, "top1_ci95": [lo, hi], "top5": None}
@@ -53,11 +58,14 @@ def accuracy_report(outputs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     return report
 
 
-def agreement_report(outputs: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
+def agreement_report(outputs: np.ndarray, reference: np.ndarray, *, model: str = "the model",
+                     reference_name: str = "the reference model") -> dict[str, Any]:
     """Top-1 agreement and absolute output error of `outputs` against `reference` (same inputs)."""
     z, r = _logits(outputs).astype(np.float64), _logits(reference).astype(np.float64)
     if z.shape != r.shape:
-        raise UserInputError(f"outputs of shape {z.shape} cannot be compared with reference outputs of shape {r.shape}")
+        raise UserInputError(f"outputs of shape {z.shape} cannot be compared with reference outputs of shape {r.shape}: "
+                             f"{model} has {z.shape[1]} outputs per sample and {reference_name} {r.shape[1]}; give "
+                             "the model this one was made from as --reference")
     diff = np.abs(z - r)
     same = np.argmax(z, axis=1) == np.argmax(r, axis=1)
     return {

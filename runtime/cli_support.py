@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from edgecomp.errors import UserInputError
+from edgecomp.option_types import COUNT, NON_NEGATIVE, POSITIVE, SEED, FiniteFloat, OutputPath
 from runtime.pipeline import MeasureSettings, TargetOptions
 from runtime.report import ProfileReport, VerifyResult
 from runtime.stats import CV_THRESHOLD_CPU, CV_THRESHOLD_GPU
@@ -23,45 +24,49 @@ _SPECS = [
                       "'local' measures this machine as a labelled stand-in)."),
     click.option("--data", "data_spec", default=None,
                  help="Inputs: a data spec (e.g. fashion-mnist:test); default random inputs of the model's shape."),
-    click.option("--samples", type=int, default=None,
+    click.option("--samples", type=COUNT, default=None,
                  help="Input samples to use (default 1000 from --data, 16 batches of random inputs)."),
-    click.option("--seed", type=int, default=0, show_default=True, help="Seed for sample choice / random inputs."),
-    click.option("--batch-size", type=int, default=1, show_default=True),
-    click.option("--warmup", "warmup_s", type=float, default=1.0, show_default=True, help="Warm-up seconds."),
-    click.option("--iterations", type=int, default=100, show_default=True,
+    click.option("--seed", type=SEED, default=0, show_default=True, help="Seed for sample choice / random inputs."),
+    click.option("--batch-size", type=COUNT, default=1, show_default=True),
+    click.option("--warmup", "warmup_s", type=NON_NEGATIVE, default=1.0, show_default=True, help="Warm-up seconds."),
+    click.option("--iterations", type=COUNT, default=100, show_default=True,
                  help="Minimum timed inferences (raised automatically to bound a gated percentile)."),
-    click.option("--min-duration", "min_duration_s", type=float, default=1.0, show_default=True,
+    click.option("--min-duration", "min_duration_s", type=NON_NEGATIVE, default=1.0, show_default=True,
                  help="Minimum timed seconds; timing stops when both this and --iterations are reached."),
-    click.option("--max-duration", "max_duration_s", type=float, default=None,
+    click.option("--max-duration", "max_duration_s", type=POSITIVE, default=None,
                  help="Stop timing after this many seconds even if --iterations is not reached."),
-    click.option("--confidence", type=float, default=0.99, show_default=True,
+    click.option("--confidence", type=FiniteFloat(min=0, max=1, min_open=True, max_open=True), default=0.99, show_default=True,
                  help="Confidence of the one-sided percentile bounds the latency gate uses."),
-    click.option("--cv-threshold", type=float, default=None,
-                 help=f"Flag the run unstable above this coefficient of variation "
-                      f"(default {CV_THRESHOLD_CPU:g} CPU, {CV_THRESHOLD_GPU:g} GPU)."),
+    click.option("--cv-threshold", type=POSITIVE, default=None,
+                 help=f"Flag the run unstable above this robust CV, 1.4826*MAD/median (default "
+                      f"{CV_THRESHOLD_CPU:g} CPU, {CV_THRESHOLD_GPU:g} GPU); an unstable run's latency bounds "
+                      "are widened by the spread of the percentile over time blocks."),
     click.option("--allow-unstable", is_flag=True,
-                 help="Report instability as a warning instead of making the latency gate INCONCLUSIVE."),
+                 help="Do not widen an unstable run's latency bounds (they then assume i.i.d. samples); only warn."),
     click.option("--providers", default=None,
                  help="Comma-separated ONNX Runtime execution providers overriding the profile's (recorded)."),
     click.option("--reference", default=None, help="Reference model spec for accuracy/agreement (run on the host)."),
     click.option("--reference-weights", default=None, type=click.Path(dir_okay=False),
                  help="Weights for --reference."),
+    click.option("--trust-code", is_flag=True,
+                 help="Run the model code an output directory's recipe.json (or the ONNX metadata) names, as the "
+                      "reference or to rebuild the model. Only for files you trust; --reference SPEC names it instead."),
     click.option("--compare", is_flag=True,
                  help="Compare outputs across PyTorch, ONNX Runtime and TensorRT (where available)."),
-    click.option("--atol", type=float, default=1e-4, show_default=True, help="Absolute tolerance for --compare."),
-    click.option("--rtol", type=float, default=1e-3, show_default=True, help="Relative tolerance for --compare."),
+    click.option("--atol", type=NON_NEGATIVE, default=1e-4, show_default=True, help="Absolute tolerance for --compare."),
+    click.option("--rtol", type=NON_NEGATIVE, default=1e-3, show_default=True, help="Relative tolerance for --compare."),
     click.option("--target-python", default=None, help="Interpreter on the target (default: the profile's)."),
     click.option("--workdir", default=None, help="Work directory on the target (default: the profile's)."),
     click.option("--ssh-option", "ssh_options", multiple=True,
                  help="Extra ssh option, e.g. StrictHostKeyChecking=accept-new (repeatable; passed as -o)."),
     click.option("--identity-file", default=None, help="SSH private key to use."),
-    click.option("--timeout", "timeout_s", type=float, default=None,
+    click.option("--timeout", "timeout_s", type=POSITIVE, default=None,
                  help="Wall-clock limit in seconds for the run on the target."),
-    click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
+    click.option("--report", "report_path", type=OutputPath("file"), default=None,
                  help="Write the JSON report here."),
-    click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), default=None,
+    click.option("--markdown", "markdown_path", type=OutputPath("file"), default=None,
                  help="Write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)."),
-    click.option("--histogram", "histogram_path", type=click.Path(dir_okay=False), default=None,
+    click.option("--histogram", "histogram_path", type=OutputPath("file"), default=None,
                  help="Write a PNG latency histogram."),
 ]
 
@@ -81,7 +86,7 @@ def settings_from(kw: dict) -> MeasureSettings:
         seed=kw["seed"],
         confidence=kw["confidence"],
         cv_threshold=kw["cv_threshold"],
-        unstable_policy="warn" if kw["allow_unstable"] else "inconclusive",
+        unstable_policy="warn" if kw["allow_unstable"] else "widen",
         timeout_s=kw["timeout_s"],
     )
 
@@ -124,8 +129,8 @@ def echo_summary(result: VerifyResult | ProfileReport) -> None:
             click.echo(f"  [{g.status}] {g.name}: {g.message}")
     click.echo(f"{report.context_line()}")
     click.echo(f"  latency ms: n={s.n} min {s.min:.4g} mean {s.mean:.4g} p50 {s.p50:.4g} p90 {s.p90:.4g} "
-               f"p95 {s.p95:.4g} p99 {s.p99:.4g} max {s.max:.4g}  CV {s.cv:.3f}"
-               f"{' (UNSTABLE)' if s.unstable else ''}  throughput {s.throughput_per_s:.4g}/s")
+               f"p95 {s.p95:.4g} p99 {s.p99:.4g} max {s.max:.4g}  CV {s.cv:.3f} robust CV "
+               f"{s.robust_cv:.3f}{' (UNSTABLE)' if s.unstable else ''}  throughput {s.throughput_per_s:.4g}/s")
     if report.accuracy:
         top5 = report.accuracy.get("top5")
         click.echo(f"  accuracy: top-1 {report.accuracy['top1']:.4f}"

@@ -60,7 +60,7 @@ def build_inputs(artifact: Artifact, data_spec: str | None, *, samples: int | No
         if expected is not None and tuple(x.shape[1:]) != tuple(expected):
             raise UserInputError(
                 f"dataset {data_spec!r} has samples of shape {tuple(x.shape[1:])} but {artifact.path.name} expects "
-                f"{tuple(expected)}"
+                f"{tuple(expected)}: pass --data with samples of that shape (the model's input without the batch axis)"
             )
         return InputPool(x=np.ascontiguousarray(x), y=y, source=f"data:{data_spec}", seed=seed, count=int(x.shape[0]),
                          sample_shape=tuple(x.shape[1:]), num_classes=getattr(ds, "num_classes", None))

@@ -9,6 +9,8 @@ for it (64 for p90, 662 for p99 at 99% confidence) so its upper bound exists.
 
 from __future__ import annotations
 
+import math
+import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,21 +47,41 @@ class MeasureSettings:
     seed: int = 0
     confidence: float = DEFAULT_CONFIDENCE          # one-sided bounds used by gates
     interval_level: float = DEFAULT_INTERVAL_LEVEL  # two-sided intervals shown in reports
-    cv_threshold: float | None = None     # None: 0.10 CPU, 0.025 GPU (stats.py)
-    unstable_policy: str = "inconclusive"  # or "warn"
+    cv_threshold: float | None = None     # on robust CV (stats.py eq. 2); None: 0.10 CPU, 0.025 GPU
+    unstable_policy: str = "widen"        # unstable run: widen the latency bounds, or "warn" only (gates.py)
     timeout_s: float | None = None        # wall-clock limit for the agent run (None: keepalives only)
 
     def validate(self) -> None:
-        if self.warmup_s < 0 or self.min_duration_s < 0:
-            raise UserInputError("--warmup and --min-duration must be >= 0")
+        """Every setting in range and finite (nan compares false, so each test is written to catch it)."""
+        if not (0 <= self.warmup_s < math.inf and 0 <= self.min_duration_s < math.inf):
+            raise UserInputError("--warmup and --min-duration must be finite numbers >= 0")
         if self.iterations < 1:
             raise UserInputError("--iterations must be >= 1")
-        if self.max_duration_s is not None and self.max_duration_s <= 0:
-            raise UserInputError("--max-duration must be > 0")
-        if self.cv_threshold is not None and self.cv_threshold <= 0:
-            raise UserInputError("--cv-threshold must be > 0")
-        if self.unstable_policy not in G.UNSTABLE_POLICIES:
+        if self.max_duration_s is not None and not 0 < self.max_duration_s < math.inf:
+            raise UserInputError("--max-duration must be a finite number > 0")
+        if self.cv_threshold is not None and not 0 < self.cv_threshold < math.inf:
+            raise UserInputError("--cv-threshold must be a finite number > 0")
+        if not 0 < self.confidence < 1:
+            raise UserInputError(f"--confidence must be in (0, 1), got {self.confidence}")
+        if self.samples is not None and self.samples < 1:
+            raise UserInputError(f"--samples must be >= 1, got {self.samples}")
+        if not (isinstance(self.seed, int) and self.seed >= 0):
+            raise UserInputError(f"--seed must be a non-negative integer, got {self.seed!r}")
+        if self.timeout_s is not None and not 0 < self.timeout_s < math.inf:
+            raise UserInputError("--timeout must be a finite number > 0")
+        if self.unstable_policy not in (*G.UNSTABLE_POLICIES, "inconclusive"):
             raise UserInputError(f"unstable policy must be one of {G.UNSTABLE_POLICIES}")
+
+
+def check_gate_options(latency_budget_ms: float | None = None, percentile: float | None = None,
+                       max_accuracy_drop: float | None = None) -> None:
+    """The gates' own settings, checked before any work by verify, profile and export alike."""
+    if latency_budget_ms is not None and not 0 < latency_budget_ms < math.inf:
+        raise UserInputError(f"--latency-budget-ms must be a finite number > 0, got {latency_budget_ms}")
+    if percentile is not None and not 0 < percentile < 100:
+        raise UserInputError(f"--percentile must be in (0, 100), got {percentile}")
+    if max_accuracy_drop is not None and not 0 <= max_accuracy_drop <= 1:
+        raise UserInputError(f"--max-accuracy-drop must be a fraction in [0, 1], got {max_accuracy_drop}")
 
 
 @dataclass(frozen=True)
@@ -143,14 +165,17 @@ def measure(
     atol: float = 1e-4,
     rtol: float = 1e-3,
     target_options: TargetOptions | None = None,
+    trust_code: bool = False,
 ) -> Measurement:
-    """Run one measurement and build its report (profile_artifact/verify call this)."""
+    """Run one measurement and build its report (profile_artifact/verify call this). `trust_code` allows
+    running the code an OUTDIR's recipe (or an ONNX file's metadata) names (runtime.reference)."""
     settings = settings or MeasureSettings()
     settings.validate()
+    check_gate_options(percentile=percentile)
     if batch_size < 1:
         raise UserInputError(f"--batch-size must be >= 1, got {batch_size}")
     notes: list[str] = []
-    artifact = resolve_artifact(artifact_path, device=profile.name)
+    artifact = resolve_artifact(artifact_path, device=profile.name, source=reference, trust_code=trust_code)
     if artifact.exported_now:
         notes.append(f"{artifact.path} was exported from the output directory for this run")
 
@@ -167,7 +192,8 @@ def measure(
             iterations = needed
 
     pool = build_inputs(artifact, data_spec, samples=settings.samples, seed=settings.seed, batch_size=batch_size)
-    ref = find_reference(artifact, reference) if (need_reference or compare or reference is not None) else None
+    ref = (find_reference(artifact, reference, trust_code=trust_code)
+           if (need_reference or compare or reference is not None) else None)
 
     reference_outputs = None
     if ref is not None and pool.x is not None:  # before the target run: a bad --reference fails fast
@@ -176,6 +202,12 @@ def measure(
     want_outputs = pool.has_labels or ref is not None or compare
 
     transport, target_info = resolve_target(profile, target, target_options or TargetOptions())
+    host_cores = os.cpu_count() or 1
+    if target_info["stand_in"] and request.get("threads") and request["threads"] > host_cores:
+        # The device's thread count on fewer host cores would time the oversubscription, not the model.
+        notes.append(f"{profile.name} runs {request['threads']} threads; this stand-in host has {host_cores} "
+                     f"cores, so it ran {host_cores}")
+        request["threads"] = host_cores
     request.update(
         batch_size=batch_size,
         warmup_s=settings.warmup_s,
@@ -214,7 +246,8 @@ def measure(
     if run.result.get("stopped_by") == "max_duration":
         notes.append(f"the timed phase stopped at --max-duration after {latency.n} of {iterations} iterations")
 
-    accuracy = accuracy_report(run.outputs, pool.y) if (pool.has_labels and run.outputs is not None) else None
+    accuracy = (accuracy_report(run.outputs, pool.y, data=_data_name(pool), model=artifact.path.name)
+                if (pool.has_labels and run.outputs is not None) else None)
     if ref is not None and reference_outputs is None and pool.x is not None:
         reference_outputs, ref = _reference_outputs(ref, pool, explicit=reference is not None, notes=notes,
                                                     batch_size=batch_size)
@@ -222,14 +255,16 @@ def measure(
     if ref is not None and reference_outputs is not None:
         reference_info = {"model": ref.describe(), "origin": ref.origin, "ran_on": "host (PyTorch)"}
         if pool.has_labels:
-            reference_info["accuracy"] = accuracy_report(reference_outputs, pool.y)
+            reference_info["accuracy"] = accuracy_report(reference_outputs, pool.y, data=_data_name(pool),
+                                                         model=f"the reference model {ref.describe()}")
         if run.outputs is not None:
-            agreement = agreement_report(run.outputs, reference_outputs)
+            agreement = agreement_report(run.outputs, reference_outputs, model=artifact.path.name,
+                                         reference_name=f"the reference model {ref.describe()}")
 
     comparison = None
     if compare:
         comparison = compare_runtimes(artifact, run, pool, reference_outputs, ref, target_info, notes, atol, rtol,
-                                      batch_size)
+                                      batch_size, trust_code=trust_code)
 
     report = ProfileReport(
         artifact=artifact.describe(),
@@ -276,13 +311,20 @@ def measure(
 
 def _reference_outputs(ref: ReferenceSpec, pool: InputPool, *, explicit: bool, notes: list[str], batch_size: int):
     """(outputs, ref) of the reference model on the pool; an implied reference that fails is dropped with a note."""
+    from edgecomp.data.fit import runs_on
+
     try:
-        return run_reference(ref, pool.x, batch_size=max(batch_size, 64)), ref
+        with runs_on(pool.x.shape[1:], data=_data_name(pool), model=f"the reference model {ref.describe()}"):
+            return run_reference(ref, pool.x, batch_size=max(batch_size, 64)), ref
     except EdgecompError as exc:
         if explicit:
             raise
         notes.append(f"reference model {ref.describe()} from {ref.origin} could not be run: {exc}")
         return None, None
+
+
+def _data_name(pool: InputPool) -> str:
+    return f"--data {pool.source[len('data:'):]}" if pool.source.startswith("data:") else "random inputs"
 
 
 def _runtime_request(artifact: Artifact, profile, providers: Sequence[str] | None) -> dict[str, Any]:
@@ -329,6 +371,7 @@ def profile_artifact(
     atol: float = 1e-4,
     rtol: float = 1e-3,
     target_options: TargetOptions | None = None,
+    trust_code: bool = False,
 ) -> ProfileReport:
     """Measure ARTIFACT (.onnx/.ort/.engine or compress OUTDIR) on the profile's target without gating.
 
@@ -338,4 +381,4 @@ def profile_artifact(
     """
     return measure(artifact_path, profile, target=target, data_spec=data_spec, batch_size=batch_size,
                    percentile=percentile, settings=settings, providers=providers, reference=reference,
-                   compare=compare, atol=atol, rtol=rtol, target_options=target_options).report
+                   compare=compare, atol=atol, rtol=rtol, target_options=target_options, trust_code=trust_code).report

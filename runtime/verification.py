@@ -16,7 +16,7 @@ import numpy as np
 from edgecomp.errors import UserInputError
 from runtime import gates as G
 from runtime.accuracy import accuracy_report, agreement_report
-from runtime.pipeline import MeasureSettings, Measurement, TargetOptions, measure
+from runtime.pipeline import MeasureSettings, Measurement, TargetOptions, check_gate_options, measure
 from runtime.reference import ReferenceSpec, report_accuracy
 from runtime.report import VerifyResult
 
@@ -40,6 +40,7 @@ def verify(
     atol: float = 1e-4,
     rtol: float = 1e-3,
     target_options: TargetOptions | None = None,
+    trust_code: bool = False,
 ) -> VerifyResult:
     """Measure and gate. Budget/percentile default to the profile's; max_accuracy_drop None skips accuracy.
 
@@ -50,10 +51,7 @@ def verify(
     settings = settings or MeasureSettings()
     budget = profile.latency_budget_ms if latency_budget_ms is None else latency_budget_ms
     pct = profile.latency_percentile if percentile is None else percentile
-    if budget is not None and budget <= 0:
-        raise UserInputError(f"latency budget must be > 0 ms, got {budget}")
-    if max_accuracy_drop is not None and not 0 <= max_accuracy_drop <= 1:
-        raise UserInputError(f"--max-accuracy-drop must be a fraction in [0, 1], got {max_accuracy_drop}")
+    check_gate_options(budget, pct, max_accuracy_drop)
     if reference_accuracy is not None and not 0 <= reference_accuracy <= 1:
         raise UserInputError(f"reference accuracy must be a fraction in [0, 1], got {reference_accuracy}")
 
@@ -62,7 +60,7 @@ def verify(
     m = measure(artifact_path, profile, target=target, data_spec=data_spec, batch_size=batch_size,
                 percentile=pct if budget is not None else None, settings=settings, providers=providers,
                 reference=reference, need_reference=need_reference, compare=compare, atol=atol, rtol=rtol,
-                target_options=target_options)
+                target_options=target_options, trust_code=trust_code)
     results: list[G.GateResult] = []
     if budget is None:
         results.append(G.skipped("latency", f"no latency budget (profile {profile.name!r} has none; pass "

@@ -48,7 +48,8 @@ def test_cli_compress_writes_outdir_that_reloads(tmp_path, npz_data):
                 "accuracy", "original_accuracy", "layers", "timings"):
         assert key in report
     assert report["macs"] <= report["mac_budget"]
-    assert sorted(p.name for p in out.iterdir()) == ["model.safetensors", "ranks.png", "recipe.json", "report.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".edgecomp-manifest.json", "model.onnx", "model.safetensors",
+                                                     "ranks.png", "recipe.json", "report.json"]
     loaded = load_compressed(out)
     x = torch.rand(3, 1, 28, 28)
     assert loaded.module(x).shape == (3, 10)

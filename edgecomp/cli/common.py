@@ -10,6 +10,9 @@ import click
 
 from edgecomp.errors import UserInputError
 from edgecomp.io import to_jsonable
+# Option types: every value is checked while the command line is parsed, before any work.
+from edgecomp.option_types import (COUNT, FRACTION, NON_NEGATIVE, PERCENTILE, POSITIVE, SEED,  # noqa: F401
+                                   FiniteFloat, OutputPath, SampleAmount)
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
 
@@ -54,6 +57,11 @@ def model_options(func):
         help="State dict to load: .pt/.pth (loaded with weights_only=True) or .safetensors.",
     )(func)
     return func
+
+
+TRUST_CODE_HELP = ("Allow rebuilding an output directory's model with the Python code (or module) its recipe.json "
+                   "names: that code runs. Only for directories you trust; not needed where model.onnx is used.")
+trust_code_option = click.option("--trust-code", is_flag=True, help=TRUST_CODE_HELP)
 
 
 def device_options(func):

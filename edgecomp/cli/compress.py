@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from edgecomp.cli.common import device_options, emit, json_option, model_options, parse_input_shape, progress_enabled, resolve_profile
+from edgecomp.cli.common import (COUNT, NON_NEGATIVE, POSITIVE, SEED, OutputPath, SampleAmount, device_options, emit,
+                                 json_option, model_options, parse_input_shape, progress_enabled, resolve_profile)
 from edgecomp.compress.cobla import CoblaOptions
 from edgecomp.compress.pipeline import METHODS
 from edgecomp.graph.cost import BYTES_PER_PARAM, SCHEMES
@@ -28,33 +29,34 @@ def _human(report: dict) -> None:
             click.echo(f"  top-1  {report['original_accuracy']:.4f} -> {report['accuracy']:.4f} (before fine-tuning)")
     factored = sum(1 for row in report["layers"] if row["factored"])
     click.echo(f"  {factored}/{len(report['layers'])} decomposable layers factored; within budgets: {report['within_budgets']}")
-    click.echo(f"  wrote {report['outdir']} (model.safetensors, recipe.json, report.json, ranks.png)")
+    onnx = ", model.onnx" if (report.get("onnx") or {}).get("written") else ""
+    click.echo(f"  wrote {report['outdir']} (model.safetensors{onnx}, recipe.json, report.json, ranks.png)")
 
 
 @click.command("compress")
 @click.argument("model")
 @model_options
 @device_options
-@click.option("--mac-budget", default=None, help="MAC budget: a fraction of the original (0.5) or absolute (30M, 1.2G). Overrides the device's.")
-@click.option("--memory-budget", default=None, help="Parameter-memory budget: a fraction (0.5) or absolute (2MB, 512KiB). Overrides the device's.")
+@click.option("--mac-budget", default=None, help="MAC budget: a fraction of the original (0.5, 50%) or absolute MACs (30M, 1.2G); a plain number above 1 is absolute (1.5 = 1.5 MACs). Overrides the device's.")
+@click.option("--memory-budget", default=None, help="Parameter-memory budget: a fraction (0.5, 50%) or absolute (2MB, 512KiB); a plain number above 1 is bytes. Overrides the device's.")
 @click.option("--precision", type=click.Choice(sorted(BYTES_PER_PARAM)), default=None, help="Bytes per parameter for the memory budget (default: the device's).")
 @click.option("--method", type=click.Choice(METHODS), default="cobla", show_default=True, help="Rank-selection method.")
 @click.option("--scheme", type=click.Choice(SCHEMES), default="spatial", show_default=True, help="Conv decomposition scheme.")
 @click.option("--data", "data_spec", default=None, help="Training data for COBLA's gradients: fashion-mnist[:train], npz:FILE, imagefolder:DIR, module:callable.")
 @click.option("--eval-data", default=None, help="Data to report top-1 accuracy on (e.g. fashion-mnist:test).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--sample", type=float, default=0.05, show_default=True, help="COBLA: fraction of the training data per gradient (or a count > 1); 1 = full batch.")
-@click.option("--max-iter", type=int, default=40, show_default=True, help="COBLA: maximum SQP iterations.")
-@click.option("--draws", type=int, default=16, show_default=True, help="COBLA: randomized-rounding draws (best on held-out training data).")
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--sample", type=SampleAmount(), default=0.05, show_default=True, help="COBLA: fraction of the training data per gradient (or a count > 1); 1 = full batch.")
+@click.option("--max-iter", type=COUNT, default=40, show_default=True, help="COBLA: maximum SQP iterations.")
+@click.option("--draws", type=COUNT, default=16, show_default=True, help="COBLA: randomized-rounding draws (best on held-out training data).")
 @click.option("--no-shrink", is_flag=True, help="COBLA: do not fix the masks every heuristic agrees on.")
-@click.option("--finetune-epochs", type=float, default=0.0, show_default=True, help="Fine-tune the compressed model for N epochs of --data (fractions allowed).")
-@click.option("--finetune-lr", type=float, default=0.01, show_default=True, help="Fine-tuning learning rate (SGD, cosine schedule).")
+@click.option("--finetune-epochs", type=NON_NEGATIVE, default=0.0, show_default=True, help="Fine-tune the compressed model for N epochs of --data (fractions allowed).")
+@click.option("--finetune-lr", type=POSITIVE, default=0.01, show_default=True, help="Fine-tuning learning rate (SGD, cosine schedule).")
 @click.option("--distill", is_flag=True, help="Fine-tune by distillation from the original model (needs no labels).")
 @click.option("--ranks-from", type=click.Choice([m for m in METHODS if m not in ("lc", "vbmf", "gavish-donoho")]), default=None,
               help="LC: fix the ranks with this method (default: choose them in every C step under the budgets).")
-@click.option("--lc-n-mu", type=int, default=None, help="LC: number of mu values (default in edgecomp.lc).")
-@click.option("--lc-steps-per-mu", type=int, default=None, help="LC: SGD steps per L step (default in edgecomp.lc).")
-@click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--lc-n-mu", type=COUNT, default=None, help="LC: number of mu values (default in edgecomp.lc).")
+@click.option("--lc-steps-per-mu", type=COUNT, default=None, help="LC: SGD steps per L step (default in edgecomp.lc).")
+@click.option("-o", "--output", "outdir", required=True, type=OutputPath("dir"), help="Output directory.")
 @json_option
 def command(model, weights, trust_pickle, input_shape, device, profile_file, mac_budget, memory_budget, precision,
             method, scheme, data_spec, eval_data, seed, sample, max_iter, draws, no_shrink, finetune_epochs, finetune_lr,

@@ -6,12 +6,12 @@ from it (INT8 from a QDQ model quantized here), ORT converts it (after INT8 quan
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
-from edgecomp.cli.common import device_options, emit, json_option, model_options, parse_input_shape, resolve_profile
+from edgecomp.cli.common import (COUNT, POSITIVE, OutputPath, device_options, emit, json_option, model_options, parse_input_shape, resolve_profile,
+                                 trust_code_option)
 from edgecomp.errors import UserInputError
 from edgecomp.io import to_jsonable
 from exporters.calib_data import calibration_from_spec
@@ -33,11 +33,65 @@ def _layout(out: str, fmt: str) -> tuple[Path, str]:
 
 
 def _load(target: str, weights, trust_pickle: bool):
-    """(LoadedModel, recipe dict or None) for a compress OUTDIR or a model spec."""
-    from edgecomp.factor import load_model_or_outdir
+    """(LoadedModel or None, recipe or None, its model.onnx or None). A compress OUTDIR is not rebuilt
+    here: its model.onnx needs no code, and _first_onnx rebuilds the PyTorch model only when it must."""
+    from edgecomp.factor.recipe import is_compressed_dir, read_recipe
+    from edgecomp.models import load_model
+    from edgecomp.outdir import ONNX_FILE
 
-    loaded = load_model_or_outdir(target, weights, trust_pickle=trust_pickle)
-    return loaded, loaded.recipe
+    if is_compressed_dir(target):
+        if weights:
+            raise UserInputError(f"{target} is a compress output directory; it has its own weights (drop --weights)")
+        stored = Path(target) / ONNX_FILE
+        return None, read_recipe(target), stored if stored.is_file() else None
+    return load_model(target, weights, trust_pickle=trust_pickle), None, None
+
+
+def _known_shape(loaded, recipe) -> tuple[int, ...] | None:
+    if loaded is not None and loaded.input_shape:
+        return tuple(loaded.input_shape)
+    if recipe is not None and recipe.get("input_shape"):
+        return tuple(int(d) for d in recipe["input_shape"])
+    return None
+
+
+def _first_onnx(target, loaded, stored, onnx_path: Path, shape, *, trust_code: bool, trust_pickle: bool, **export):
+    """The ONNX file every format starts from: the OUTDIR's model.onnx when it is the export asked for (no
+    code runs), else a new export of the PyTorch model (an OUTDIR's is rebuilt only as its recipe and
+    --trust-code / --trust-pickle allow: edgecomp.factor.recipe)."""
+    from edgecomp.factor import load_compressed
+    from exporters.from_outdir import outdir_check, reuse_blocker, reuse_onnx
+    from exporters.onnx_export import export_onnx
+
+    blocker = None
+    if stored is not None:
+        blocker = reuse_blocker(stored, input_shape=shape, opset=export["opset"], dynamic_batch=export["dynamic_batch"],
+                                simplify=export["simplify"])
+        if blocker is None:
+            return reuse_onnx(stored, onnx_path, input_shape=shape, metadata=export["metadata"],
+                              check=outdir_check(target))
+    if loaded is None:
+        try:
+            loaded = load_compressed(target, trust_code=trust_code, trust_pickle=trust_pickle)
+        except UserInputError as exc:
+            if blocker is None:
+                raise
+            raise UserInputError(f"{blocker} needs a new export from the PyTorch model: {exc}") from None
+    return export_onnx(loaded.module, onnx_path, shape, **export)
+
+
+def _written(report: dict) -> list[Path]:
+    """The files this conversion wrote (recorded in the manifest of an output directory they are in)."""
+    paths = [report["onnx"].path]
+    if report.get("quantization"):
+        paths.append(report["quantization"].path)
+    if report.get("mobile"):
+        paths += [report["mobile"].ort_path, report["mobile"].config_path]
+    if report.get("engine"):
+        paths.append(report["engine"].path)
+    if report.get("trtexec_script"):
+        paths.append(Path(report["trtexec_script"]))
+    return paths
 
 
 def _precision(fmt: str, precision: str | None, profile) -> str:
@@ -64,12 +118,30 @@ def _kib(n: int) -> str:
 
 def _human(report: dict) -> None:
     o = report["onnx"]
+    if o.get("reused_from"):
+        check = "checked against PyTorch when it was written"
+        if o.get("relative_error") is not None:
+            check += f": relative {o['relative_error']:.2e} <= {o['tolerance']:.0e}"
+        click.echo(
+            f"onnx    {o['path']}  ({_kib(o['size_bytes'])}, opset {o['opset']}, "
+            f"{'dynamic' if o['dynamic_batch'] else 'fixed'} batch)\n"
+            f"        from {o['reused_from']} without rebuilding the model ({check})"
+        )
+    else:
+        _human_export(o)
+    _human_rest(report)
+
+
+def _human_export(o: dict) -> None:
     click.echo(
         f"onnx    {o['path']}  ({_kib(o['size_bytes'])}, opset {o['opset']}, "
         f"{'dynamic' if o['dynamic_batch'] else 'fixed'} batch, {o['folded_batchnorms']} BN folded)\n"
         f"        check vs PyTorch: max abs {o['max_abs_error']:.2e}, relative {o['relative_error']:.2e} "
         f"<= {o['tolerance']:.0e} on {o['check_batch']} samples"
     )
+
+
+def _human_rest(report: dict) -> None:
     q = report.get("quantization")
     if q:
         line = (
@@ -84,12 +156,15 @@ def _human(report: dict) -> None:
                 f"; accuracy {100 * q['float_accuracy']:.2f}% -> {100 * q['int8_accuracy']:.2f}% "
                 f"({-q['accuracy_drop_points']:+.2f} points)"
             )
+        if q.get("int8_settings"):
+            low, high = (-64, 64) if q["int8_settings"]["reduce_range"] else (-127, 127)
+            line += f"\n        weights in [{low}, {high}]: {q['int8_settings']['reason']}"
         click.echo(line)
     m = report.get("mobile")
     if m:
         click.echo(
             f"ort     {m['ort_path']}  ({_kib(m['size_bytes'])}); operators config {m['config_path']}\n"
-            f"        check vs ONNX: relative {m['relative_error']:.2e} <= {m['tolerance']:.0e}"
+            f"        check vs ONNX: {m['check']}"
         )
     e = report.get("engine")
     if e:
@@ -106,6 +181,7 @@ def _human(report: dict) -> None:
 @click.command("convert")
 @click.argument("target", metavar="MODEL_OR_OUTDIR")
 @model_options
+@trust_code_option
 @click.option("--format", "fmt", type=click.Choice(FORMATS), required=True, help="Artifact to produce.")
 @click.option(
     "--precision",
@@ -116,7 +192,7 @@ def _human(report: dict) -> None:
 @click.option("--calib-data", default=None, help="Data spec for INT8 calibration, e.g. fashion-mnist:train.")
 @click.option(
     "--calib-samples",
-    type=int,
+    type=COUNT,
     default=256,
     show_default=True,
     help="Calibration samples (as many again are held out to measure INT8).",
@@ -124,27 +200,28 @@ def _human(report: dict) -> None:
 @click.option(
     "--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True
 )
-@click.option("--opset", type=int, default=17, show_default=True)
+@click.option("--opset", type=COUNT, default=17, show_default=True)
 @click.option(
     "--no-dynamic-batch", is_flag=True, help="Fix the batch size to the input shape's instead of a symbolic axis."
 )
 @click.option("--simplify", is_flag=True, help="Simplify the ONNX graph with onnxslim (verified like the rest).")
-@click.option("--tolerance", type=float, default=1e-4, show_default=True, help="Max relative error of ONNX vs PyTorch.")
-@click.option("--workspace-mb", type=int, default=1024, show_default=True, help="TensorRT builder workspace.")
+@click.option("--tolerance", type=POSITIVE, default=1e-4, show_default=True, help="Max relative error of ONNX vs PyTorch.")
+@click.option("--workspace-mb", type=COUNT, default=1024, show_default=True, help="TensorRT builder workspace.")
 @click.option(
     "--timing-cache",
-    type=click.Path(dir_okay=False),
+    type=OutputPath("file"),
     default=None,
     help="TensorRT timing cache file (read and updated).",
 )
 @device_options
-@click.option("-o", "--output", "out", required=True, help="Artifact file (by suffix) or output directory.")
+@click.option("-o", "--output", "out", required=True, type=OutputPath("any"), help="Artifact file (by suffix) or output directory.")
 @json_option
 def command(
     target,
     weights,
     trust_pickle,
     input_shape,
+    trust_code,
     fmt,
     precision,
     calib_data,
@@ -173,8 +250,9 @@ def command(
     """
     # Submodule imports: they resolve even where `exporters` is installed as a namespace package.
     from exporters.metadata import build_metadata, metadata_from_recipe
+    from exporters.cpu_features import int8_runs_on
     from exporters.mobile import to_ort_format
-    from exporters.onnx_export import export_onnx
+    from edgecomp.outdir import record
     from exporters.ort_quant import quantize_int8
     from exporters.tensorrt import TensorRTUnavailableError, build_engine
 
@@ -182,8 +260,8 @@ def command(
     precision = _precision(fmt, precision, profile)
     if precision == "int8" and not calib_data:
         raise UserInputError("--precision int8 needs --calib-data SPEC (representative inputs for calibration)")
-    loaded, recipe = _load(target, weights, trust_pickle)
-    shape = parse_input_shape(input_shape) or (tuple(loaded.input_shape) if loaded.input_shape else None)
+    loaded, recipe, stored = _load(target, weights, trust_pickle)
+    shape = parse_input_shape(input_shape) or _known_shape(loaded, recipe)
     if shape is None:
         raise UserInputError(f"the input shape of {target} is unknown: pass --input-shape N,C,H,W")
     device_name = profile.name if profile is not None else None
@@ -202,10 +280,14 @@ def command(
     check = None  # real samples make the numerical check representative; seeded noise otherwise
     if calib is not None and (dynamic or len(calib) >= shape[0]):
         check = calib[:8] if dynamic else calib[: shape[0]]
-    onnx_result = export_onnx(
-        loaded.module,
+    onnx_result = _first_onnx(
+        target,
+        loaded,
+        stored,
         onnx_path,
         shape,
+        trust_code=trust_code,
+        trust_pickle=trust_pickle,
         opset=opset,
         dynamic_batch=dynamic,
         metadata=metadata,
@@ -226,6 +308,10 @@ def command(
             eval_data=evaluation,
             eval_labels=labels,
             symmetric_activations=fmt == "tensorrt",  # TensorRT's explicit quantization needs zero points of 0
+            runs_on=int8_runs_on(  # sets the weight range: 7-bit where the CPU's int8 kernels saturate
+                "tensorrt" if fmt == "tensorrt" else profile and profile.runtime,
+                local=profile is None or profile.target.transport == "local",
+            ),
         )
         report["quantization"] = quant
         artifact = model_for_runtime = quant.path
@@ -250,6 +336,7 @@ def command(
         except TensorRTUnavailableError as exc:
             # Report what was produced (the ONNX and the script for the target), then fail with exit code 2.
             report.update(artifact=None, trtexec_script=exc.script_path, trtexec=exc.command)
+            record(_written(report), by="convert")
             emit(to_jsonable(report), as_json, _human)
             raise
         report["engine"] = engine
@@ -257,4 +344,5 @@ def command(
 
     report["artifact"] = artifact
     report["size_bytes"] = Path(artifact).stat().st_size
+    record(_written(report), by="convert")
     emit(to_jsonable(report), as_json, _human)

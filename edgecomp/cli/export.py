@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
-from edgecomp.cli.common import device_options, emit, json_option, model_options, parse_input_shape, progress_enabled, resolve_profile
+from edgecomp.cli.common import (COUNT, FRACTION, NON_NEGATIVE, PERCENTILE, POSITIVE, SEED, OutputPath, SampleAmount, device_options,
+                                 emit, json_option, model_options, parse_input_shape, progress_enabled, resolve_profile)
 from edgecomp.compress.pipeline import METHODS
 from edgecomp.graph.cost import SCHEMES
 
@@ -37,29 +36,33 @@ def _human(report: dict) -> None:
 @click.option("--eval-data", default=None, help="Labelled data for accuracy on the target (default for the built-in model: fashion-mnist:test).")
 @click.option("--method", type=click.Choice(METHODS), default="cobla", show_default=True)
 @click.option("--scheme", type=click.Choice(SCHEMES), default="spatial", show_default=True)
-@click.option("--mac-budget", default=None, help="Override the device's MAC budget (fraction or absolute).")
+@click.option("--mac-budget", default=None, help="Override the device's MAC budget: a fraction (0.5, 50%) or absolute MACs (30M); a plain number above 1 is absolute.")
 @click.option("--memory-budget", default=None, help="Override the device's memory budget (fraction or absolute).")
-@click.option("--latency-budget-ms", type=float, default=None, help="Latency budget; enables latency-driven rounds (default: the profile's).")
-@click.option("--percentile", type=float, default=None, help="Latency percentile gated (default: the profile's).")
-@click.option("--max-accuracy-drop", type=float, default=0.01, show_default=True, help="Allowed top-1 drop vs the original model.")
+@click.option("--latency-budget-ms", type=POSITIVE, default=None, help="Latency budget; enables latency-driven rounds (default: the profile's).")
+@click.option("--percentile", type=PERCENTILE, default=None, help="Latency percentile gated (default: the profile's).")
+@click.option("--max-accuracy-drop", type=FRACTION, default=0.01, show_default=True, help="Allowed top-1 drop vs the original model.")
 @click.option("--cost", type=click.Choice(["macs", "latency"]), default="macs", show_default=True,
               help="Compute cost COBLA budgets: MACs, or a per-layer latency table measured on the target.")
-@click.option("--max-rounds", type=int, default=3, show_default=True, help="Latency-driven compress/verify rounds at most.")
-@click.option("--finetune-epochs", type=float, default=1.0, show_default=True, help="Fine-tune after compression (when --data is given).")
+@click.option("--max-rounds", type=COUNT, default=3, show_default=True, help="Latency-driven compress/verify rounds at most.")
+@click.option("--finetune-epochs", type=NON_NEGATIVE, default=None,
+              help="Fine-tune after compression (when --data is given). Default: 1 (0.25 for the built-in model).")
+@click.option("--max-iter", type=COUNT, default=None, help="COBLA: maximum SQP iterations (default: compress's, 8 for the built-in model).")
+@click.option("--sample", type=SampleAmount(), default=None, help="COBLA: fraction of the training data per gradient (or a count > 1).")
+@click.option("--draws", type=COUNT, default=None, help="COBLA: randomized-rounding draws.")
 @click.option("--distill", is_flag=True, help="Fine-tune by distillation from the original model (no labels needed).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None, help="Default: the device's.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--warmup", type=float, default=None, help="Verify: warm-up seconds.")
-@click.option("--iterations", type=int, default=None, help="Verify: timed iterations at least.")
-@click.option("--min-duration", type=float, default=None, help="Verify: timed seconds at least.")
-@click.option("--cv-threshold", type=float, default=None, help="Verify: CV above which a run is unstable (default: the harness's).")
-@click.option("--allow-unstable", is_flag=True, help="Verify: report an unstable run as a warning instead of INCONCLUSIVE.")
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--warmup", type=NON_NEGATIVE, default=None, help="Verify: warm-up seconds.")
+@click.option("--iterations", type=COUNT, default=None, help="Verify: timed iterations at least.")
+@click.option("--min-duration", type=NON_NEGATIVE, default=None, help="Verify: timed seconds at least.")
+@click.option("--cv-threshold", type=POSITIVE, default=None, help="Verify: robust CV (1.4826*MAD/median) above which a run is unstable and its latency bounds are widened (default: the harness's).")
+@click.option("--allow-unstable", is_flag=True, help="Verify: do not widen an unstable run's latency bounds; only warn.")
 @click.option("--force", is_flag=True, help="Redo every stage even if OUTDIR has it finished.")
-@click.option("-o", "--output", "outdir", default="edgecomp-out", show_default=True, type=click.Path(file_okay=False))
+@click.option("-o", "--output", "outdir", default="edgecomp-out", show_default=True, type=OutputPath("dir"))
 @json_option
 def command(model, weights, trust_pickle, input_shape, device, profile_file, target, data_spec, eval_data, method, scheme,
             mac_budget, memory_budget, latency_budget_ms, percentile, max_accuracy_drop, cost, max_rounds, finetune_epochs,
-            distill, precision, seed, warmup, iterations, min_duration, cv_threshold, allow_unstable, force, outdir, as_json):
+            max_iter, sample, draws, distill, precision, seed, warmup, iterations, min_duration, cv_threshold, allow_unstable, force, outdir, as_json):
     """Compress MODEL for a device, export its artifact, verify it on the target and report.
 
     \b
@@ -82,9 +85,10 @@ def command(model, weights, trust_pickle, input_shape, device, profile_file, tar
         input_shape=parse_input_shape(input_shape), target=target, data=data_spec, eval_data=eval_data, method=method,
         scheme=scheme, mac_budget=mac_budget, memory_budget=memory_budget, latency_budget_ms=latency_budget_ms,
         percentile=percentile, max_accuracy_drop=max_accuracy_drop, cost=cost, max_rounds=max_rounds,
-        finetune_epochs=finetune_epochs, distill=distill, seed=seed, force=force, precision=precision, measure=measure,
+        finetune_epochs=finetune_epochs, distill=distill,
+        cobla={k: v for k, v in (("max_iter", max_iter), ("sample", sample), ("draws", draws)) if v is not None}, seed=seed, force=force, precision=precision, measure=measure,
         progress=progress_enabled() and not as_json,
     )
     report = run_export(request, log=lambda msg: click.echo(msg, err=True))
     emit(report, as_json, _human)
-    sys.exit(report["exit_code"])
+    click.get_current_context().exit(report["exit_code"])

@@ -7,11 +7,12 @@ import torch
 
 from edgecomp.cli.common import device_options, emit, json_option, model_options, parse_input_shape, resolve_profile
 from edgecomp.errors import UserInputError
-from edgecomp.factor.schemes import matricize
+from edgecomp.factor.schemes import check_finite, matricize
 from edgecomp.graph.cost import BYTES_PER_PARAM, SCHEMES, analyze_model
 
 
-def _energy_summary(weight: torch.Tensor, scheme: str, keep: int) -> dict:
+def _energy_summary(weight: torch.Tensor, scheme: str, keep: int, name: str = "") -> dict:
+    check_finite(weight.detach(), f"layer {name!r} weight")
     sigma = torch.linalg.svdvals(matricize(weight.detach().float(), scheme)).double()
     energy = torch.cumsum(sigma**2, 0) / (sigma**2).sum().clamp_min(1e-300)
     return {
@@ -51,7 +52,7 @@ def inspect_model(loaded, input_shape, scheme: str, precision: str, profile=None
                 params_per_rank=dec.params_per_rank,
             )
             if spectra:
-                row.update(_energy_summary(modules[lc.name].weight, dec.scheme, dec.break_even_rank - 1))
+                row.update(_energy_summary(modules[lc.name].weight, dec.scheme, dec.break_even_rank - 1, lc.name))
         layers.append(row)
     memory = cost.memory_bytes(precision)
     report = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from edgecomp.cli.common import device_options, emit, json_option, resolve_profile
+from edgecomp.cli.common import PERCENTILE, device_options, emit, json_option, resolve_profile
 from runtime.cli_support import (echo_summary, measurement_options, providers_from, reference_from, settings_from,
                                  target_options_from)
 
@@ -13,7 +13,7 @@ from runtime.cli_support import (echo_summary, measurement_options, providers_fr
 @click.command("profile")
 @measurement_options
 @device_options
-@click.option("--percentile", type=float, default=None,
+@click.option("--percentile", type=PERCENTILE, default=None,
               help="Run enough iterations to bound this percentile (in percent; MLPerf minimum: 64 for p90, "
                    "662 for p99).")
 @json_option
@@ -35,6 +35,7 @@ def command(as_json, **kw):
         providers=providers_from(kw["providers"]),
         reference=reference_from(kw),
         compare=kw["compare"],
+        trust_code=kw["trust_code"],
         atol=kw["atol"],
         rtol=kw["rtol"],
         target_options=target_options_from(kw),

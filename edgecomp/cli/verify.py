@@ -7,11 +7,9 @@ point estimate) with the budget.
 
 from __future__ import annotations
 
-import sys
-
 import click
 
-from edgecomp.cli.common import device_options, emit, json_option, resolve_profile
+from edgecomp.cli.common import FRACTION, PERCENTILE, POSITIVE, OutputPath, device_options, emit, json_option, resolve_profile
 from edgecomp.errors import EdgecompError
 from runtime.cli_support import (echo_summary, measurement_options, providers_from, reference_from, settings_from,
                                  target_options_from)
@@ -20,13 +18,13 @@ from runtime.cli_support import (echo_summary, measurement_options, providers_fr
 @click.command("verify")
 @measurement_options
 @device_options
-@click.option("--latency-budget-ms", type=float, default=None,
+@click.option("--latency-budget-ms", type=POSITIVE, default=None,
               help="Latency budget in ms (default: the device profile's).")
-@click.option("--percentile", type=float, default=None,
+@click.option("--percentile", type=PERCENTILE, default=None,
               help="Percentile the budget applies to, in percent (default: the profile's, usually 90).")
-@click.option("--max-accuracy-drop", type=float, default=0.01, show_default=True,
+@click.option("--max-accuracy-drop", type=FRACTION, default=0.01, show_default=True,
               help="Largest allowed top-1 accuracy drop vs the reference (a fraction; needs --data).")
-@click.option("--junit", "junit_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--junit", "junit_path", type=OutputPath("file"), default=None,
               help="Write JUnit XML (one testcase per gate).")
 @json_option
 def command(as_json, **kw):
@@ -56,6 +54,7 @@ def command(as_json, **kw):
             settings=settings_from(kw),
             providers=providers_from(kw["providers"]),
             compare=kw["compare"],
+            trust_code=kw["trust_code"],
             atol=kw["atol"],
             rtol=kw["rtol"],
             target_options=target_options_from(kw),
@@ -68,4 +67,4 @@ def command(as_json, **kw):
     write_reports(result, json_path=kw["report_path"], markdown_path=kw["markdown_path"],
                   junit_path=kw["junit_path"], histogram_path=kw["histogram_path"])
     emit(result.to_dict(), as_json, lambda _: echo_summary(result))
-    sys.exit(result.exit_code)
+    click.get_current_context().exit(result.exit_code)

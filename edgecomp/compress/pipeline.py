@@ -83,18 +83,33 @@ def resolve_budgets(cost, precision: str, profile=None, mac_budget: str | None =
     )
 
 
-def check_satisfiable(problem: RankProblem, precision: str) -> None:
+def check_satisfiable(problem: RankProblem, precision: str, budgets: Budgets | None = None) -> None:
     if problem.is_satisfiable():
         return
+    from edgecomp.profiles.units import read_as_absolute
+
     min_macs, min_params = problem.min_cost
     nbytes = min_params * BYTES_PER_PARAM[precision]
+    hints = []  # a plain "--mac-budget 1.5" is 1.5 MACs: say so, and how to give a fraction
+    if budgets is not None and min_macs > problem.mac_budget and budgets.mac_source.startswith("--mac-budget "):
+        hints.append(read_as_absolute(budgets.mac_source.split(" ", 1)[1]))
+    if budgets is not None and min_params > problem.param_budget and budgets.memory_source.startswith("--memory-budget "):
+        hints.append(read_as_absolute(budgets.memory_source.split(" ", 1)[1], "--memory-budget", "bytes"))
+    hint = "".join(f"; {h}" for h in hints if h)
     raise InfeasibleBudgetError(
         f"the budget is below the smallest model this scheme can build (every decomposable layer at rank 1): "
         f"minimum achievable is {min_macs:,.0f} MACs and {min_params:,.0f} parameters ({nbytes:,.0f} bytes at {precision}); "
-        f"asked for {problem.mac_budget:,.0f} MACs and {problem.param_budget:,.0f} parameters",
+        f"asked for {_count(problem.mac_budget)} MACs and {_count(problem.param_budget)} parameters{hint}",
         min_macs=min_macs,
         min_params=min_params,
     )
+
+
+def _count(value: float) -> str:
+    """A budget as the user reads it: "unlimited" for +inf, thousands separators, small values unrounded."""
+    if value == float("inf"):
+        return "unlimited"
+    return f"{value:,.0f}" if value >= 100 else f"{value:.6g}"
 
 
 def split_heldout(n: int, heldout: float, seed: int, max_heldout: int = 2000) -> tuple[np.ndarray, np.ndarray]:
@@ -151,7 +166,7 @@ def compress(
         cost_problem = build_problem(cost, spectra, float("inf"), budgets.params)
     timings["analysis_s"] = time.perf_counter() - t0
     if method in BUDGETED_METHODS:
-        check_satisfiable(problem, budgets.precision)
+        check_satisfiable(problem, budgets.precision, budgets)
 
     t1 = time.perf_counter()
     if method == "lc":
@@ -183,7 +198,8 @@ def compress(
         spectra=spectra,
     ).eval()
     timings["build_s"] = time.perf_counter() - t2
-    result = finish(built, cost_problem, selection, input_shape, scheme, timings, selection_problem=problem)
+    result = finish(built, cost_problem, selection, input_shape, scheme, timings, selection_problem=problem,
+                    original=cost)
     timings["total_s"] = time.perf_counter() - t0
     return result
 
@@ -216,17 +232,20 @@ def _compress_lc(model, input_shape, budgets, problem, scheme, data, cobla, opti
         "lc_warning": result.warning,
         "lc_seconds": result.seconds,
     })
-    out = finish(result.model.eval(), problem, selection, input_shape, scheme, timings)
+    out = finish(result.model.eval(), problem, selection, input_shape, scheme, timings,
+                 original=analyze_model(model, input_shape, scheme))
     timings["total_s"] = time.perf_counter() - t0
     return out
 
 
 def finish(built: nn.Module, problem: RankProblem, selection: RankSelection, input_shape, scheme: str,
-           timings: dict, selection_problem: RankProblem | None = None) -> CompressResult:
+           timings: dict, selection_problem: RankProblem | None = None, original=None) -> CompressResult:
     """Check the built model's costs against the cost model and the budgets; describe every layer.
 
-    `problem` is in MACs; `selection_problem` (default: the same) is what the budgets were set on.
+    `problem` is in MACs; `selection_problem` (default: the same) is what the budgets were set on;
+    `original` (the source model's ModelCost) gives each layer's kind and weight shape for the report.
     """
+    infos = {lc.name: lc.layer for lc in original.layers} if original is not None else {}
     selection_problem = selection_problem or problem
     built_cost = analyze_model(built, input_shape, scheme)
     expected = problem.cost(selection.ranks)
@@ -252,6 +271,7 @@ def finish(built: nn.Module, problem: RankProblem, selection: RankSelection, inp
             "original_macs": int(layer.original_macs),
             "original_params": int(layer.original_params),
             "energy": layer.energy(int(r)),
+            **_layer_shape(infos.get(layer.name)),
         })
     if selection_problem is not problem:
         selection.info["predicted_latency_ms"] = selection_problem.cost(selection.ranks)[0]
@@ -260,6 +280,15 @@ def finish(built: nn.Module, problem: RankProblem, selection: RankSelection, inp
         factored={row["name"]: row["rank"] for row in layers if row["factored"]},
         macs=built_cost.total_macs, params=built_cost.total_params, layers=layers, timings=timings,
     )
+
+
+def _layer_shape(info) -> dict:
+    """kind and weight shape [out, in/groups, kh, kw] (conv) or [out, in] (linear) of a traced layer."""
+    if info is None:
+        return {}
+    if info.kind == "linear":
+        return {"kind": "linear", "shape": [info.out_channels, info.in_channels]}
+    return {"kind": info.kind, "shape": [info.out_channels, info.in_channels // info.groups, *info.kernel_size]}
 
 
 def seed_everything(seed: int) -> None:

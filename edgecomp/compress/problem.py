@@ -12,7 +12,8 @@ from edgecomp.ranks.problem import RankProblem
 def compute_spectra(model: nn.Module, cost: ModelCost) -> dict[str, Spectrum]:
     """SVD (float64) of every decomposable layer's matricization, keyed by layer name."""
     modules = dict(model.named_modules())
-    return {lc.name: svd_factors(modules[lc.name].weight, lc.decomposition.scheme) for lc in cost.decomposable}
+    return {lc.name: svd_factors(modules[lc.name].weight, lc.decomposition.scheme, name=lc.name)
+            for lc in cost.decomposable}
 
 
 def build_problem(cost: ModelCost, spectra: dict[str, Spectrum], mac_budget: float, param_budget: float) -> RankProblem:

@@ -49,28 +49,45 @@ def build_report(result, *, method: str, scheme: str, budgets, original_cost, ac
 
 
 def plot_layer_costs(layers: list[dict], path: str | Path, title: str) -> Path:
-    """Bar chart: per-layer MACs before and after compression (log scale), ranks annotated."""
+    """Rank allocation per layer: top, the rank kept as a share of the layer's maximum rank (red tick:
+    break-even rank); bottom, MACs before and after compression (log scale, so small layers stay visible)."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    names = [row["name"] for row in layers]
-    x = range(len(names))
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(names) + 2), 4.0))
-    ax.bar([i - 0.2 for i in x], [row["original_macs"] for row in layers], width=0.4, label="original", color="#9aa5b1")
-    ax.bar([i + 0.2 for i in x], [row["macs"] for row in layers], width=0.4, label="compressed", color="#1f77b4")
-    ax.set_yscale("log")
-    ax.set_xticks(list(x))
-    ax.set_xticklabels(names, rotation=70, ha="right", fontsize=7)
-    ax.set_ylabel("MACs per sample")
-    ax.set_title(title, fontsize=9)
+    names = [row["name"].replace("$", r"\$") for row in layers]  # '$' would start matplotlib mathtext
+    x = list(range(len(names)))
+    crowded = len(names) > 16
+    fig = Figure(figsize=(min(14.0, max(7.0, 0.3 * len(names) + 2)), 5.6 if crowded else 5.2), dpi=110)
+    top, ax = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [1, 1.3]})
+    shares = [min(row["rank"], row["max_rank"]) / row["max_rank"] if row["factored"] else 1.0 for row in layers]
+    top.bar(x, shares, width=0.6, color=["#0969da" if row["factored"] else "#8c959f" for row in layers])
     for i, row in enumerate(layers):
-        ax.annotate(f"r={row['rank']}" if row["factored"] else "full", (i + 0.2, row["macs"]), fontsize=6,
-                    ha="center", va="bottom", rotation=90)
-    ax.legend(fontsize=8)
+        if row["break_even_rank"] <= row["max_rank"]:
+            be = row["break_even_rank"] / row["max_rank"]
+            top.plot([i - 0.38, i + 0.38], [be, be], color="#cf222e", linewidth=2)
+        label = f"{row['rank']}/{row['max_rank']}" if row["factored"] else "full"
+        top.annotate(label, (i, shares[i]), xytext=(0, 2), textcoords="offset points", ha="center", va="bottom",
+                     fontsize=6 if crowded else 7.5, rotation=90 if crowded else 0)
+    top.set_ylim(0, 1.35 if crowded else 1.18)
+    top.set_ylabel("rank / max rank", fontsize=8.5)
+    top.set_title(title.replace("$", r"\$"), fontsize=9, loc="left")
+    top.plot([], [], color="#cf222e", linewidth=2, label="break-even rank")
+    top.legend(fontsize=7.5, loc="lower right", frameon=False, bbox_to_anchor=(1.0, 1.0), borderaxespad=0.1)
+    ax.bar([i - 0.2 for i in x], [row["original_macs"] for row in layers], width=0.4, label="original", color="#8c959f")
+    ax.bar([i + 0.2 for i in x], [row["macs"] for row in layers], width=0.4, label="compressed", color="#0969da")
+    ax.set_yscale("log")
+    ax.set_xticks(x)
+    rotate = 90 if crowded else (30 if len(names) > 8 or max(map(len, names), default=0) > 10 else 0)
+    ax.set_xticklabels(names, rotation=rotate, ha="right" if rotate == 30 else "center", fontsize=6.5 if crowded else 7.5)
+    ax.set_ylabel("MACs per sample (log)", fontsize=8.5)
+    ax.legend(fontsize=7.5, frameon=False)
+    for a in (top, ax):
+        a.tick_params(which="both", labelsize=7.5)
+        for side in ("top", "right"):
+            a.spines[side].set_visible(False)
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+        fig.savefig(tmp, format="png")
     return Path(path)

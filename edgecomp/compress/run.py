@@ -1,7 +1,10 @@
 """One compress run as a service: load model/data, choose ranks, build, evaluate, write OUTDIR atomically.
 
 OUTDIR holds model.safetensors + recipe.json (rebuild without pickle: edgecomp.factor.load_compressed),
-report.json and ranks.png. The directory appears only when everything in it is complete.
+model.onnx (the verified export: evaluate, verify and convert use it without running any code),
+report.json, ranks.png and the manifest of the files edgecomp wrote (edgecomp.outdir). A new OUTDIR
+appears only when everything in it is complete; in an existing one only edgecomp's own files are
+replaced (recipe.json last), and a user's file is never touched.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ from edgecomp.compress.cobla import CoblaOptions
 from edgecomp.compress.pipeline import METHODS, LCOptions, compress, resolve_budgets, seed_everything, split_heldout
 from edgecomp.compress.report import build_report, plot_layer_costs
 from edgecomp.errors import UserInputError
-from edgecomp.factor.recipe import RECIPE_FILE, save_compressed
+from edgecomp.errors import EdgecompError
+from edgecomp.factor.recipe import save_compressed
 from edgecomp.graph.cost import analyze_model
-from edgecomp.io import atomic_dir, write_json
+from edgecomp.io import write_json
+from edgecomp.outdir import COMPRESS_FILES, ONNX_FILE, RANKS_FILE, REPORT_FILE, check_replaceable, replace_outputs
 
 
 @dataclass
@@ -46,8 +51,27 @@ class CompressRequest:
 
 
 def _check_outdir(outdir: Path) -> None:
-    if outdir.exists() and (not outdir.is_dir() or (any(outdir.iterdir()) and not (outdir / RECIPE_FILE).exists())):
-        raise UserInputError(f"{outdir} exists and is not an edgecomp output directory: refusing to replace it")
+    """Fail before the work: OUTDIR must be new, empty, or an output directory whose files we would
+    replace are edgecomp's own (see edgecomp.outdir)."""
+    check_replaceable(outdir, COMPRESS_FILES)
+
+
+def _export_onnx(model, path: Path, input_shape, recipe: dict, log) -> dict:
+    """Write the verified model.onnx beside the weights; a model that cannot be exported still gets its
+    OUTDIR (without model.onnx), and the report says why."""
+    from exporters.metadata import metadata_from_recipe
+    from exporters.onnx_export import export_onnx
+
+    try:
+        result = export_onnx(model, path, tuple(input_shape), metadata=metadata_from_recipe(recipe))
+    except EdgecompError as exc:
+        log(f"warning: {ONNX_FILE} not written ({exc}); evaluate/verify/convert of this directory will rebuild "
+            "the model in PyTorch")
+        return {"written": False, "error": str(exc)}
+    return {"written": True, "file": ONNX_FILE, "opset": result.opset, "dynamic_batch": result.dynamic_batch,
+            "max_abs_error": result.max_abs_error, "relative_error": result.relative_error,
+            "tolerance": result.tolerance, "check_batch": result.check_batch,
+            "folded_batchnorms": result.folded_batchnorms}
 
 
 def _evaluate(model, dataset) -> float | None:
@@ -89,6 +113,30 @@ def _finetune(req: CompressRequest, result, original, data) -> dict:
     }
 
 
+def _check_options(req: CompressRequest) -> None:
+    """The request's numbers, before any work (the CLI's option types check the same)."""
+    import math
+
+    if not (isinstance(req.seed, int) and req.seed >= 0):
+        raise UserInputError(f"--seed must be a non-negative integer, got {req.seed!r}")
+    if not (math.isfinite(req.finetune_epochs) and req.finetune_epochs >= 0):
+        raise UserInputError(f"--finetune-epochs must be >= 0, got {req.finetune_epochs}")
+    if not (math.isfinite(req.finetune_lr) and req.finetune_lr > 0):
+        raise UserInputError(f"--finetune-lr must be > 0, got {req.finetune_lr}")
+    sample = req.cobla.sample
+    if not (math.isfinite(sample) and sample > 0 and (sample <= 1 or sample == int(sample))):
+        raise UserInputError(f"--sample must be a fraction in (0, 1] or a whole number of samples, got {sample}")
+    if req.cobla.max_iter < 1 or req.cobla.draws < 1:
+        raise UserInputError("--max-iter and --draws must be >= 1")
+    if req.profile is not None and req.precision is not None:
+        req.profile.check_precision(req.precision)
+    from edgecomp.profiles.units import parse_mac_budget, parse_memory_budget
+
+    for text, parse in ((req.mac_budget, parse_mac_budget), (req.memory_budget, parse_memory_budget)):
+        if text is not None:
+            parse(text, 1.0)  # the syntax and sign; a fraction's size needs the model
+
+
 def run_compress(req: CompressRequest, log=print) -> dict:
     from edgecomp.data import load_dataset
     from edgecomp.models import load_model
@@ -97,6 +145,7 @@ def run_compress(req: CompressRequest, log=print) -> dict:
         raise UserInputError(f"unknown method {req.method!r}; choose one of {', '.join(METHODS)}")
     if req.latency_table is not None and req.method == "lc":
         raise UserInputError("--cost latency works with the rank-selection methods, not lc (use --ranks-from with lc)")
+    _check_options(req)
     outdir = Path(req.outdir)
     _check_outdir(outdir)
     seed_everything(req.seed)
@@ -110,8 +159,18 @@ def run_compress(req: CompressRequest, log=print) -> dict:
     for ds, flag in ((data, "--data"), (eval_data, "--eval-data")):
         if ds is not None and tuple(ds.sample_shape) != tuple(input_shape[1:]):
             raise UserInputError(f"{flag} samples have shape {tuple(ds.sample_shape)} but the model input is {tuple(input_shape[1:])}")
+    if data is not None or eval_data is not None:
+        from edgecomp.data.fit import check_dataset_fits, output_width
+
+        width = output_width(loaded.module, input_shape)
+        for ds, flag in ((data, "--data"), (eval_data, "--eval-data")):
+            if ds is not None:
+                check_dataset_fits(ds, width, data=f"{flag} {ds.name}", model=loaded.spec)
 
     original_cost = analyze_model(loaded.module, input_shape, req.scheme)
+    if not original_cost.decomposable:
+        raise UserInputError(f"{loaded.spec} has no decomposable layer (Conv2d or Linear): there is nothing to "
+                             f"compress (see `edgecomp inspect {loaded.spec}`)")
     budgets = resolve_budgets(original_cost, precision, req.profile, req.mac_budget, req.memory_budget)
     fits = original_cost.total_macs <= budgets.macs and original_cost.memory_bytes(precision) <= budgets.memory_bytes
     if fits:
@@ -160,7 +219,7 @@ def run_compress(req: CompressRequest, log=print) -> dict:
                "cost": "latency" if req.latency_table else "macs", "latency_budget_ms": req.latency_budget_ms, **extra},
     )
     recipe = {
-        "source": {"spec": loaded.spec, "weights": loaded.weights, "trust_pickle": req.trust_pickle},
+        "source": {"spec": loaded.spec, "weights": loaded.weights},
         "input_shape": list(input_shape),
         "num_classes": loaded.num_classes,
         "scheme": req.scheme,
@@ -168,10 +227,11 @@ def run_compress(req: CompressRequest, log=print) -> dict:
         "device": report["device"],
         "method": req.method,
     }
-    with atomic_dir(outdir) as tmp:
+    with replace_outputs(outdir, COMPRESS_FILES, by="compress", log=log) as tmp:
         save_compressed(tmp, result.model, recipe)
-        write_json(tmp / "report.json", report)
-        plot_layer_costs(result.layers, tmp / "ranks.png", f"{loaded.spec} - {req.method}/{req.scheme}: "
+        report["onnx"] = _export_onnx(result.model, tmp / ONNX_FILE, input_shape, recipe, log)
+        write_json(tmp / REPORT_FILE, report)
+        plot_layer_costs(result.layers, tmp / RANKS_FILE, f"{loaded.spec} - {req.method}/{req.scheme}: "
                          f"{report['mac_ratio']:.2f}x MACs, {report['param_ratio']:.2f}x params")
     report["outdir"] = str(outdir)
     return report

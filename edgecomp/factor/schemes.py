@@ -42,8 +42,26 @@ class Spectrum:
     sigma: torch.Tensor
 
 
-def svd_factors(weight: torch.Tensor, scheme: str) -> Spectrum:
-    """SVD of the matricization in float64 (accuracy matters more than speed here)."""
+def check_finite(tensor: torch.Tensor, what: str) -> None:
+    """Raise UserInputError naming `what` (e.g. "layer 'conv2' weight") when it holds NaN or inf values:
+    an SVD of it cannot converge, and a model with such weights computes nothing meaningful."""
+    finite = torch.isfinite(tensor)
+    if bool(finite.all()):
+        return
+    from edgecomp.errors import UserInputError
+
+    nan = int(torch.isnan(tensor).sum())
+    inf = int((~finite).sum()) - nan
+    counts = " and ".join(part for part in (f"{nan} NaN" if nan else "", f"{inf} infinite" if inf else "") if part)
+    raise UserInputError(f"{what} has {counts} values (of {tensor.numel()}): the weights are corrupt "
+                         "(e.g. a diverged training run); load finite weights")
+
+
+def svd_factors(weight: torch.Tensor, scheme: str, name: str | None = None) -> Spectrum:
+    """SVD of the matricization in float64 (accuracy matters more than speed here).
+
+    `name` (the layer's) goes into the error raised for NaN or infinite weights."""
+    check_finite(weight.detach(), f"layer {name!r} weight" if name else "a layer weight")
     matrix = matricize(weight.detach().to(torch.float64), scheme)
     U, S, Vh = torch.linalg.svd(matrix, full_matrices=False)
     return Spectrum(P=U * S, V=Vh.T, sigma=S)

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgecomp.data.fit import check_labels, check_num_classes, runs_on
 from edgecomp.finetune.batches import check_dataset, epoch_batches
 
 
@@ -46,8 +47,12 @@ def evaluate(model: nn.Module, data, batch_size: int = 256, teacher: nn.Module |
     labels; top-k uses k = min(5, classes)) and loss is the mean cross-entropy; with a teacher also
     "agreement_with_teacher" (fraction of equal argmax predictions) and "kl_to_teacher"
     (mean KL(p_teacher || p_model) at T = 1). Without labels, "loss" is kl_to_teacher (or None).
+
+    Data that does not fit the model (samples of another shape, a label outside [0, outputs), a
+    dataset naming another number of classes) raises UserInputError (edgecomp.data.fit).
     """
     check_dataset(data, "evaluation data")
+    name = getattr(data, "name", None) or "the evaluation data"
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     n = 0
     correct1 = correct5 = 0
@@ -57,9 +62,14 @@ def evaluate(model: nn.Module, data, batch_size: int = 256, teacher: nn.Module |
     with eval_mode(model, teacher):
         for x, y in epoch_batches(data, batch_size, shuffle=False, generator=torch.Generator()):
             x, y = x.to(device), y.to(device)
-            logits = model(x).float()
+            with runs_on(x.shape[1:], data=name):
+                logits = model(x).float()
             if labeled is None:
                 labeled = _has_labels(data, y)
+                if labeled:
+                    check_num_classes(getattr(data, "classes", None), logits.shape[1], data=name)
+            if labeled:
+                check_labels(y, logits.shape[1], data=name)
             n += len(x)
             if labeled:
                 k = min(5, logits.shape[1])

@@ -109,14 +109,19 @@ class DeviceProfile:
         )
 
     # ---- derived numbers ----------------------------------------------------------------
-    def _precision(self, precision: str | None) -> str:
+    def check_precision(self, precision: str | None, option: str = "--precision") -> str:
+        """`precision` (default: the device's) if the device lists it; else UserInputError.
+        compress, convert and export all check a requested precision here."""
         precision = precision or self.default_precision
         if precision not in self.precisions:
             raise UserInputError(
-                f"device {self.name!r} does not support precision {precision!r} "
-                f"(supported: {', '.join(self.precisions)})"
+                f"device {self.name!r} does not support precision {precision!r} (it supports "
+                f"{', '.join(self.precisions)}): choose one of those with {option}"
             )
         return precision
+
+    def _precision(self, precision: str | None) -> str:
+        return self.check_precision(precision)
 
     def effective_macs_per_s(self, precision: str | None = None) -> float:
         """Achievable MAC rate: peak[precision] * efficiency."""

@@ -128,8 +128,10 @@ def _describe(error: jsonschema.ValidationError) -> list[str]:
     """One 'field: problem' line per problem in a jsonschema error."""
     where = _field(error.absolute_path)
     if error.validator == "required":
-        missing = [name for name in error.validator_value if name not in error.instance]
-        return [f"{_field([*error.absolute_path, name])}: missing required field" for name in missing]
+        # jsonschema reports each missing field as its own error: all of them give this one line
+        missing = [_field([*error.absolute_path, name]) for name in error.validator_value if name not in error.instance]
+        plural = "s" if len(missing) > 1 else ""
+        return [f"{', '.join(missing)}: missing required field{plural}"]
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
         allowed = sorted(error.schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(allowed))
@@ -148,7 +150,7 @@ def validate_profile_data(data: Any, source: str | os.PathLike | None = None) ->
     if not isinstance(data, dict):
         raise UserInputError(f"{where}: a device profile must be a YAML mapping, got {type(data).__name__}")
     errors = sorted(_VALIDATOR.iter_errors(data), key=lambda e: (list(map(str, e.absolute_path)), e.message))
-    lines = [line for error in errors for line in _describe(error)]
+    lines = list(dict.fromkeys(line for error in errors for line in _describe(error)))  # each problem once
     if not lines:
         lines = check_semantics(data)
     if lines:

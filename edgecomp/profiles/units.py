@@ -12,7 +12,10 @@ Memory budgets (`parse_memory_budget`), in bytes
     "2M", "2K"          same as 2MB / 2KB
     "123456", "123456B" bytes (a plain number > 1 is bytes)
 
-"1" without a suffix is the fraction 1.0 (= the original size).
+"1" without a suffix is the fraction 1.0 (= the original size). A plain number above 1 is absolute:
+"--mac-budget 1.5" is 1.5 MACs (infeasible for any model; the error says it was read as absolute and
+how to write a fraction: `read_as_absolute`). It is not rejected up front, so that a script passing
+an exact count ("4000000") keeps working.
 """
 
 from __future__ import annotations
@@ -88,8 +91,27 @@ def parse_bytes(text: str, what: str = "memory budget") -> float:
 
 
 def _require_original(original: float, what: str) -> None:
+    if original == 0:
+        raise UserInputError(f"a fractional {what} is a fraction of the original model's size, and this model has "
+                             "no decomposable layer (no Conv2d or Linear): there is nothing to compress "
+                             "(see `edgecomp inspect MODEL`)")
     if not (original > 0 and math.isfinite(original)):
         raise UserInputError(f"a fractional {what} needs the original model's size, got {original!r}")
+
+
+def read_as_absolute(text: str | None, flag: str = "--mac-budget", unit: str = "MACs") -> str:
+    """For a budget written as a plain number above 1 (no unit, no %): a sentence saying it was read as
+    absolute and how to give a fraction; "" for any other text. Infeasibility messages append it."""
+    s = str(text or "").strip()
+    try:
+        value = float(s)
+    except ValueError:
+        return ""
+    if not (math.isfinite(value) and value > 1):
+        return ""
+    example = "30M" if unit == "MACs" else "2MB"
+    return (f"{flag} {s} was read as {value:g} absolute {unit}; give a fraction in (0, 1] like 0.5 (or 50%) "
+            f"or an absolute value with a unit like {example}")
 
 
 def parse_mac_budget(text: str, original_macs: float) -> float:

@@ -7,7 +7,6 @@ carries a valid name. Per-run outputs go to WORKDIR/runs/<run id>/ and are remov
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
 import shlex
 import subprocess
@@ -16,15 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from edgecomp.io import sha256_file  # noqa: F401  (re-exported: blobs are named by it)
 from runtime.errors import TargetConnectionError, TargetDependencyError, TargetError
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def blob_name(path: str | Path, digest: str) -> str:
