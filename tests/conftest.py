@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+from sshd_server import sshd  # noqa: F401  (a fixture for every test folder)
+
 
 @pytest.fixture(scope="module")
 def single_thread():

@@ -25,7 +25,7 @@ from edgecomp.profiles import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = {"jetson-orin-nano", "jetson-agx-orin", "jetson-nano", "raspberry-pi-5", "pixel-8", "x86-host"}
+SHIPPED = {"jetson-orin-nano", "jetson-agx-orin", "jetson-nano", "raspberry-pi-5", "raspberry-pi-zero-2w", "pixel-8", "x86-host"}
 
 MINIMAL = {
     "name": "toy",

@@ -18,12 +18,18 @@ from pathlib import Path
 from typing import Callable
 
 from edgecomp.errors import UserInputError
+from edgecomp.pipeline.fingerprints import model_fingerprint
 from edgecomp.pipeline.stages import Stages, file_digest
 
 DEFAULT_MODEL = "zoo:fmnist_cnn"
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "fmnist_cnn.safetensors"
 DEFAULT_DATA = "fashion-mnist:train"
 DEFAULT_EVAL_DATA = "fashion-mnist:test"
+DEFAULT_FINETUNE_EPOCHS = 1.0
+# The built-in run is a demonstration that must finish in minutes on a 2-core machine, so it uses
+# lighter settings than a user's own run (CoblaOptions' defaults, one epoch of fine-tuning). The
+# report records them as what they are.
+BUILTIN_QUICK = {"cobla": {"max_iter": 6, "sample": 0.01, "draws": 8}, "finetune_epochs": 0.5}
 
 
 @dataclass
@@ -46,13 +52,15 @@ class ExportRequest:
     max_accuracy_drop: float | None = 0.01
     cost: str = "macs"  # "macs" | "latency"
     max_rounds: int = 3
-    finetune_epochs: float = 1.0
+    finetune_epochs: float | None = None  # None: DEFAULT_FINETUNE_EPOCHS (BUILTIN_QUICK's for the built-in model)
+    cobla: dict = field(default_factory=dict)  # CoblaOptions overrides: max_iter, sample, draws
     distill: bool = False
     seed: int = 0
     force: bool = False
     precision: str | None = None
     measure: dict = field(default_factory=dict)  # MeasureSettings overrides (warmup_s, iterations, ...)
     progress: bool = True
+    settings_note: str | None = None  # set by resolved() when the built-in run's lighter settings apply
 
     def resolved(self) -> "ExportRequest":
         """Fill the built-in defaults: the reference model trains and evaluates on Fashion-MNIST."""
@@ -62,16 +70,46 @@ class ExportRequest:
             self.model, self.weights = DEFAULT_MODEL, str(DEFAULT_WEIGHTS)
             self.data = self.data or DEFAULT_DATA
             self.eval_data = self.eval_data or DEFAULT_EVAL_DATA
+            lighter = {k: v for k, v in BUILTIN_QUICK["cobla"].items() if k not in self.cobla}
+            self.cobla = {**lighter, **self.cobla}
+            if self.finetune_epochs is None:
+                self.finetune_epochs = lighter["finetune_epochs"] = BUILTIN_QUICK["finetune_epochs"]
+            if lighter:
+                from edgecomp.compress.cobla import CoblaOptions
+
+                usual = {**vars(CoblaOptions()), "finetune_epochs": DEFAULT_FINETUNE_EPOCHS}
+                self.settings_note = ("built-in demonstration run, with lighter settings than your own runs get so that "
+                                      "it finishes in minutes on 2 cores: " + ", ".join(
+                                          f"--{k.replace('_', '-')} {v:g} (default {usual[k]:g})"
+                                          for k, v in lighter.items()))
+        if self.finetune_epochs is None:
+            self.finetune_epochs = DEFAULT_FINETUNE_EPOCHS
         if self.cost not in ("macs", "latency"):
             raise UserInputError(f"--cost must be macs or latency, got {self.cost!r}")
         if self.cost == "latency" and self.latency_budget_ms is None and self.profile.latency_budget_ms is None:
             raise UserInputError("--cost latency needs a latency budget (--latency-budget-ms or the profile's)")
         if self.max_rounds < 1:
             raise UserInputError("--max-rounds must be >= 1")
-        self.precision = self.precision or self.profile.default_precision
-        if self.precision not in self.profile.precisions:
-            raise UserInputError(f"device {self.profile.name} supports {', '.join(self.profile.precisions)}, not {self.precision}")
+        self.precision = self.profile.check_precision(self.precision)
+        self.check_values()
         return self
+
+    def check_values(self) -> None:
+        """Every number and budget in range, before any stage runs (verify and profile share the checks)."""
+        import math
+
+        from edgecomp.profiles.units import parse_mac_budget, parse_memory_budget
+        from runtime.pipeline import MeasureSettings, check_gate_options
+
+        check_gate_options(self.latency_budget_ms, self.percentile, self.max_accuracy_drop)
+        MeasureSettings(**self.measure).validate()
+        if not (isinstance(self.seed, int) and self.seed >= 0):
+            raise UserInputError(f"--seed must be a non-negative integer, got {self.seed!r}")
+        if not (math.isfinite(self.finetune_epochs) and self.finetune_epochs >= 0):
+            raise UserInputError(f"--finetune-epochs must be >= 0, got {self.finetune_epochs}")
+        for text, parse in ((self.mac_budget, parse_mac_budget), (self.memory_budget, parse_memory_budget)):
+            if text is not None:
+                parse(text, 1.0)  # the syntax and sign; a fraction's size needs the model (analyze)
 
 
 def run_export(request: ExportRequest, log: Callable[[str], None] = print) -> dict:
@@ -82,8 +120,9 @@ def run_export(request: ExportRequest, log: Callable[[str], None] = print) -> di
     outdir = Path(req.outdir)
     if outdir.exists() and not outdir.is_dir():
         raise UserInputError(f"{outdir} exists and is not a directory")
+    check_target_reachable(req, log)
     stages = Stages(outdir, force=req.force, log=log)
-    source = {"model": req.model, "weights": req.weights, "weights_sha": file_digest(req.weights),
+    source = {"model": model_fingerprint(req.model), "weights": req.weights, "weights_sha": file_digest(req.weights),
               "input_shape": req.input_shape}
     analysis = stages.run("analyze", "analyze", {**source, "profile": req.profile.to_dict(), "scheme": req.scheme,
                                                   "precision": req.precision, "mac_budget": req.mac_budget,
@@ -93,3 +132,23 @@ def run_export(request: ExportRequest, log: Callable[[str], None] = print) -> di
     from edgecomp.pipeline.summary import write_summary
 
     return write_summary(req, outdir, analysis, history, stages.record)
+
+
+def check_target_reachable(req: ExportRequest, log: Callable[[str], None]) -> None:
+    """Contact a remote target once before any stage runs, so an unreachable board costs seconds, not a
+    whole compression (TargetConnectionError, exit code 2, says why)."""
+    from runtime.errors import TargetConnectionError
+    from runtime.transport import open_transport, parse_target
+
+    target = req.target or req.profile.target.url or "local"
+    if parse_target(target).kind == "local":
+        return
+    transport = open_transport(target, python=req.profile.target.python, workdir=req.profile.target.workdir)
+    try:
+        transport.prepare()
+    except TargetConnectionError as exc:
+        raise TargetConnectionError(f"{exc} (check --target, or pass --target local to measure on this host as a "
+                                    "stand-in for the device)") from exc
+    finally:
+        transport.close()
+    log(f"[target] {target} is reachable")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgecomp.pipeline.fingerprints import data_fingerprint, folder_digests, sha256_file
 from edgecomp.pipeline.stages import Stages, file_digest
 
 ANALYZE_FOLDER = "analyze"
@@ -62,7 +63,7 @@ def run_rounds(req, stages: Stages, analysis: dict, source: dict, log) -> list[d
     if req.cost == "latency":
         from edgecomp.pipeline.latency_table import measure_latency_table
 
-        table = stages.run("latency-table", "latency-table", {**source, "profile": req.profile.name,
+        table = stages.run("latency-table", "latency-table", {**source, "profile": req.profile.to_dict(),
                                                                "target": req.target, "scheme": req.scheme},
                            lambda folder: measure_latency_table(req, analysis, folder, log))
     at_minimum = False
@@ -71,9 +72,10 @@ def run_rounds(req, stages: Stages, analysis: dict, source: dict, log) -> list[d
         entry: dict = {"round": k, "mac_budget_override": mac_budget, "at_minimum": at_minimum}
         compressed = None
         if compress_needed:
-            inputs = {**source, "profile": req.profile.name, "method": req.method, "scheme": req.scheme,
+            inputs = {**source, "profile": req.profile.to_dict(), "method": req.method, "scheme": req.scheme,
                       "mac_budget": mac_budget, "memory_budget": req.memory_budget, "precision": req.precision,
-                      "data": req.data, "eval_data": req.eval_data, "finetune_epochs": req.finetune_epochs,
+                      "data": data_fingerprint(req.data), "eval_data": data_fingerprint(req.eval_data),
+                      "finetune_epochs": req.finetune_epochs, "cobla": req.cobla,
                       "distill": req.distill, "seed": req.seed, "cost": req.cost, "latency_table": table,
                       "latency_budget_ms": budget_ms}
             entry["compress"] = stages.run(
@@ -85,12 +87,14 @@ def run_rounds(req, stages: Stages, analysis: dict, source: dict, log) -> list[d
             log(f"[compress] the original model fits {req.profile.name}'s budgets "
                 f"({analysis['original_macs']:,} MACs <= {analysis['mac_budget']:,.0f}): skipping compression")
             entry["compress"] = {"skipped": True, "reason": "the original model already fits the budgets"}
-        export_inputs = {**source, "compressed": compressed, "compress": entry["compress"].get("fingerprint"),
-                         "profile": req.profile.name, "precision": req.precision, "target": req.target,
-                         "data": req.data}
+        export_inputs = {**source, "compressed": compressed,
+                         "compressed_files": folder_digests(compressed) if compressed else None,
+                         "profile": req.profile.to_dict(), "precision": req.precision, "target": req.target,
+                         "data": data_fingerprint(req.data), "int8": int8_choice(req)}
         entry["export"] = stages.run("export", f"round-{k}/export", export_inputs,
                                      lambda folder: export_stage(req, folder, compressed, analysis, log))
-        verify_inputs = {**export_inputs, "artifact_sha": entry["export"]["artifact_sha256"], "eval_data": req.eval_data,
+        verify_inputs = {**export_inputs, "artifact_sha": sha256_file(entry["export"]["artifact"]),
+                         "eval_data": data_fingerprint(req.eval_data),
                          "latency_budget_ms": budget_ms, "percentile": req.percentile,
                          "max_accuracy_drop": req.max_accuracy_drop, "measure": req.measure}
         entry["verify"] = stages.run("verify", f"round-{k}/verify", verify_inputs,
@@ -152,7 +156,7 @@ def compress_stage(req, folder: Path, mac_budget: str | None, table, budget_ms, 
         model=req.model, outdir=str(folder), weights=req.weights, trust_pickle=req.trust_pickle,
         input_shape=req.input_shape, profile=req.profile, mac_budget=mac_budget, memory_budget=req.memory_budget,
         precision=req.precision, method=method, scheme=req.scheme, data=req.data, eval_data=req.eval_data,
-        seed=req.seed, cobla=CoblaOptions(seed=req.seed), lc=LCOptions(seed=req.seed),
+        seed=req.seed, cobla=CoblaOptions(**{**req.cobla, "seed": req.seed}), lc=LCOptions(seed=req.seed),
         finetune_epochs=req.finetune_epochs if req.data else 0.0, distill=req.distill, progress=req.progress,
         latency_table=table, latency_budget_ms=budget_ms if table else None,
     )
@@ -189,13 +193,34 @@ def stand_in_providers(req) -> list[str]:
     return [p for p in req.profile.execution_providers if p in available] or ["CPUExecutionProvider"]
 
 
+def int8_runs_on(req) -> str:
+    """Which CPU (or GPU) an INT8 artifact of this run is quantized for (exporters.cpu_features)."""
+    from exporters.cpu_features import int8_runs_on as runs_on
+    from runtime.transport import parse_target
+
+    local = parse_target(req.target or req.profile.target.url or "local").kind == "local"  # host or stand-in
+    return runs_on(req.profile.runtime, local=local)
+
+
+def int8_choice(req) -> dict | None:
+    """The INT8 weight range this machine would choose now: part of the export stage's inputs, so a run
+    resumed on a CPU that needs another range re-quantizes."""
+    if req.precision != "int8":
+        return None
+    from exporters.cpu_features import int8_settings
+
+    settings = int8_settings(int8_runs_on(req))
+    return {"runs_on": settings.runs_on, "reduce_range": settings.reduce_range}
+
+
 def export_stage(req, folder: Path, compressed: str | None, analysis: dict, log) -> dict:
     from exporters import build_metadata, export_onnx, quantize_int8
     from exporters.calib_data import calibration_from_spec
     from edgecomp.factor import load_compressed
-    from runtime.transport.base import sha256_file
 
-    loaded = load_compressed(compressed) if compressed else _load_source(req)
+    # The spec on this command's own command line rebuilds the architecture (the recipe's never decides what runs).
+    loaded = (load_compressed(compressed, model_spec=req.model, trust_pickle=req.trust_pickle) if compressed
+              else _load_source(req))
     input_shape = tuple(analysis["input_shape"])
     recipe = loaded.recipe or {}
     metadata = build_metadata(source_model=req.model, weights=req.weights, device=req.profile.name,
@@ -210,8 +235,9 @@ def export_stage(req, folder: Path, compressed: str | None, analysis: dict, log)
     elif int8:
         calib, evaluation, labels = calibration_from_spec(req.data, 256, input_shape)
         q = quantize_int8(onnx.path, folder / "model.int8.onnx", calib, eval_data=evaluation, eval_labels=labels,
-                          symmetric_activations=req.profile.runtime == "tensorrt")
-        out["int8"] = {"path": str(q.path), "top1_agreement": q.top1_agreement, "accuracy_drop": q.accuracy_drop}
+                          symmetric_activations=req.profile.runtime == "tensorrt", runs_on=int8_runs_on(req))
+        out["int8"] = {"path": str(q.path), "top1_agreement": q.top1_agreement, "accuracy_drop": q.accuracy_drop_points,
+                       "int8_settings": q.int8_settings}
         out["artifact"] = str(q.path)
     if req.profile.runtime == "tensorrt":
         out.update(tensorrt_artifact(req, folder, Path(out["artifact"]), input_shape, log))
@@ -279,7 +305,7 @@ def verify_stage(req, folder: Path, export: dict, budget_ms: float | None, log) 
         "verdict": result.verdict,
         "gates": [{"name": g["name"], "status": g["status"], "measured": g["measured"], "threshold": g["threshold"],
                    "unit": g["unit"], "message": g["message"]} for g in report["gates"]],
-        "latency": {k: latency.get(k) for k in ("mean", "p50", "p90", "p99", "cv", "unstable", "n")},
+        "latency": {k: latency.get(k) for k in ("mean", "p50", "p90", "p99", "cv", "robust_cv", "unstable", "n")},
         "accuracy": report["report"].get("accuracy"),
         "reference": report["report"].get("reference"),
         "context": result.report.context_line(),

@@ -1,8 +1,11 @@
 """Resumable stages: each stage owns a folder and is finished when its stage.json is written.
 
-stage.json holds a fingerprint of the stage's inputs; a re-run with the same OUTDIR reuses a stage
-whose fingerprint matches (unless forced) and redoes it otherwise. A failing stage raises
-StageError naming itself and never touches earlier stages' folders.
+stage.json holds the stage's inputs (with the sha256 of every file they name, read from disk when
+the stage is asked for: edgecomp.pipeline.fingerprints) and the sha256 of every file the stage
+wrote into its folder. A re-run with the same OUTDIR reuses a stage only when both still match:
+the same inputs, and every output file unchanged on disk. Otherwise the stage is redone, with a
+line saying why (which inputs changed, or which output file is missing or was modified). A
+failing stage raises StageError naming itself and never touches earlier stages' folders.
 """
 
 from __future__ import annotations
@@ -11,12 +14,11 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from edgecomp.errors import EdgecompError
 from edgecomp.io import to_jsonable, write_json
-
-STAGE_FILE = "stage.json"
+from edgecomp.pipeline.fingerprints import STAGE_FILE, changed_files, folder_digests, sha256_file
 
 
 class StageError(EdgecompError):
@@ -31,13 +33,27 @@ def fingerprint(inputs: dict) -> str:
 
 
 def file_digest(path: str | Path | None) -> str | None:
-    if not path or not Path(path).is_file():
-        return None
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
+    """sha256 of a file on disk (None if absent): what a stage's inputs record about a file."""
+    return sha256_file(path)
+
+
+def _changed_inputs(before: dict, now: dict) -> list[str]:
+    before, now = to_jsonable(before), to_jsonable(now)
+    return sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+
+
+def stale_reason(done: dict, inputs: dict, path: Path) -> str | None:
+    """Why a finished stage in `path` (its stage.json `done`) cannot be reused; None if it can."""
+    if done.get("fingerprint") != fingerprint(inputs):
+        keys = _changed_inputs(done.get("inputs") or {}, inputs)
+        return f"its inputs changed ({', '.join(keys) or 'format'})"
+    if "outputs" not in done:
+        return "it was written without output digests (an older edgecomp)"
+    changed = changed_files(path, done["outputs"])
+    if changed:
+        shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+        return f"{shown} changed or vanished on disk since the stage wrote {'it' if len(changed) == 1 else 'them'}"
+    return None
 
 
 class Stages:
@@ -48,20 +64,22 @@ class Stages:
         self.record: list[dict] = []
 
     def run(self, name: str, folder: str, inputs: dict, body: Callable[[Path], dict]) -> dict:
-        """Run `body(folder)` unless a finished stage with the same inputs is there; return its result."""
+        """Run `body(folder)` unless a finished stage with the same inputs and intact outputs is there."""
         path = self.outdir / folder
-        fp = fingerprint(inputs)
         marker = path / STAGE_FILE
         if not self.force and marker.is_file():
             try:
                 done = json.loads(marker.read_text())
             except (OSError, json.JSONDecodeError):
                 done = {}
-            if done.get("fingerprint") == fp:
+            why = stale_reason(done, inputs, path) if done else "its stage.json is unreadable"
+            if why is None:
                 self.log(f"[{name}] reusing finished stage in {path}")
                 self.record.append({"stage": name, "folder": folder, "reused": True, "seconds": 0.0})
                 return done["result"]
-        self.log(f"[{name}] running")
+            self.log(f"[{name}] redoing {path}: {why}")
+        else:
+            self.log(f"[{name}] running")
         start = time.perf_counter()
         path.mkdir(parents=True, exist_ok=True)
         marker.unlink(missing_ok=True)  # the stage is unfinished until it completes again
@@ -69,9 +87,12 @@ class Stages:
             result = body(path)
         except EdgecompError as exc:
             raise StageError(name, exc) from exc
-        except Exception as exc:  # an unexpected failure still names its stage
-            raise StageError(name, exc) from exc
+        except Exception as exc:  # our bug: keep its traceback (the CLI asks to report it), naming the stage
+            if hasattr(exc, "add_note"):
+                exc.add_note(f"(in edgecomp export stage '{name}', folder {path})")
+            raise
         seconds = time.perf_counter() - start
-        write_json(marker, {"stage": name, "fingerprint": fp, "inputs": inputs, "seconds": seconds, "result": result})
+        write_json(marker, {"stage": name, "fingerprint": fingerprint(inputs), "inputs": inputs,
+                            "outputs": folder_digests(path), "seconds": seconds, "result": result})
         self.record.append({"stage": name, "folder": folder, "reused": False, "seconds": seconds})
         return result
