@@ -91,6 +91,9 @@ def _cases() -> list[Case]:
         c(values, "compress --precision int8 on a device without int8", ("compress", "zoo:tiny_cnn", "--device", "jetson-nano", "--precision", "int8", "--method", "uniform", "-o", "out"), "does not support precision 'int8'"),
         c(model, "NaN in the weights (compress)", ("compress", "zoo:tiny_cnn", "--weights", "nan.pt", *BUDGET, "-o", "out"), "layer 'conv2' weight has 3 NaN"),
         c(model, "NaN in the weights (inspect)", ("inspect", "zoo:tiny_cnn", "--weights", "nan.pt"), "layer 'conv2' weight has 3 NaN"),
+        c(model, "weights file of random bytes (.pt)", ("compress", "zoo:tiny_cnn", "--weights", "random.pt", *BUDGET, "-o", "out"), "corrupt or not a PyTorch checkpoint"),
+        c(data, "data file of random bytes (.npz)", ("evaluate", "zoo:tiny_cnn", "--data", "random.npz"), "corrupt or not an .npz"),
+        c(model, "a model factory that calls sys.exit(0)", ("verify", "tiny.onnx", *FAST, "--data", "good.npz", "--reference", "quits.py:build"), "sys.exit(0)"),
         c(model, "a model with no Conv/Linear layer", ("compress", "nolayers.py:build", "--input-shape", "1,1,4,4", *BUDGET, "-o", "out"), "no decomposable layer"),
         c(model, "a device profile missing 5 fields", ("compress", "zoo:tiny_cnn", "--profile", "broken.yaml", "--method", "uniform", "-o", "out"), "missing required fields"),
         c(stop, "Ctrl-C during compress", ("compress", "zoo:tiny_cnn", "--mac-budget", "0.5", "--data", "started.py:train", "--sample", "1", "--max-iter", "500", "-o", "out"),
@@ -125,6 +128,7 @@ STARTED_PY = textwrap.dedent(f'''
         return data
 ''')
 BROKEN_YAML = "name: broken\nruntime:\n  kind: onnxruntime\n"
+QUITS_PY = "import sys\n\n\ndef build():\n    sys.exit(0)\n"
 
 
 def make_fixtures(folder: Path) -> Path:
@@ -150,6 +154,9 @@ def make_fixtures(folder: Path) -> Path:
     (folder / "three.py").write_text(THREE_PY)
     (folder / "started.py").write_text(STARTED_PY)
     (folder / "broken.yaml").write_text(BROKEN_YAML)
+    (folder / "quits.py").write_text(QUITS_PY)
+    (folder / "random.pt").write_bytes(rng.bytes(4096))
+    (folder / "random.npz").write_bytes(rng.bytes(4096))
     export_onnx(tiny_cnn(), folder / "tiny.onnx", (1, 1, 28, 28))
     return folder
 
@@ -234,7 +241,7 @@ internal error (a bug, not a mistake) also exits 2, but prints its traceback and
 
 Produced by `python benchmarks/robustness_table.py`, which runs each command in a scratch directory
 holding the files it names (`afile` is a regular file, `loop` a symbolic link to itself, `*.npz` tiny
-datasets, `nan.pt` weights with 3 NaN values, `broken.yaml` a profile with 5 fields missing,
+datasets, `random.pt`/`random.npz` random bytes, `nan.pt` weights with 3 NaN values, `broken.yaml` a profile with 5 fields missing,
 `three.py:build` a 3-class model, `tiny.onnx` the exported `zoo:tiny_cnn`). tests/test_bad_input.py
 runs the same cases and checks that this table lists exactly them.
 """

@@ -32,6 +32,9 @@ VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # int32 accumulation of u8
 INT8_FLAGS = ("sse4_1", "avx2", "avx512bw", *VNNI_FLAGS, "asimd", "asimddp", "i8mm")
 X86_MACHINES = ("x86_64", "amd64", "x64", "i386", "i486", "i586", "i686", "x86")
 ARM_MACHINES = ("aarch64", "arm64", "armv7l", "armv8l", "armv7", "armv8", "arm")
+# ONNX Runtime session option (onnxruntime_session_options_config_keys.h): on x86 CPUs whose u8*s8
+# kernels saturate, run quantized MatMul/Conv with exact u8*u8 kernels instead; no effect elsewhere.
+EXACT_X86_INT8 = "session.x64quantprecision"
 RUNS_ON = ("host", "unknown", "gpu")  # or a CpuInfo (e.g. the target's, from the agent)
 
 # numpy's CPUID probe (a cross-check of /proc/cpuinfo, and the only source off Linux).

@@ -27,7 +27,7 @@ from edgecomp.errors import UserInputError, VerificationError
 from edgecomp.io import atomic_path
 from exporters.entropy import install_fast_entropy
 from exporters.calib_data import check_sample_shape, concat, to_batches
-from exporters.cpu_features import Int8Settings, host_cpu, int8_settings, saturates
+from exporters.cpu_features import EXACT_X86_INT8, Int8Settings, host_cpu, int8_settings, saturates
 from exporters.metadata import int8_metadata
 from exporters.onnx_check import graph_inputs, load_onnx_checked, node_counts
 from exporters.verify import compare_outputs, cpu_session, run_batched
@@ -60,9 +60,6 @@ class QuantResult:
     exact_kernels: bool = False  # measured with ONNX Runtime's exact x86 int8 kernels (see int8_reference_session)
 
 
-# ONNX Runtime session option (onnxruntime_session_options_config_keys.h): on x86 CPUs whose u8*s8
-# kernels saturate, run quantized MatMul/Conv with exact u8*u8 kernels instead; no effect elsewhere.
-EXACT_X86_INT8 = "session.x64quantprecision"
 
 
 def int8_reference_session(model):

@@ -245,7 +245,8 @@ class OrtRunner:
 
     runtime = "onnxruntime"
 
-    def __init__(self, model_path, providers, threads=None, graph_optimization_level="all", log_severity=3):
+    def __init__(self, model_path, providers, threads=None, graph_optimization_level="all", log_severity=3,
+                 session_config=None):
         ort = _import("onnxruntime")
         _import("numpy")
         self.version = ort.__version__
@@ -269,6 +270,9 @@ class OrtRunner:
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, GRAPH_OPT_LEVELS[graph_optimization_level])
         if threads is not None:
             options.intra_op_num_threads = int(threads)
+        self.session_config = dict(session_config or {})
+        for key, value in self.session_config.items():
+            options.add_session_config_entry(str(key), str(value))
         try:
             self.session = ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/NoSuchFile types
@@ -300,6 +304,7 @@ class OrtRunner:
             "providers_used": self.providers_used,
             "threads": self.threads,
             "graph_optimization_level": self.graph_optimization_level,
+            "session_config": self.session_config,
             "input_name": self.input_name,
             "input_shape": self.input_shape,
             "input_dtype": self.input_dtype,
@@ -447,6 +452,7 @@ def open_runner(request):
             request.get("providers") or ["CPUExecutionProvider"],
             threads=request.get("threads"),
             graph_optimization_level=request.get("graph_optimization_level", "all"),
+            session_config=request.get("session_config"),
         )
     if runtime == "tensorrt":
         return TrtRunner(request["model"])
@@ -543,7 +549,11 @@ def check_modules(runtime):
 
 
 def execute(request):
-    """Run one measurement request (dict) and return the result dict (raises AgentError)."""
+    """Run one measurement request (dict) and return the result dict (raises AgentError).
+
+    {"action": "environment"} only describes the target (python, machine, CPU flags, runtimes)."""
+    if request.get("action") == "environment":
+        return {"ok": True, "environment": environment()}
     check_modules(request.get("runtime"))
     np = _import("numpy")
     runner = open_runner(request)

@@ -43,6 +43,7 @@ class Artifact:
     input_dtype: str | None = None
     precision: str | None = None       # fp32 | fp16 | int8 (from the graph), None if unknown
     opset: int | None = None
+    output_width: int | None = None    # classes of a static (N, C) first output; None if unknown
 
     @property
     def runtime(self) -> str:
@@ -117,7 +118,7 @@ def _artifact(path: Path, kind: str, given: Path, **kw) -> Artifact:
 
 
 def _inspect_onnx(path: Path, given: Path, **kw) -> Artifact:
-    from exporters.onnx_check import graph_inputs, load_onnx_checked
+    from exporters.onnx_check import graph_inputs, graph_outputs, load_onnx_checked
 
     model = load_onnx_checked(path)
     inputs = graph_inputs(model)
@@ -126,6 +127,9 @@ def _inspect_onnx(path: Path, given: Path, **kw) -> Artifact:
     spec = inputs[0]
     shape = tuple(d if isinstance(d, int) and d > 0 else None for d in spec.dims)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    outputs = graph_outputs(model)
+    dims = list(outputs[0].dims) if outputs else []
+    width = dims[1] if len(dims) == 2 and isinstance(dims[1], int) and dims[1] > 0 else None
     return _artifact(
         path, "onnx", given,
         metadata={p.key: p.value for p in model.metadata_props},
@@ -134,6 +138,7 @@ def _inspect_onnx(path: Path, given: Path, **kw) -> Artifact:
         input_dtype=spec.dtype,
         precision=_precision(model),
         opset=opset,
+        output_width=width,
         **kw,
     )
 

@@ -8,7 +8,11 @@ Latency gate (budget B ms on percentile p, confidence c, default 0.99; samples i
         The samples are cut into k <= 10 contiguous time blocks, the percentile is estimated per
         block, and their spread around the pooled estimate q gives the sectioning bounds
         q -+ t_{c,k-1} S / sqrt(k) (stats.py eq. 3). The gate uses the union
-            L = max(0, min(L_os, q - t S / sqrt(k))),   U = max(U_os, q + t S / sqrt(k)).
+            L = min(L_os, max(q - t S / sqrt(k), min_j q_j)),   U = max(U_os, q + t S / sqrt(k)).
+        The floor min_j q_j: the run's latency distribution is the mixture of its blocks', and a
+        mixture's p-quantile is never below the smallest of its components' p-quantiles. Without
+        it one slow burst (a neighbour starting late in the run) makes S so large that L falls to
+        0 and a budget missed 1000x could not FAIL.
         For i.i.d. data both intervals estimate the same sampling error, so [L, U] stays close to
         [L_os, U_os]; under drift or modes that change over time the block estimates disagree and
         [L, U] widens. A rare stall (beyond the percentile) moves neither q nor the q_j much.
@@ -86,7 +90,7 @@ def latency_gate(stats: LatencyStats, budget_ms: float, percentile: float, *,
     if widen:
         section = sectioned_percentile(stats.samples_ms, percentile, ps.confidence)
         if section is not None:
-            lower = max(0.0, min(lower, section.lower_bound))
+            lower = min(lower, max(section.lower_bound, min(section.block_estimates)))
             upper = max(upper, section.upper_bound)
     details = {
         "percentile": percentile,

@@ -42,13 +42,12 @@ def evaluation_module(target: str, weights: str | None = None, *, trust_pickle: 
     """(module, what runs it) for scoring TARGET: an output directory's model.onnx in ONNX Runtime when it
     has one (no code runs), else the PyTorch model (edgecomp.factor.load_model_or_outdir decides what
     may be rebuilt)."""
-    from edgecomp.factor import is_compressed_dir, load_model_or_outdir
+    from edgecomp.factor import load_model_or_outdir
+    from edgecomp.factor.recipe import is_outdir_target
     from edgecomp.outdir import ONNX_FILE
 
     onnx = Path(target) / ONNX_FILE
-    if is_compressed_dir(target) and onnx.is_file():
-        if weights:
-            raise UserInputError(f"{target} is a compress output directory; it has its own weights (drop --weights)")
+    if is_outdir_target(target, weights) and onnx.is_file():
         return OnnxRuntimeModule(onnx), f"onnxruntime ({onnx})"
     loaded = load_model_or_outdir(target, weights, trust_pickle=trust_pickle, trust_code=trust_code)
     return loaded.module, "pytorch"

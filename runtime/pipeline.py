@@ -69,8 +69,10 @@ class MeasureSettings:
             raise UserInputError(f"--seed must be a non-negative integer, got {self.seed!r}")
         if self.timeout_s is not None and not 0 < self.timeout_s < math.inf:
             raise UserInputError("--timeout must be a finite number > 0")
-        if self.unstable_policy not in (*G.UNSTABLE_POLICIES, "inconclusive"):
-            raise UserInputError(f"unstable policy must be one of {G.UNSTABLE_POLICIES}")
+        try:
+            G.unstable_policy_name(self.unstable_policy)
+        except ValueError as exc:
+            raise UserInputError(str(exc)) from None
 
 
 def check_gate_options(latency_budget_ms: float | None = None, percentile: float | None = None,
@@ -192,6 +194,10 @@ def measure(
             iterations = needed
 
     pool = build_inputs(artifact, data_spec, samples=settings.samples, seed=settings.seed, batch_size=batch_size)
+    if pool.y is not None and artifact.output_width is not None:  # before the (possibly remote) run, not after
+        from edgecomp.data.fit import check_labels
+
+        check_labels(pool.y, artifact.output_width, data=data_spec, model=artifact.path.name)
     ref = (find_reference(artifact, reference, trust_code=trust_code)
            if (need_reference or compare or reference is not None) else None)
 
@@ -208,6 +214,14 @@ def measure(
         notes.append(f"{profile.name} runs {request['threads']} threads; this stand-in host has {host_cores} "
                      f"cores, so it ran {host_cores}")
         request["threads"] = host_cores
+    if target_info["stand_in"] and artifact.kind == "onnx" and artifact.precision == "int8":
+        # Quantized for the device (full-range weights for a GPU, ARM or VNNI CPU): this host's x86 int8
+        # kernels may saturate where the device's do not, so the stand-in computes it exactly.
+        from exporters.cpu_features import EXACT_X86_INT8
+
+        request["session_config"] = {EXACT_X86_INT8: "1"}
+        notes.append(f"INT8 measured with ONNX Runtime's exact x86 int8 kernels ({EXACT_X86_INT8}=1), as the device "
+                     "computes it; their latency is not the device's")
     request.update(
         batch_size=batch_size,
         warmup_s=settings.warmup_s,
@@ -278,6 +292,7 @@ def measure(
             "providers_overridden": providers is not None,
             "threads": runner.get("threads"),
             "graph_optimization_level": runner.get("graph_optimization_level"),
+            "session_config": runner.get("session_config") or {},
             "precision": artifact.precision or f"{profile.default_precision} (profile default; not read from the engine)",
             "input_name": runner.get("input_name"),
             "input_dtype": runner.get("input_dtype"),

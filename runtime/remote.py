@@ -95,3 +95,14 @@ def run_agent(
             transport.remove_run_dir(run_id)
     staged = {"uploaded": list(transport.uploaded), "reused": list(transport.reused)}
     return AgentRun(result=result, outputs=outputs, inputs=inputs_made, staged=staged)
+
+
+def probe_environment(transport: Transport, *, timeout: float | None = 120) -> dict[str, Any]:
+    """The target's environment as its agent reports it (python, machine, CPU flags, runtimes): one
+    round trip, which also proves the target is reachable and can run the agent."""
+    transport.prepare()
+    agent_path = transport.stage(AGENT_FILE)
+    done = transport.run_agent(agent_path, ["--request", agent_module.encode_request({"action": "environment"})],
+                               timeout=timeout)
+    return parse_agent_output(done, transport)["environment"]
+

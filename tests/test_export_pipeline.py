@@ -48,6 +48,33 @@ def test_whole_pipeline_with_compression_then_reuse_and_force(tmp_path, data):
     assert not any(s["reused"] for s in forced["stages"])
 
 
+def test_damaged_stage_outputs_are_redone_with_a_reason_even_in_compress(tmp_path, data):
+    out = tmp_path / "out"
+    args = ["zoo:tiny_cnn", "--device", "x86-host", "--target", "local", "--data", data, "--eval-data", data,
+            "--mac-budget", "0.5", "--method", "pos-cvx", "--finetune-epochs", "0", "--max-accuracy-drop", "1",
+            "-o", str(out), "--json"]
+    assert _run(args).exit_code == 0
+    weights = out / "round-1" / "compress" / "model.safetensors"
+    original = weights.read_bytes()
+    weights.write_bytes(original[:100])  # a truncated copy of edgecomp's own output
+    (tmp_path / "keep.txt").write_text("a file of the user's beside the output")
+    rerun = _run(args)
+    assert rerun.exit_code == 0, rerun.output
+    assert "[compress] redoing" in rerun.stderr and "model.safetensors changed" in rerun.stderr
+    assert weights.read_bytes() == original  # rebuilt, identical (seeded)
+    assert (tmp_path / "keep.txt").is_file()
+
+    weights.write_bytes(b"")  # --force redoes every stage, damaged outputs included
+    assert _run([*args, "--force"]).exit_code == 0 and weights.read_bytes() == original
+
+    # a stage.json naming a file outside its folder never makes edgecomp delete that file
+    stage = out / "round-1" / "export" / "stage.json"
+    doc = json.loads(stage.read_text())
+    doc["outputs"]["../../../keep.txt"] = "0" * 64
+    stage.write_text(json.dumps(doc))
+    assert _run(args).exit_code == 0 and (tmp_path / "keep.txt").is_file()
+
+
 def test_closed_loop_tightens_mac_budget_when_latency_is_missed(tmp_path, data):
     out = tmp_path / "loop"
     result = _run(["zoo:tiny_cnn", "--device", "x86-host", "--target", "local", "--data", data, "--method", "pos-cvx",
@@ -121,3 +148,30 @@ def test_users_absolute_mac_budget_below_minimum_is_refused_not_clamped(tmp_path
                    "--method", "pos-cvx", "-o", str(tmp_path / "o")])
     assert result.exit_code == 2
     assert "minimum achievable" in result.output and "stage 'compress' failed" in result.output
+
+
+def test_int8_for_a_gpu_device_is_measured_exactly_on_an_x86_stand_in(tmp_path, data):
+    """Full-range INT8 weights (TensorRT) would saturate this host's int8 kernels if it lacks VNNI; the
+    stand-in therefore runs ONNX Runtime's exact kernels and says so."""
+    out = tmp_path / "i8"
+    result = _run(["zoo:tiny_cnn", "--device", "jetson", "--target", "local", "--precision", "int8", "--data", data,
+                   "--eval-data", data, "--method", "pos-cvx", "--mac-budget", "0.5", "--finetune-epochs", "0",
+                   "--max-accuracy-drop", "1", "-o", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["final"]["export"]["artifact"].endswith("model.int8.onnx")
+    verify = json.loads((out / "round-1" / "verify" / "verify.json").read_text())["report"]
+    assert verify["runtime"]["session_config"] == {"session.x64quantprecision": "1"}
+    assert any("exact x86 int8 kernels" in n for n in verify["notes"])
+
+
+
+def test_a_stand_in_never_tightens_the_budget_from_its_own_latency(tmp_path, data):
+    """A Jetson's 0.0005 ms budget missed on this host says nothing about the Jetson: one round, FAIL, a note."""
+    result = _run(["zoo:tiny_cnn", "--device", "jetson", "--target", "local", "--data", data, "--method", "pos-cvx",
+                   "--latency-budget-ms", "0.0005", "--max-rounds", "3", "--finetune-epochs", "0",
+                   "-o", str(tmp_path / "o"), "--json"])
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert len(report["rounds"]) == 1
+    assert any("not tightened from a stand-in" in n for n in report["notes"])

@@ -13,6 +13,7 @@ qemu-x86_64 is installed, on an emulated x86 CPU without VNNI (Haswell) whose in
 from __future__ import annotations
 
 import json
+import platform
 import shutil
 import subprocess
 import sys
@@ -39,7 +40,7 @@ from exporters.cpu_features import (
 )
 from exporters.entropy import kl_threshold
 from exporters.mobile import MAX_INT8_ERROR_STEPS, output_steps, quantized_agreement
-from exporters.ort_quant import EXACT_X86_INT8
+from exporters.cpu_features import EXACT_X86_INT8
 from exporters.verify import cpu_session
 
 MAX_INT8_DROP_POINTS = 1.5
@@ -218,8 +219,9 @@ def test_quantize_for_a_given_cpu_records_it(trained_onnx, fmnist, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(
-    shutil.which("qemu-x86_64") is None or not sys.platform.startswith("linux"),
-    reason="needs qemu-x86_64 (Debian: qemu-user) to emulate an x86 CPU without VNNI",
+    shutil.which("qemu-x86_64") is None or not sys.platform.startswith("linux")
+    or platform.machine() not in ("x86_64", "AMD64"),
+    reason="needs an x86-64 Linux host with qemu-x86_64 (Debian: qemu-user) to emulate an x86 CPU without VNNI",
 )
 def test_weight_ranges_on_an_emulated_cpu_without_vnni(trained_onnx, fmnist, tmp_path):
     """Under qemu's Haswell (AVX2, no VNNI) ONNX Runtime runs its saturating u8*s8 kernels for real."""

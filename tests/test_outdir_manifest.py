@@ -110,3 +110,16 @@ def test_directory_from_before_manifests_is_adopted(tmp_path):
     compress(out)
     assert (out / "notes.txt").read_text() == "mine"
     assert read_manifest(out)["model.onnx"]["by"] == "compress"
+
+
+def test_convert_into_an_outdir_never_replaces_its_float_model_or_a_users_file(outdir, tmp_path):
+    onnx_before = digest(outdir / "model.onnx")
+    refused = cli("convert", outdir, "--format", "onnx", "--precision", "int8", "--calib-data", "fashion-mnist:train",
+                  "-o", outdir)
+    assert refused.exit_code == 2 and "name the INT8 file" in refused.output
+    (outdir / "model.int8.onnx").write_text("the user's own file")
+    refused = cli("convert", outdir, "--format", "onnx", "--precision", "int8", "--calib-data", "fashion-mnist:train",
+                  "-o", outdir / "model.int8.onnx")
+    assert refused.exit_code == 2 and "edgecomp did not write it" in refused.output
+    assert (outdir / "model.int8.onnx").read_text() == "the user's own file"
+    assert digest(outdir / "model.onnx") == onnx_before

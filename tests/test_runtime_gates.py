@@ -63,6 +63,37 @@ def _stalls(rng, n=1000):
 NOISE = {"lognormal": _lognormal, "drift": _drift, "bimodal": _bimodal, "pareto": _pareto, "stalls": _stalls}
 
 
+def _burst(rng, n=3000, slowdown=10.0):
+    x = rng.lognormal(np.log(0.3), 0.03, n)
+    x[int(0.9 * n):] *= slowdown                            # a neighbour's job takes the core for the last 10%
+    return x
+
+
+@pytest.mark.parametrize("slowdown", [3.0, 10.0, 40.0])
+def test_a_late_burst_cannot_stop_a_1000x_verdict(slowdown):
+    """One slow block makes the block spread huge; the widened lower bound stays above the fastest block.
+    (The threshold forces the widening: here the burst is 10% of the run, which the robust CV tolerates.)"""
+    s = summarize(_burst(np.random.default_rng(0), slowdown=slowdown), percentiles=(90,), cv_threshold=1e-9)
+    p90 = s.percentile(90).value
+    gate = G.latency_gate(s, p90 / 1000, 90)
+    assert gate.details["widened"] and gate.details["lower_bound_ms"] > 0.25
+    assert gate.status == G.FAIL
+    assert G.latency_gate(s, p90 * 1000, 90).status == G.PASS
+
+
+def test_short_runs_with_stalls_decide_far_budgets_for_every_seed():
+    """64 samples (the p90 minimum) cut into 3 blocks, with 2% or 5% of 10x stalls, over 300 seeds."""
+    for share in (0.02, 0.05):
+        for seed in range(300):
+            rng = np.random.default_rng(seed)
+            x = rng.lognormal(0.0, 0.05, 64)
+            x[rng.random(64) < share] *= 10.0
+            s = summarize(x, percentiles=(90,), cv_threshold=1e-9)  # always unstable: always widened
+            p90 = s.percentile(90).value
+            assert G.latency_gate(s, p90 / 1000, 90).status == G.FAIL, (share, seed)
+            assert G.latency_gate(s, p90 * 1000, 90).status == G.PASS, (share, seed)
+
+
 @pytest.mark.parametrize("kind", sorted(NOISE))
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_latency_gate_decides_far_budgets_whatever_the_noise(kind, seed):

@@ -182,3 +182,48 @@ def test_missing_python_on_target_is_named(sshd, model):
     with pytest.raises(TargetDependencyError, match="python interpreter '/no/such/python3' not found"):
         runtime.profile_artifact(model["path"], load_profile("raspberry-pi-5"), target=_url(sshd), settings=FAST,
                                  target_options=_options(sshd, python="/no/such/python3"))
+
+
+def test_export_contacts_the_board_first_and_quantizes_for_its_cpu(sshd, tmp_path):
+    """`edgecomp export` to an SSH board: the agent reports the board's CPU before any stage runs, and
+    the INT8 weights are chosen for that CPU (recorded in the artifact's metadata)."""
+    import json
+
+    import onnx
+    import yaml
+    from click.testing import CliRunner
+
+    from edgecomp.cli import main
+
+    profile = load_profile("raspberry-pi-5").to_dict()
+    profile.update(name="loopback-board", aliases=[])
+    profile["target"].update(python=sys.executable, workdir=str(tmp_path / "board"))
+    (tmp_path / "board.yaml").write_text(yaml.safe_dump(profile))
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.random((96, 1, 28, 28), dtype=np.float32), y=rng.integers(0, 10, 96))
+    known_hosts = sshd["options"][sshd["options"].index("-o") + 1]
+    url = (f"{_url(sshd)}?identity_file={sshd['identity']}&option={known_hosts}"
+           "&option=StrictHostKeyChecking=yes")
+    result = CliRunner().invoke(main, [
+        "export", "zoo:tiny_cnn", "--profile", str(tmp_path / "board.yaml"), "--target", url, "--precision", "int8",
+        "--data", f"npz:{tmp_path / 'd.npz'}", "--method", "pos-cvx", "--mac-budget", "0.5", "--finetune-epochs", "0",
+        "--max-accuracy-drop", "1", "--warmup", "0.05", "--min-duration", "0.1", "--iterations", "64",
+        "-o", str(tmp_path / "out"), "--json"])
+    assert result.exit_code in (0, 1, 3), result.output
+    assert "[target] " in result.stderr and "is reachable" in result.stderr
+    report = json.loads(result.stdout)
+    artifact = onnx.load(str(tmp_path / report["final"]["export"]["artifact"]))
+    settings = json.loads({p.key: p.value for p in artifact.metadata_props}["edgecomp.int8_settings"])
+    assert settings["chosen_for"]["runs_on"] == "target"  # the board's own CPU flags, not "unknown"
+    assert report["final"]["verify"]["context"].endswith(_url(sshd))
+
+
+def test_export_to_an_unreachable_board_fails_before_any_stage(tmp_path):
+    from click.testing import CliRunner
+
+    from edgecomp.cli import main
+
+    result = CliRunner().invoke(main, ["export", "zoo:tiny_cnn", "--device", "raspberry-pi-5", "--target",
+                                       f"ssh://nobody@127.0.0.1:{_free_port()}", "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "--target local" in result.output
+    assert not (tmp_path / "out").exists()  # nothing was computed for nothing

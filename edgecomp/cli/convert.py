@@ -35,13 +35,11 @@ def _layout(out: str, fmt: str) -> tuple[Path, str]:
 def _load(target: str, weights, trust_pickle: bool):
     """(LoadedModel or None, recipe or None, its model.onnx or None). A compress OUTDIR is not rebuilt
     here: its model.onnx needs no code, and _first_onnx rebuilds the PyTorch model only when it must."""
-    from edgecomp.factor.recipe import is_compressed_dir, read_recipe
+    from edgecomp.factor.recipe import is_outdir_target, read_recipe
     from edgecomp.models import load_model
     from edgecomp.outdir import ONNX_FILE
 
-    if is_compressed_dir(target):
-        if weights:
-            raise UserInputError(f"{target} is a compress output directory; it has its own weights (drop --weights)")
+    if is_outdir_target(target, weights):
         stored = Path(target) / ONNX_FILE
         return None, read_recipe(target), stored if stored.is_file() else None
     return load_model(target, weights, trust_pickle=trust_pickle), None, None
@@ -252,7 +250,7 @@ def command(
     from exporters.metadata import build_metadata, metadata_from_recipe
     from exporters.cpu_features import int8_runs_on
     from exporters.mobile import to_ort_format
-    from edgecomp.outdir import record
+    from edgecomp.outdir import ONNX_FILE, check_replaceable, is_outdir, record
     from exporters.ort_quant import quantize_int8
     from exporters.tensorrt import TensorRTUnavailableError, build_engine
 
@@ -276,6 +274,12 @@ def command(
     folder, stem = _layout(out, fmt)
     int8_onnx = fmt == "onnx" and precision == "int8"
     onnx_path = folder / (f"{stem}.fp32.onnx" if int8_onnx else f"{stem}.onnx")
+    quant_name = {"onnx": f"{stem}.onnx", "ort": f"{stem}.int8.onnx", "tensorrt": f"{stem}.qdq.onnx"}[fmt]
+    if is_outdir(folder):  # writing into a compress output directory: never over its float model or your files
+        if precision == "int8" and quant_name == ONNX_FILE:
+            raise UserInputError(f"-o {out} would replace {folder / ONNX_FILE}, the directory's float model that "
+                                 f"evaluate and verify run: name the INT8 file, e.g. -o {folder / 'model.int8.onnx'}")
+        check_replaceable(folder, [onnx_path.name] + ([quant_name] if precision == "int8" else []))
     dynamic = not no_dynamic_batch
     check = None  # real samples make the numerical check representative; seeded noise otherwise
     if calib is not None and (dynamic or len(calib) >= shape[0]):
@@ -299,7 +303,6 @@ def command(
     artifact, model_for_runtime = onnx_path, onnx_path
 
     if precision == "int8":
-        quant_name = {"onnx": f"{stem}.onnx", "ort": f"{stem}.int8.onnx", "tensorrt": f"{stem}.qdq.onnx"}[fmt]
         quant = quantize_int8(
             onnx_path,
             folder / quant_name,

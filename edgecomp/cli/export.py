@@ -6,8 +6,13 @@ import click
 
 from edgecomp.cli.common import (COUNT, FRACTION, NON_NEGATIVE, PERCENTILE, POSITIVE, SEED, OutputPath, SampleAmount, device_options,
                                  emit, json_option, model_options, parse_input_shape, progress_enabled, resolve_profile)
+from edgecomp.compress.cobla import CoblaOptions
 from edgecomp.compress.pipeline import METHODS
+from edgecomp.pipeline.export import BUILTIN_QUICK, DEFAULT_FINETUNE_EPOCHS
 from edgecomp.graph.cost import SCHEMES
+
+
+_COBLA = CoblaOptions()
 
 
 def _human(report: dict) -> None:
@@ -45,10 +50,17 @@ def _human(report: dict) -> None:
               help="Compute cost COBLA budgets: MACs, or a per-layer latency table measured on the target.")
 @click.option("--max-rounds", type=COUNT, default=3, show_default=True, help="Latency-driven compress/verify rounds at most.")
 @click.option("--finetune-epochs", type=NON_NEGATIVE, default=None,
-              help="Fine-tune after compression (when --data is given). Default: 1 (0.25 for the built-in model).")
-@click.option("--max-iter", type=COUNT, default=None, help="COBLA: maximum SQP iterations (default: compress's, 8 for the built-in model).")
-@click.option("--sample", type=SampleAmount(), default=None, help="COBLA: fraction of the training data per gradient (or a count > 1).")
-@click.option("--draws", type=COUNT, default=None, help="COBLA: randomized-rounding draws.")
+              help=f"Fine-tune after compression (when --data is given). Default: {DEFAULT_FINETUNE_EPOCHS:g} "
+                   f"({BUILTIN_QUICK['finetune_epochs']:g} for the built-in model).")
+@click.option("--max-iter", type=COUNT, default=None,
+              help=f"COBLA: maximum SQP iterations. Default: {_COBLA.max_iter} "
+                   f"({BUILTIN_QUICK['cobla']['max_iter']} for the built-in model).")
+@click.option("--sample", type=SampleAmount(), default=None,
+              help=f"COBLA: fraction of the training data per gradient (or a count > 1). Default: {_COBLA.sample:g} "
+                   f"({BUILTIN_QUICK['cobla']['sample']:g} for the built-in model).")
+@click.option("--draws", type=COUNT, default=None,
+              help=f"COBLA: randomized-rounding draws. Default: {_COBLA.draws} "
+                   f"({BUILTIN_QUICK['cobla']['draws']} for the built-in model).")
 @click.option("--distill", is_flag=True, help="Fine-tune by distillation from the original model (no labels needed).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None, help="Default: the device's.")
 @click.option("--seed", type=SEED, default=0, show_default=True)

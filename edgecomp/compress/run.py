@@ -113,28 +113,37 @@ def _finetune(req: CompressRequest, result, original, data) -> dict:
     }
 
 
-def _check_options(req: CompressRequest) -> None:
-    """The request's numbers, before any work (the CLI's option types check the same)."""
+def check_compress_options(*, seed, finetune_epochs: float, mac_budget: str | None = None,
+                           memory_budget: str | None = None, cobla: CoblaOptions | None = None,
+                           finetune_lr: float | None = None) -> None:
+    """The numbers of a compression, before any work: shared by compress and export (the CLI's option
+    types check the same while parsing)."""
     import math
 
-    if not (isinstance(req.seed, int) and req.seed >= 0):
-        raise UserInputError(f"--seed must be a non-negative integer, got {req.seed!r}")
-    if not (math.isfinite(req.finetune_epochs) and req.finetune_epochs >= 0):
-        raise UserInputError(f"--finetune-epochs must be >= 0, got {req.finetune_epochs}")
-    if not (math.isfinite(req.finetune_lr) and req.finetune_lr > 0):
-        raise UserInputError(f"--finetune-lr must be > 0, got {req.finetune_lr}")
-    sample = req.cobla.sample
-    if not (math.isfinite(sample) and sample > 0 and (sample <= 1 or sample == int(sample))):
-        raise UserInputError(f"--sample must be a fraction in (0, 1] or a whole number of samples, got {sample}")
-    if req.cobla.max_iter < 1 or req.cobla.draws < 1:
-        raise UserInputError("--max-iter and --draws must be >= 1")
-    if req.profile is not None and req.precision is not None:
-        req.profile.check_precision(req.precision)
     from edgecomp.profiles.units import parse_mac_budget, parse_memory_budget
 
-    for text, parse in ((req.mac_budget, parse_mac_budget), (req.memory_budget, parse_memory_budget)):
+    if not (isinstance(seed, int) and seed >= 0):
+        raise UserInputError(f"--seed must be a non-negative integer, got {seed!r}")
+    if not (math.isfinite(finetune_epochs) and finetune_epochs >= 0):
+        raise UserInputError(f"--finetune-epochs must be >= 0, got {finetune_epochs}")
+    if finetune_lr is not None and not (math.isfinite(finetune_lr) and finetune_lr > 0):
+        raise UserInputError(f"--finetune-lr must be > 0, got {finetune_lr}")
+    if cobla is not None:
+        sample = cobla.sample
+        if not (math.isfinite(sample) and sample > 0 and (sample <= 1 or sample == int(sample))):
+            raise UserInputError(f"--sample must be a fraction in (0, 1] or a whole number of samples, got {sample}")
+        if cobla.max_iter < 1 or cobla.draws < 1:
+            raise UserInputError("--max-iter and --draws must be >= 1")
+    for text, parse in ((mac_budget, parse_mac_budget), (memory_budget, parse_memory_budget)):
         if text is not None:
             parse(text, 1.0)  # the syntax and sign; a fraction's size needs the model
+
+
+def _check_options(req: CompressRequest) -> None:
+    check_compress_options(seed=req.seed, finetune_epochs=req.finetune_epochs, mac_budget=req.mac_budget,
+                           memory_budget=req.memory_budget, cobla=req.cobla, finetune_lr=req.finetune_lr)
+    if req.profile is not None and req.precision is not None:
+        req.profile.check_precision(req.precision)
 
 
 def run_compress(req: CompressRequest, log=print) -> dict:

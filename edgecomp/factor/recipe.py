@@ -51,13 +51,29 @@ def read_recipe(outdir: str | Path) -> dict:
         recipe = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise UserInputError(f"{path}: unreadable recipe: {exc}") from exc
-    if recipe.get("format") != RECIPE_FORMAT:
-        raise UserInputError(f"{path}: unknown recipe format {recipe.get('format')!r} (expected {RECIPE_FORMAT})")
+    if not isinstance(recipe, dict) or recipe.get("format") != RECIPE_FORMAT:
+        found = recipe.get("format") if isinstance(recipe, dict) else type(recipe).__name__
+        raise UserInputError(f"{path}: unknown recipe format {found!r} (expected {RECIPE_FORMAT})")
+    shapes = {"source": dict, "ranks": dict, "scheme": str, "input_shape": list}
+    wrong = [key for key, kind in shapes.items() if key in recipe and not isinstance(recipe[key], kind)]
+    ranks = recipe.get("ranks") if isinstance(recipe.get("ranks"), dict) else {}
+    if wrong or not all(isinstance(k, str) and isinstance(v, int) and v >= 1 for k, v in ranks.items()):
+        raise UserInputError(f"{path}: malformed recipe ({', '.join(wrong) or 'ranks'} of the wrong type); "
+                             "it was not written by edgecomp or was edited: compress again")
     return recipe
 
 
-def is_compressed_dir(path: str | Path) -> bool:
-    return is_outdir(path)
+is_compressed_dir = is_outdir  # the name this package has always exported
+
+
+def is_outdir_target(target: str, weights: str | None = None) -> bool:
+    """True when TARGET names a compress output directory, which has its own weights (so --weights is
+    a mistake there: UserInputError)."""
+    if not is_outdir(target):
+        return False
+    if weights:
+        raise UserInputError(f"{target} is a compress output directory; it has its own weights (drop --weights)")
+    return True
 
 
 def source_spec(recipe: dict, outdir: str | Path) -> str:
@@ -144,8 +160,6 @@ def load_model_or_outdir(target: str, weights: str | None = None, *, trust_pickl
     """A compress OUTDIR (it has a recipe.json) or a model spec, as edgecomp.models.LoadedModel."""
     from edgecomp.models import load_model
 
-    if is_compressed_dir(target):
-        if weights:
-            raise UserInputError(f"{target} is a compress output directory; it has its own weights (drop --weights)")
+    if is_outdir_target(target, weights):
         return load_compressed(target, trust_code=trust_code, trust_pickle=trust_pickle)
     return load_model(target, weights, trust_pickle=trust_pickle)

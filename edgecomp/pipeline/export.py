@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Callable
 
 from edgecomp.errors import UserInputError
-from edgecomp.pipeline.fingerprints import model_fingerprint
-from edgecomp.pipeline.stages import Stages, file_digest
+from edgecomp.pipeline.fingerprints import model_fingerprint, sha256_file
+from edgecomp.pipeline.stages import Stages
 
 DEFAULT_MODEL = "zoo:fmnist_cnn"
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "fmnist_cnn.safetensors"
@@ -61,6 +61,7 @@ class ExportRequest:
     measure: dict = field(default_factory=dict)  # MeasureSettings overrides (warmup_s, iterations, ...)
     progress: bool = True
     settings_note: str | None = None  # set by resolved() when the built-in run's lighter settings apply
+    target_environment: dict | None = None  # a remote target's agent report (run_export contacts it first)
 
     def resolved(self) -> "ExportRequest":
         """Fill the built-in defaults: the reference model trains and evaluates on Fashion-MNIST."""
@@ -96,20 +97,17 @@ class ExportRequest:
 
     def check_values(self) -> None:
         """Every number and budget in range, before any stage runs (verify and profile share the checks)."""
-        import math
-
-        from edgecomp.profiles.units import parse_mac_budget, parse_memory_budget
+        from edgecomp.compress.cobla import CoblaOptions
+        from edgecomp.compress.run import check_compress_options
         from runtime.pipeline import MeasureSettings, check_gate_options
 
         check_gate_options(self.latency_budget_ms, self.percentile, self.max_accuracy_drop)
         MeasureSettings(**self.measure).validate()
-        if not (isinstance(self.seed, int) and self.seed >= 0):
-            raise UserInputError(f"--seed must be a non-negative integer, got {self.seed!r}")
-        if not (math.isfinite(self.finetune_epochs) and self.finetune_epochs >= 0):
-            raise UserInputError(f"--finetune-epochs must be >= 0, got {self.finetune_epochs}")
-        for text, parse in ((self.mac_budget, parse_mac_budget), (self.memory_budget, parse_memory_budget)):
-            if text is not None:
-                parse(text, 1.0)  # the syntax and sign; a fraction's size needs the model (analyze)
+        unknown = sorted(set(self.cobla) - set(vars(CoblaOptions())))
+        if unknown:
+            raise UserInputError(f"unknown COBLA setting(s) {', '.join(unknown)}; known: {', '.join(vars(CoblaOptions()))}")
+        check_compress_options(seed=self.seed, finetune_epochs=self.finetune_epochs, mac_budget=self.mac_budget,
+                               memory_budget=self.memory_budget, cobla=CoblaOptions(**self.cobla))
 
 
 def run_export(request: ExportRequest, log: Callable[[str], None] = print) -> dict:
@@ -122,7 +120,7 @@ def run_export(request: ExportRequest, log: Callable[[str], None] = print) -> di
         raise UserInputError(f"{outdir} exists and is not a directory")
     check_target_reachable(req, log)
     stages = Stages(outdir, force=req.force, log=log)
-    source = {"model": model_fingerprint(req.model), "weights": req.weights, "weights_sha": file_digest(req.weights),
+    source = {"model": model_fingerprint(req.model), "weights": req.weights, "weights_sha": sha256_file(req.weights),
               "input_shape": req.input_shape}
     analysis = stages.run("analyze", "analyze", {**source, "profile": req.profile.to_dict(), "scheme": req.scheme,
                                                   "precision": req.precision, "mac_budget": req.mac_budget,
@@ -136,8 +134,10 @@ def run_export(request: ExportRequest, log: Callable[[str], None] = print) -> di
 
 def check_target_reachable(req: ExportRequest, log: Callable[[str], None]) -> None:
     """Contact a remote target once before any stage runs, so an unreachable board costs seconds, not a
-    whole compression (TargetConnectionError, exit code 2, says why)."""
+    whole compression (TargetConnectionError, exit code 2, says why). Its agent's report of the target
+    (CPU flags among it) is kept in `req.target_environment`: INT8 weights are chosen for that CPU."""
     from runtime.errors import TargetConnectionError
+    from runtime.remote import probe_environment
     from runtime.transport import open_transport, parse_target
 
     target = req.target or req.profile.target.url or "local"
@@ -145,10 +145,11 @@ def check_target_reachable(req: ExportRequest, log: Callable[[str], None]) -> No
         return
     transport = open_transport(target, python=req.profile.target.python, workdir=req.profile.target.workdir)
     try:
-        transport.prepare()
+        req.target_environment = probe_environment(transport)
     except TargetConnectionError as exc:
         raise TargetConnectionError(f"{exc} (check --target, or pass --target local to measure on this host as a "
                                     "stand-in for the device)") from exc
     finally:
         transport.close()
-    log(f"[target] {target} is reachable")
+    env = req.target_environment
+    log(f"[target] {target} is reachable: {env.get('machine', '?')}, Python {env.get('python', '?')}")

@@ -64,9 +64,9 @@ def _source_file(location: str) -> Path | None:
     """The .py file behind `path/file.py` or `package.module` (None if it cannot be located)."""
     if location.endswith(".py"):
         return Path(location)
-    try:
+    try:  # finding package.module imports `package`: any failure there is reported when the model loads
         spec = importlib.util.find_spec(location)
-    except (ImportError, ValueError):
+    except Exception:  # noqa: BLE001
         return None
     origin = getattr(spec, "origin", None) if spec is not None else None
     return Path(origin) if origin and origin not in ("built-in", "frozen") else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgecomp.pipeline.fingerprints import data_fingerprint, folder_digests, sha256_file
-from edgecomp.pipeline.stages import Stages, file_digest
+from edgecomp.pipeline.stages import Stages
 
 ANALYZE_FOLDER = "analyze"
 
@@ -103,6 +103,13 @@ def run_rounds(req, stages: Stages, analysis: dict, source: dict, log) -> list[d
         next_budget = next_mac_budget(req, entry, analysis, budget_ms)
         if next_budget is None:
             break
+        if entry["export"].get("stand_in"):
+            # This host's latency says how fast this host is, not the device: cutting the model's MACs
+            # until the host meets the device's budget would compress it for the wrong machine.
+            entry["note"] = (f"the latency budget {budget_ms:g} ms is missed on this host, a stand-in for "
+                             f"{req.profile.name}; the MAC budget is not tightened from a stand-in's latency "
+                             "(measure on the device, --target ssh://... or adb, for latency-driven rounds)")
+            break
         if at_minimum:
             entry["note"] = (f"the latency budget {budget_ms:g} ms cannot be met: even the smallest model this scheme "
                              f"can build misses it; {_best(history)}")
@@ -128,15 +135,17 @@ def _best(history: list[dict]) -> str:
 def next_mac_budget(req, entry: dict, analysis: dict, budget_ms: float | None) -> float | None:
     """MAC budget for the next round when this round's latency gate FAILED, else None.
 
-    new budget = this round's MACs x budget / measured latency at the gate's percentile (the
-    measured ratio of how much faster the model must get), from a latency gate that says FAIL.
+    new budget = this round's MACs x budget / measured latency at the gate's percentile (its point
+    estimate: the measured ratio of how much faster the model must get), from a latency gate that says FAIL.
     """
     if budget_ms is None:
         return None
     gate = next((g for g in entry["verify"]["gates"] if g["name"].startswith("latency")), None)
     if gate is None or gate["status"] != "FAIL":
         return None
-    measured = gate["measured"]
+    # The point estimate, not the gate's upper bound: widened for an unstable run, the bound can be
+    # several times the latency, which would cut the next round's budget far more than needed.
+    measured = gate.get("estimate") or gate["measured"]
     macs = entry["compress"].get("macs", analysis["original_macs"])
     if not measured or measured <= 0:
         return None
@@ -174,7 +183,6 @@ def compress_stage(req, folder: Path, mac_budget: str | None, table, budget_ms, 
         "mac_budget": report["mac_budget"],
         "cost": report.get("cost", "macs"),
         "layers": report["layers"],
-        "fingerprint": file_digest(folder / "model.safetensors"),
     }
 
 
@@ -193,13 +201,17 @@ def stand_in_providers(req) -> list[str]:
     return [p for p in req.profile.execution_providers if p in available] or ["CPUExecutionProvider"]
 
 
-def int8_runs_on(req) -> str:
-    """Which CPU (or GPU) an INT8 artifact of this run is quantized for (exporters.cpu_features)."""
-    from exporters.cpu_features import int8_runs_on as runs_on
+def int8_runs_on(req):
+    """Which CPU (or GPU) an INT8 artifact of this run is quantized for (exporters.cpu_features): the
+    remote target's CPU as its agent reported it, else "gpu", "host" or "unknown"."""
+    from exporters.cpu_features import cpu_from_agent, int8_runs_on as runs_on
     from runtime.transport import parse_target
 
     local = parse_target(req.target or req.profile.target.url or "local").kind == "local"  # host or stand-in
-    return runs_on(req.profile.runtime, local=local)
+    where = runs_on(req.profile.runtime, local=local)
+    if where == "unknown" and req.target_environment:
+        return cpu_from_agent(req.target_environment)
+    return where
 
 
 def int8_choice(req) -> dict | None:
@@ -304,7 +316,8 @@ def verify_stage(req, folder: Path, export: dict, budget_ms: float | None, log) 
         "exit_code": result.exit_code,
         "verdict": result.verdict,
         "gates": [{"name": g["name"], "status": g["status"], "measured": g["measured"], "threshold": g["threshold"],
-                   "unit": g["unit"], "message": g["message"]} for g in report["gates"]],
+                   "unit": g["unit"], "message": g["message"], "estimate": (g.get("details") or {}).get("estimate_ms")}
+                  for g in report["gates"]],
         "latency": {k: latency.get(k) for k in ("mean", "p50", "p90", "p99", "cv", "robust_cv", "unstable", "n")},
         "accuracy": report["report"].get("accuracy"),
         "reference": report["report"].get("reference"),

@@ -18,7 +18,7 @@ from typing import Callable
 
 from edgecomp.errors import EdgecompError
 from edgecomp.io import to_jsonable, write_json
-from edgecomp.pipeline.fingerprints import STAGE_FILE, changed_files, folder_digests, sha256_file
+from edgecomp.pipeline.fingerprints import STAGE_FILE, changed_files, folder_digests
 
 
 class StageError(EdgecompError):
@@ -32,11 +32,6 @@ def fingerprint(inputs: dict) -> str:
     return hashlib.sha256(json.dumps(to_jsonable(inputs), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def file_digest(path: str | Path | None) -> str | None:
-    """sha256 of a file on disk (None if absent): what a stage's inputs record about a file."""
-    return sha256_file(path)
-
-
 def _changed_inputs(before: dict, now: dict) -> list[str]:
     before, now = to_jsonable(before), to_jsonable(now)
     return sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
@@ -47,13 +42,21 @@ def stale_reason(done: dict, inputs: dict, path: Path) -> str | None:
     if done.get("fingerprint") != fingerprint(inputs):
         keys = _changed_inputs(done.get("inputs") or {}, inputs)
         return f"its inputs changed ({', '.join(keys) or 'format'})"
-    if "outputs" not in done:
-        return "it was written without output digests (an older edgecomp)"
+    if not isinstance(done.get("outputs"), dict):
+        return "its stage.json has no output digests (an older edgecomp)"
     changed = changed_files(path, done["outputs"])
     if changed:
         shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
         return f"{shown} changed or vanished on disk since the stage wrote {'it' if len(changed) == 1 else 'them'}"
     return None
+
+
+def _read_marker(marker: Path) -> dict:
+    try:
+        done = json.loads(marker.read_text()) if marker.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return done if isinstance(done, dict) else {}
 
 
 class Stages:
@@ -67,11 +70,8 @@ class Stages:
         """Run `body(folder)` unless a finished stage with the same inputs and intact outputs is there."""
         path = self.outdir / folder
         marker = path / STAGE_FILE
+        done = _read_marker(marker)
         if not self.force and marker.is_file():
-            try:
-                done = json.loads(marker.read_text())
-            except (OSError, json.JSONDecodeError):
-                done = {}
             why = stale_reason(done, inputs, path) if done else "its stage.json is unreadable"
             if why is None:
                 self.log(f"[{name}] reusing finished stage in {path}")
@@ -83,6 +83,14 @@ class Stages:
         start = time.perf_counter()
         path.mkdir(parents=True, exist_ok=True)
         marker.unlink(missing_ok=True)  # the stage is unfinished until it completes again
+        # Files this stage wrote and something changed since are damaged copies of its own outputs:
+        # removed, so the stage writes them afresh (they are listed in its own stage.json, never a user's).
+        root = path.resolve()
+        recorded = done.get("outputs") if isinstance(done.get("outputs"), dict) else {}
+        for rel in changed_files(path, recorded):
+            damaged = path / rel
+            if not damaged.is_symlink() and damaged.resolve().is_relative_to(root):  # never outside the stage
+                damaged.unlink(missing_ok=True)
         try:
             result = body(path)
         except EdgecompError as exc:
