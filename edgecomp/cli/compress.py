@@ -11,13 +11,17 @@ from edgecomp.compress.pipeline import METHODS
 from edgecomp.graph.cost import BYTES_PER_PARAM, SCHEMES
 
 
+def _budget(value: float) -> str:
+    return "none" if value == float("inf") else f"{value:,.0f}"
+
+
 def _human(report: dict) -> None:
     click.echo(f"{report['method']}/{report['scheme']} on {report['model']}")
     click.echo(
-        f"  MACs   {report['original_macs']:>14,} -> {report['macs']:>14,}  ({report['mac_ratio']:.3f}x; budget {report['mac_budget']:,.0f})"
+        f"  MACs   {report['original_macs']:>14,} -> {report['macs']:>14,}  ({report['mac_ratio']:.3f}x; budget {_budget(report['mac_budget'])})"
     )
     click.echo(
-        f"  params {report['original_params']:>14,} -> {report['params']:>14,}  ({report['param_ratio']:.3f}x; budget {report['param_budget']:,.0f})"
+        f"  params {report['original_params']:>14,} -> {report['params']:>14,}  ({report['param_ratio']:.3f}x; budget {_budget(report['param_budget'])})"
     )
     if report["accuracy"] is not None:
         tuned = report.get("finetune")

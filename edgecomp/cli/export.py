@@ -22,14 +22,27 @@ def _human(report: dict) -> None:
     click.echo(f"  measured on {report['measured_on']}")
     for r in report["rounds"]:
         comp, lat = r["compress"], r["verify"]["latency"]
-        what = "original (fits)" if comp.get("skipped") else f"{comp['method']}: {comp['mac_ratio']:.3f}x MACs"
+        what = ("original (fits)" if comp.get("skipped") else
+                f"{comp['method']}: {comp['mac_ratio']:.3f}x MACs, {comp['param_ratio']:.3f}x params")
         click.echo(f"  round {r['round']}: {what}; latency p50 {lat.get('p50') or 0:.4f} ms, p90 {lat.get('p90') or 0:.4f} ms")
+        accuracy = _accuracy_line(comp)
+        if accuracy:
+            click.echo(f"           top-1 {accuracy}")
     for g in final["verify"]["gates"]:
         click.echo(f"  [{g['status']:>12}] {g['name']}: {g['message']}")
     for note in report["notes"]:
         click.echo(f"  note: {note}")
     click.echo(f"  artifact: {final['export']['artifact']}")
     click.echo(f"  report:   {report['files']['html']} (+ report.json, report.md)")
+
+
+def _accuracy_line(comp: dict) -> str | None:
+    """'0.9113 original -> 0.8727 compressed -> 0.9063 fine-tuned' (what is known of it)."""
+    steps = [(comp.get("original_accuracy"), "original"), (comp.get("accuracy_before_finetune"), "compressed")]
+    if comp.get("accuracy") is not None and comp.get("accuracy") != comp.get("accuracy_before_finetune"):
+        steps.append((comp["accuracy"], "fine-tuned"))
+    shown = [f"{value:.4f} {label}" for value, label in steps if value is not None]
+    return " -> ".join(shown) if len(shown) > 1 else None
 
 
 @click.command("export")
