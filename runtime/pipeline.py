@@ -111,19 +111,26 @@ class Measurement:
 
 # ---- target ---------------------------------------------------------------------------------
 
+def target_url(profile, target: str | None) -> str:
+    """The target a run uses: `target` (--target) if given, else the profile's: local, its ssh URL, or
+    adb[://SERIAL]. The one place a run's target is resolved (measurement, export, engine builds)."""
+    if target is not None:
+        return target
+    spec = profile.target
+    if spec.transport == "local":
+        return "local"
+    if spec.transport == "ssh":
+        if not spec.url:
+            raise UserInputError(f"device profile {profile.name!r} has no target url; pass --target "
+                                 "ssh://user@host or --target local (a stand-in)")
+        return spec.url
+    return f"adb://{spec.url}" if spec.url else "adb"
+
+
 def resolve_target(profile, target: str | None, options: TargetOptions) -> tuple[Transport, dict[str, Any]]:
     """The transport to use and how the report describes it (stand-in when `local` replaces a device)."""
     spec = profile.target
-    if target is None:
-        if spec.transport == "local":
-            target = "local"
-        elif spec.transport == "ssh":
-            if not spec.url:
-                raise UserInputError(f"device profile {profile.name!r} has no target url; pass --target "
-                                     "ssh://user@host or --target local (a stand-in)")
-            target = spec.url
-        else:
-            target = f"adb://{spec.url}" if spec.url else "adb"
+    target = target_url(profile, target)
     parsed = parse_target(target)
     same_kind = parsed.kind == spec.transport and parsed.kind != "local"
     transport = open_transport(

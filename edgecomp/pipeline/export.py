@@ -95,6 +95,12 @@ class ExportRequest:
         self.check_values()
         return self
 
+    def target_url(self) -> str:
+        """--target, else the device profile's (runtime.pipeline.target_url)."""
+        from runtime.pipeline import target_url
+
+        return target_url(self.profile, self.target)
+
     def check_values(self) -> None:
         """Every number and budget in range, before any stage runs (verify and profile share the checks)."""
         from edgecomp.compress.cobla import CoblaOptions
@@ -140,7 +146,7 @@ def check_target_reachable(req: ExportRequest, log: Callable[[str], None]) -> No
     from runtime.remote import probe_environment
     from runtime.transport import open_transport, parse_target
 
-    target = req.target or req.profile.target.url or "local"
+    target = req.target_url()
     if parse_target(target).kind == "local":
         return
     transport = open_transport(target, python=req.profile.target.python, workdir=req.profile.target.workdir)

@@ -189,8 +189,7 @@ def compress_stage(req, folder: Path, mac_budget: str | None, table, budget_ms, 
 def _stand_in(req) -> bool:
     from runtime.transport import parse_target
 
-    target = req.target or req.profile.target.url or "local"
-    return parse_target(target).kind == "local" and req.profile.target.transport != "local"
+    return parse_target(req.target_url()).kind == "local" and req.profile.target.transport != "local"
 
 
 def stand_in_providers(req) -> list[str]:
@@ -207,7 +206,7 @@ def int8_runs_on(req):
     from exporters.cpu_features import cpu_from_agent, int8_runs_on as runs_on
     from runtime.transport import parse_target
 
-    local = parse_target(req.target or req.profile.target.url or "local").kind == "local"  # host or stand-in
+    local = parse_target(req.target_url()).kind == "local"  # host or stand-in
     where = runs_on(req.profile.runtime, local=local)
     if where == "unknown" and req.target_environment:
         return cpu_from_agent(req.target_environment)
@@ -269,7 +268,7 @@ def tensorrt_artifact(req, folder: Path, onnx_path: Path, input_shape, log) -> d
     batch = list(input_shape)
     cmd = trtexec_command(onnx_path.name, "model.engine", precision=precision, min_shape=batch, opt_shape=batch,
                           max_shape=[max(8, batch[0]), *batch[1:]])
-    target = req.target or req.profile.target.url or "local"
+    target = req.target_url()
     kind = parse_target(target).kind
     if kind != "local":
         from edgecomp.pipeline.remote_build import build_engine_on_target

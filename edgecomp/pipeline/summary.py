@@ -88,7 +88,7 @@ def write_summary(req, outdir: Path, analysis: dict, history: list[dict], stages
         "model": req.model,
         "weights": req.weights,
         "device": req.profile.name,
-        "target": req.target or req.profile.target.url or "local",
+        "target": req.target_url(),
         "measured_on": verify["context"],
         "stand_in": bool(final["export"].get("stand_in")),
         "precision": req.precision,
