@@ -34,9 +34,9 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]  # benchmarks/common.py, and the repo's packages
 from common import RESULTS, reference_model, write_results  # noqa: E402
 
-import runtime  # noqa: E402
+from edgecomp import runtime  # noqa: E402
 from edgecomp.profiles import load_profile  # noqa: E402
-from runtime import gates as G  # noqa: E402
+from edgecomp.runtime import gates as G  # noqa: E402
 
 RATIOS = (0.001, 0.1, 0.5, 0.9, 1.1, 2.0, 5.0, 10.0, 1000.0)
 OLD_CV_THRESHOLD = 0.10
@@ -148,7 +148,7 @@ def main():
         print_tables(RESULTS / args.out)
         return
 
-    from exporters import export_onnx
+    from edgecomp.exporters import export_onnx
 
     profile = load_profile("x86-host")
     conditions = {}

@@ -33,14 +33,14 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]  # benchmarks/common.py, and the repo's packages
 from common import write_results  # noqa: E402
 
-import runtime  # noqa: E402
+from edgecomp import runtime  # noqa: E402
 from edgecomp.models import load_model  # noqa: E402
 from edgecomp.profiles import load_profile  # noqa: E402
-from runtime import agent  # noqa: E402
+from edgecomp.runtime import agent  # noqa: E402
 
 
 def export(model_name: str, path: Path) -> tuple[int, ...]:
-    from exporters import export_onnx
+    from edgecomp.exporters import export_onnx
 
     loaded = load_model(f"zoo:{model_name}")
     shape = tuple(loaded.input_shape)

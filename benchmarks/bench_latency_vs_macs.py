@@ -25,16 +25,16 @@ import numpy as np
 import torch
 from common import RESULTS, reference_model, write_results
 
-from edgecomp.compress.cobla import CoblaOptions
-from edgecomp.compress.pipeline import Budgets, compress
+from edgecomp.compression.cobla import CoblaOptions
+from edgecomp.compression.methods import Budgets, compress
 from edgecomp.data import ArrayDataset, load_dataset
 from edgecomp.graph import analyze_model
 from edgecomp.models import get_zoo_model
 from edgecomp.profiles import load_profile
-from exporters import export_onnx
+from edgecomp.exporters import export_onnx
 
-import runtime
-from runtime import MeasureSettings
+from edgecomp import runtime
+from edgecomp.runtime import MeasureSettings
 
 
 def p50_ms(model, shape, workdir: Path, name: str, settings) -> dict:
@@ -58,7 +58,7 @@ def known_ranks(eta: float) -> dict | None:
 def compressed(model, shape, eta, data, options, cost, reuse: bool):
     ranks = known_ranks(eta) if reuse else None
     if ranks is not None:
-        from edgecomp.compress.problem import build_problem, compute_spectra
+        from edgecomp.compression.problem import build_problem, compute_spectra
         from edgecomp.factor import factorize_model
 
         problem = build_problem(cost, compute_spectra(model, cost), float("inf"), float("inf"))

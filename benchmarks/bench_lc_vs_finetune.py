@@ -19,8 +19,8 @@ import time
 
 from common import reference_model, write_results
 
-from edgecomp.compress.cobla import CoblaOptions
-from edgecomp.compress.pipeline import Budgets, compress, split_heldout
+from edgecomp.compression.cobla import CoblaOptions
+from edgecomp.compression.methods import Budgets, compress, split_heldout
 from edgecomp.data import SubsetDataset, load_dataset
 from edgecomp.finetune import evaluate, train
 from edgecomp.graph import analyze_model

@@ -14,8 +14,8 @@ import time
 
 from common import reference_model, write_results
 
-from edgecomp.compress.cobla import CoblaOptions
-from edgecomp.compress.pipeline import Budgets, compress
+from edgecomp.compression.cobla import CoblaOptions
+from edgecomp.compression.methods import Budgets, compress
 from edgecomp.data import load_dataset
 from edgecomp.finetune import evaluate
 from edgecomp.graph import analyze_model

@@ -137,7 +137,7 @@ def make_fixtures(folder: Path) -> Path:
     import torch
 
     from edgecomp.models.zoo.tiny_cnn import tiny_cnn
-    from exporters.onnx_export import export_onnx
+    from edgecomp.exporters.onnx_export import export_onnx
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "afile").write_text("a regular file, not a directory\n")

@@ -4,13 +4,13 @@ Every artifact is written atomically and checked numerically against its source 
 Optional back ends (tensorrt, cuda-python, onnxslim) are imported only when used.
 """
 
-from exporters.bn_fold import fold_batchnorm
-from exporters.metadata import build_metadata, metadata_from_recipe, read_metadata
-from exporters.mobile import MobileResult, to_ort_format
-from exporters.onnx_check import graph_inputs, graph_outputs, is_qdq, load_onnx_checked, node_counts
-from exporters.onnx_export import OnnxExportResult, export_onnx
-from exporters.ort_quant import QuantResult, quantize_int8
-from exporters.tensorrt import (
+from edgecomp.exporters.bn_fold import fold_batchnorm
+from edgecomp.exporters.metadata import build_metadata, metadata_from_recipe, read_metadata
+from edgecomp.exporters.mobile import MobileResult, to_ort_format
+from edgecomp.exporters.onnx_check import graph_inputs, graph_outputs, is_qdq, load_onnx_checked, node_counts
+from edgecomp.exporters.onnx_export import OnnxExportResult, export_onnx
+from edgecomp.exporters.ort_quant import QuantResult, quantize_int8
+from edgecomp.exporters.tensorrt import (
     EngineBuildResult,
     TensorRTUnavailableError,
     build_engine,

@@ -40,6 +40,7 @@ RUNS_ON = ("host", "unknown", "gpu")  # or a CpuInfo (e.g. the target's, from th
 # numpy's CPUID probe (a cross-check of /proc/cpuinfo, and the only source off Linux).
 _NUMPY_NAMES = {"SSE41": "sse4_1", "AVX2": "avx2", "AVX512BW": "avx512bw", "AVX512VNNI": "avx512_vnni",
                 "ASIMD": "asimd", "ASIMDDP": "asimddp"}
+_X86_PROBED = frozenset({"sse4_1", "avx2", "avx512bw", "avx512_vnni"})
 
 
 @dataclass(frozen=True)
@@ -100,14 +101,17 @@ def _numpy_flags() -> frozenset | None:
 def cpu_from_flags(machine: str, cpuinfo_text: str | None, probed: frozenset | None, source: str = "host") -> CpuInfo:
     """Combine /proc/cpuinfo text and a CPUID probe into a CpuInfo (pure; host_cpu feeds it the real ones).
 
-    /proc/cpuinfo is the primary source (it knows AVX_VNNI and AMX). A VNNI flag the CPUID probe can
-    see but reports absent is dropped: the kernels follow CPUID, not the kernel's text (e.g. under an
-    emulator). Without /proc/cpuinfo the probe's flags are used.
+    /proc/cpuinfo is the primary source (it knows AVX_VNNI and AMX, which the probe cannot see). But
+    when it lists an x86 flag the CPUID probe can see and reports absent, it describes another CPU
+    than the one executing (e.g. under an emulator, which passes the host's text through), and the
+    kernels follow CPUID: the probe's flags are used. Without /proc/cpuinfo the probe's flags are used.
     """
     if cpuinfo_text:
         flags, detail = parse_cpuinfo(cpuinfo_text), "/proc/cpuinfo"
-        if probed is not None and "avx512_vnni" in flags and "avx512_vnni" not in probed and "avx2" in probed:
-            flags, detail = flags - {"avx512_vnni"}, "/proc/cpuinfo; avx512_vnni dropped: CPUID does not report it"
+        contradicted = sorted((flags & _X86_PROBED) - probed) if probed is not None and "avx2" in probed else []
+        if contradicted:
+            flags = probed
+            detail = f"CPUID probe: /proc/cpuinfo lists {', '.join(contradicted)}, which CPUID does not report"
     elif probed is not None:
         flags, detail = probed, "numpy CPUID probe (no /proc/cpuinfo)"
     else:

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from exporters import metadata as md
-from exporters.onnx_check import graph_inputs, is_qdq, load_onnx_checked, node_counts
+from edgecomp.exporters import metadata as md
+from edgecomp.exporters.onnx_check import graph_inputs, is_qdq, load_onnx_checked, node_counts
 
 
 @dataclass

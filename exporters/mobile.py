@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from edgecomp.errors import UserInputError, VerificationError
-from exporters.onnx_check import graph_inputs, is_qdq, load_onnx_checked
-from exporters.ort_quant import int8_reference_session
-from exporters.verify import compare_outputs, cpu_session, run_batched
+from edgecomp.exporters.onnx_check import graph_inputs, is_qdq, load_onnx_checked
+from edgecomp.exporters.ort_quant import int8_reference_session
+from edgecomp.exporters.verify import compare_outputs, cpu_session, run_batched
 
 TARGET_PLATFORMS = ("arm", "amd64")
 # One step of requantization rounding per fused kernel, compounded through a few layers: 0-2 steps

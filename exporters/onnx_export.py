@@ -28,11 +28,11 @@ from torch import nn
 
 from edgecomp.errors import MissingDependencyError, UserInputError, VerificationError
 from edgecomp.io import atomic_path
-from exporters import metadata as md
-from exporters.bn_fold import fold_batchnorm
-from exporters.lowering import lower_adaptive_pools
-from exporters.onnx_check import node_counts
-from exporters.verify import compare_outputs, cpu_session, run_batched
+from edgecomp.exporters import metadata as md
+from edgecomp.exporters.bn_fold import fold_batchnorm
+from edgecomp.exporters.lowering import lower_adaptive_pools
+from edgecomp.exporters.onnx_check import node_counts
+from edgecomp.exporters.verify import compare_outputs, cpu_session, run_batched
 
 DEFAULT_SEED = 0
 

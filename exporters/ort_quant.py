@@ -25,12 +25,12 @@ import numpy as np
 
 from edgecomp.errors import UserInputError, VerificationError
 from edgecomp.io import atomic_path
-from exporters.entropy import install_fast_entropy
-from exporters.calib_data import check_sample_shape, concat, to_batches
-from exporters.cpu_features import EXACT_X86_INT8, Int8Settings, host_cpu, int8_settings, saturates
-from exporters.metadata import int8_metadata
-from exporters.onnx_check import graph_inputs, load_onnx_checked, node_counts
-from exporters.verify import compare_outputs, cpu_session, run_batched
+from edgecomp.exporters.entropy import install_fast_entropy
+from edgecomp.exporters.calib_data import check_sample_shape, concat, to_batches
+from edgecomp.exporters.cpu_features import EXACT_X86_INT8, Int8Settings, host_cpu, int8_settings, saturates
+from edgecomp.exporters.metadata import int8_metadata
+from edgecomp.exporters.onnx_check import graph_inputs, load_onnx_checked, node_counts
+from edgecomp.exporters.verify import compare_outputs, cpu_session, run_batched
 
 CALIBRATE_METHODS = ("minmax", "entropy", "percentile")
 
@@ -69,7 +69,7 @@ def int8_reference_session(model):
     exporters.cpu_features); EXACT_X86_INT8 switches those kernels to exact ones, so a model made for
     another device (an ARM phone, a VNNI server, a GPU) is measured as that device computes it.
     """
-    from exporters.verify import cpu_session
+    from edgecomp.exporters.verify import cpu_session
 
     return cpu_session(model, {EXACT_X86_INT8: "1"})
 

@@ -22,9 +22,9 @@ from typing import Sequence
 
 from edgecomp.errors import MissingDependencyError, UserInputError, VerificationError
 from edgecomp.io import atomic_path, write_bytes
-from exporters.calib_data import check_sample_shape, to_batches
-from exporters.onnx_check import graph_inputs, is_qdq, load_onnx_checked
-from exporters.trt_calibrator import TENSORRT_INSTALL, cuda_check, load_cudart, make_entropy_calibrator
+from edgecomp.exporters.calib_data import check_sample_shape, to_batches
+from edgecomp.exporters.onnx_check import graph_inputs, is_qdq, load_onnx_checked
+from edgecomp.exporters.trt_calibrator import TENSORRT_INSTALL, cuda_check, load_cudart, make_entropy_calibrator
 
 PRECISIONS = ("fp32", "fp16", "int8")
 LOG_LEVELS = ("verbose", "info", "warning", "error")

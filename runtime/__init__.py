@@ -6,14 +6,14 @@ check its accuracy, gate CI on latency/accuracy budgets and write JSON/Markdown/
     result.exit_code  # 0 within budget, 1 exceeded, 3 inconclusive (could-not-run raises, exit 2)
 """
 
-from runtime.compare import CompareResult, PairDiff, compare_outputs
-from runtime.gates import GateResult
-from runtime.pipeline import MeasureSettings, TargetOptions, measure, profile_artifact
-from runtime.reference import ReferenceSpec
-from runtime.report import ProfileReport, VerifyResult
-from runtime.reports import write_reports
-from runtime.stats import LatencyStats, min_samples_for_percentile, summarize
-from runtime.verification import verify
+from edgecomp.runtime.compare import CompareResult, PairDiff, compare_outputs
+from edgecomp.runtime.gates import GateResult
+from edgecomp.runtime.harness import MeasureSettings, TargetOptions, measure, profile_artifact
+from edgecomp.runtime.reference import ReferenceSpec
+from edgecomp.runtime.report import ProfileReport, VerifyResult
+from edgecomp.runtime.reports import write_reports
+from edgecomp.runtime.stats import LatencyStats, min_samples_for_percentile, summarize
+from edgecomp.runtime.verification import verify
 
 __all__ = [
     "CompareResult",

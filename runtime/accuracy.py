@@ -20,7 +20,7 @@ import numpy as np
 
 from edgecomp.data.fit import check_labels
 from edgecomp.errors import UserInputError
-from runtime.stats import wilson_interval
+from edgecomp.runtime.stats import wilson_interval
 
 
 def _logits(outputs: np.ndarray) -> np.ndarray:

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgecomp.errors import UserInputError
-from runtime.transport.base import sha256_file
+from edgecomp.runtime.transport.base import sha256_file
 
 if TYPE_CHECKING:
-    from runtime.reference import ReferenceSpec
+    from edgecomp.runtime.reference import ReferenceSpec
 
 ONNX_SUFFIXES = (".onnx",)
 ORT_SUFFIXES = (".ort",)
@@ -118,7 +118,7 @@ def _artifact(path: Path, kind: str, given: Path, **kw) -> Artifact:
 
 
 def _inspect_onnx(path: Path, given: Path, **kw) -> Artifact:
-    from exporters.onnx_check import graph_inputs, graph_outputs, load_onnx_checked
+    from edgecomp.exporters.onnx_check import graph_inputs, graph_outputs, load_onnx_checked
 
     model = load_onnx_checked(path)
     inputs = graph_inputs(model)
@@ -172,7 +172,7 @@ def _export_outdir_onnx(outdir: Path, onnx_path: Path, device: str | None, sourc
     """Export the OUTDIR's model.onnx (an OUTDIR from before compress wrote one) and record it in the manifest."""
     from edgecomp.factor import load_compressed
     from edgecomp.outdir import check_replaceable, record
-    from exporters import export_onnx, metadata_from_recipe
+    from edgecomp.exporters import export_onnx, metadata_from_recipe
 
     spec, trust_pickle = _named_spec(source)
     check_replaceable(outdir, [onnx_path.name])

@@ -6,9 +6,9 @@ import click
 
 from edgecomp.errors import UserInputError
 from edgecomp.option_types import COUNT, NON_NEGATIVE, POSITIVE, SEED, FiniteFloat, OutputPath
-from runtime.pipeline import MeasureSettings, TargetOptions
-from runtime.report import ProfileReport, VerifyResult
-from runtime.stats import CV_THRESHOLD_CPU, CV_THRESHOLD_GPU
+from edgecomp.runtime.harness import MeasureSettings, TargetOptions
+from edgecomp.runtime.report import ProfileReport, VerifyResult
+from edgecomp.runtime.stats import CV_THRESHOLD_CPU, CV_THRESHOLD_GPU
 
 
 def _opts(func, specs):
@@ -110,7 +110,7 @@ def providers_from(text: str | None) -> list[str] | None:
 
 
 def reference_from(kw: dict):
-    from runtime.reference import ReferenceSpec
+    from edgecomp.runtime.reference import ReferenceSpec
 
     if kw["reference"] is None:
         if kw["reference_weights"]:

@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtime.compare import CompareResult, compare_outputs
-from runtime.remote import AgentRun
+from edgecomp.runtime.compare import CompareResult, compare_outputs
+from edgecomp.runtime.remote import AgentRun
 
 
 def compare_runtimes(artifact, run: AgentRun, pool, reference_outputs, ref, target_info, notes: list[str],
                      atol: float, rtol: float, batch_size: int, trust_code: bool = False) -> CompareResult | None:
     """Pairwise output differences of every runtime that can run the artifact (None if fewer than two)."""
-    from runtime import agent
-    from runtime.backends import open_onnxruntime, open_tensorrt, tensorrt_available
+    from edgecomp.runtime import agent
+    from edgecomp.runtime.backends import open_onnxruntime, open_tensorrt, tensorrt_available
 
     if pool.x is None or run.outputs is None:
         notes.append("compare: no inputs/outputs came back; nothing compared")
@@ -30,7 +30,7 @@ def compare_runtimes(artifact, run: AgentRun, pool, reference_outputs, ref, targ
     if artifact.outdir is not None:
         compressed = _compressed_module(artifact.outdir, ref, trust_code, notes)
         if compressed is not None:
-            from runtime.backends.torch_eager import TorchBackend
+            from edgecomp.runtime.backends.torch_eager import TorchBackend
 
             from edgecomp.imports import call_user_code
 

@@ -39,8 +39,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from runtime.compare import CompareResult
-from runtime.stats import LatencyStats, percentile_stat, sectioned_percentile
+from edgecomp.runtime.compare import CompareResult
+from edgecomp.runtime.stats import LatencyStats, percentile_stat, sectioned_percentile
 
 PASS, FAIL, INCONCLUSIVE, SKIPPED = "PASS", "FAIL", "INCONCLUSIVE", "SKIPPED"
 EXIT_OK, EXIT_BREACH, EXIT_INCONCLUSIVE = 0, 1, 3

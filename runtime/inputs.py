@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from edgecomp.errors import UserInputError
-from runtime.artifacts import Artifact
+from edgecomp.runtime.artifacts import Artifact
 
 DEFAULT_DATA_SAMPLES = 1000
 DEFAULT_RANDOM_BATCHES = 16

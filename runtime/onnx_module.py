@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from edgecomp.errors import UserInputError
-from runtime import agent
-from runtime.backends import open_onnxruntime
+from edgecomp.runtime import agent
+from edgecomp.runtime.backends import open_onnxruntime
 
 
 class OnnxRuntimeModule(nn.Module):

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from edgecomp.errors import UserInputError
-from runtime.artifacts import Artifact
+from edgecomp.runtime.artifacts import Artifact
 
 
 @dataclass(frozen=True)
@@ -79,8 +79,8 @@ def load_reference(ref: ReferenceSpec):
 def run_reference(ref: ReferenceSpec, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """The reference model's first output for every sample of x (host, PyTorch eager)."""
     from edgecomp.imports import call_user_code
-    from runtime import agent
-    from runtime.backends.torch_eager import TorchBackend
+    from edgecomp.runtime import agent
+    from edgecomp.runtime.backends.torch_eager import TorchBackend
 
     backend = TorchBackend(load_reference(ref))
     try:  # the model's forward is user code: its exceptions and sys.exit() are the user's errors
@@ -95,7 +95,7 @@ def run_reference(ref: ReferenceSpec, x: np.ndarray, batch_size: int = 64) -> np
 
 def report_accuracy(outdir: Path | None) -> float | None:
     """original_accuracy from an OUTDIR's report.json (a fraction in [0, 1]), or None."""
-    from runtime.artifacts import outdir_report
+    from edgecomp.runtime.artifacts import outdir_report
 
     report = outdir_report(outdir)
     if not report:

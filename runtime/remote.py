@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from runtime import agent as agent_module
-from runtime.errors import TargetDependencyError, TargetError, agent_error_to_exception
-from runtime.transport.base import Completed, Transport, python_missing_error
+from edgecomp.runtime import agent as agent_module
+from edgecomp.runtime.errors import TargetDependencyError, TargetError, agent_error_to_exception
+from edgecomp.runtime.transport.base import Completed, Transport, python_missing_error
 
 AGENT_FILE = Path(agent_module.__file__)
 COMMAND_NOT_FOUND = 127

@@ -16,9 +16,9 @@ from typing import Any
 
 from edgecomp import __version__
 from edgecomp.io import to_jsonable
-from runtime.compare import CompareResult
-from runtime.gates import GateResult, verdict
-from runtime.stats import LatencyStats
+from edgecomp.runtime.compare import CompareResult
+from edgecomp.runtime.gates import GateResult, verdict
+from edgecomp.runtime.stats import LatencyStats
 
 SCHEMA = "edgecomp.runtime.report/1"
 

@@ -1,4 +1,4 @@
-"""verify(): one measurement (runtime.pipeline.measure) followed by the gates (runtime.gates).
+"""verify(): one measurement (runtime.harness.measure) followed by the gates (runtime.gates).
 
 Accuracy reference, first that applies -- labelled data: an explicit reference accuracy; explicit
 reference outputs (same pool); the reference model run on the host on the same samples (paired);
@@ -14,11 +14,11 @@ from typing import Sequence
 import numpy as np
 
 from edgecomp.errors import UserInputError
-from runtime import gates as G
-from runtime.accuracy import accuracy_report, agreement_report
-from runtime.pipeline import MeasureSettings, Measurement, TargetOptions, check_gate_options, measure
-from runtime.reference import ReferenceSpec, report_accuracy
-from runtime.report import VerifyResult
+from edgecomp.runtime import gates as G
+from edgecomp.runtime.accuracy import accuracy_report, agreement_report
+from edgecomp.runtime.harness import MeasureSettings, Measurement, TargetOptions, check_gate_options, measure
+from edgecomp.runtime.reference import ReferenceSpec, report_accuracy
+from edgecomp.runtime.report import VerifyResult
 
 
 def verify(

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import yaml
 
-from edgecomp.compress.cobla import CoblaOptions
-from edgecomp.compress.pipeline import METHODS, LCOptions
-from edgecomp.compress.run import CompressRequest, run_compress
+from edgecomp.compression.cobla import CoblaOptions
+from edgecomp.compression.methods import METHODS, LCOptions
+from edgecomp.compression.run import CompressRequest, run_compress
 from edgecomp.profiles import load_profile
 from edgecomp.ranks.cobla import SQPOptions, solve_relaxed
 from edgecomp.ranks.problem import LayerSpectrum, RankProblem

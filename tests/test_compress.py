@@ -8,7 +8,7 @@ import torch
 from click.testing import CliRunner
 
 from edgecomp.cli import main
-from edgecomp.compress.pipeline import Budgets, compress
+from edgecomp.compression.methods import Budgets, compress
 from edgecomp.factor.recipe import load_compressed
 from edgecomp.graph import analyze_model
 from edgecomp.models import get_zoo_model
@@ -87,7 +87,7 @@ def _labelled_data(n=256, seed=0):
 
 
 def test_cobla_end_to_end_is_feasible_and_deterministic():
-    from edgecomp.compress.cobla import CoblaOptions
+    from edgecomp.compression.cobla import CoblaOptions
 
     torch.manual_seed(0)
     model = get_zoo_model("fmnist_cnn").eval()

@@ -16,9 +16,9 @@ from click.testing import CliRunner
 from torch import nn
 
 from edgecomp.errors import EdgecompError, MissingDependencyError, UserInputError, VerificationError
-from exporters import export_onnx, fold_batchnorm, load_onnx_checked, read_metadata
-from exporters.lowering import averaging_matrix, lower_adaptive_pools
-from exporters.verify import cpu_session
+from edgecomp.exporters import export_onnx, fold_batchnorm, load_onnx_checked, read_metadata
+from edgecomp.exporters.lowering import averaging_matrix, lower_adaptive_pools
+from edgecomp.exporters.verify import cpu_session
 
 FMNIST_SHAPE = (1, 1, 28, 28)
 TINY = ("convert", "zoo:tiny_cnn")

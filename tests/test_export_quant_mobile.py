@@ -27,8 +27,8 @@ import torch
 from click.testing import CliRunner
 
 from edgecomp.errors import UserInputError, VerificationError
-from exporters import export_onnx, quantize_int8, read_metadata, to_ort_format
-from exporters.cpu_features import (
+from edgecomp.exporters import export_onnx, quantize_int8, read_metadata, to_ort_format
+from edgecomp.exporters.cpu_features import (
     CpuInfo,
     cpu_from_agent,
     cpu_from_flags,
@@ -38,10 +38,10 @@ from exporters.cpu_features import (
     parse_cpuinfo,
     saturates,
 )
-from exporters.entropy import kl_threshold
-from exporters.mobile import MAX_INT8_ERROR_STEPS, output_steps, quantized_agreement
-from exporters.cpu_features import EXACT_X86_INT8
-from exporters.verify import cpu_session
+from edgecomp.exporters.entropy import kl_threshold
+from edgecomp.exporters.mobile import MAX_INT8_ERROR_STEPS, output_steps, quantized_agreement
+from edgecomp.exporters.cpu_features import EXACT_X86_INT8
+from edgecomp.exporters.verify import cpu_session
 
 MAX_INT8_DROP_POINTS = 1.5
 SHAPE = (1, 1, 28, 28)
@@ -167,6 +167,11 @@ def test_cpu_flag_sources_and_what_runs_the_model():
     # /proc/cpuinfo claims VNNI but the CPUID probe (what the kernels follow, e.g. under an emulator) does not.
     emulated = cpu_from_flags("x86_64", CASCADE_LAKE, frozenset({"sse4_1", "avx2"}))
     assert "avx512_vnni" not in emulated.flags and int8_settings(emulated).reduce_range
+    # A Sapphire Rapids host's text (AVX-VNNI and AMX too, which the probe cannot see) under an emulated Haswell.
+    sapphire = CASCADE_LAKE.replace("avx512_vnni", "avx512_vnni avx_vnni amx_int8")
+    emulated = cpu_from_flags("x86_64", sapphire, frozenset({"sse4_1", "avx2"}))
+    assert saturates(emulated) and "CPUID" in emulated.detail
+    assert not saturates(cpu_from_flags("x86_64", sapphire, frozenset({"sse4_1", "avx2", "avx512bw", "avx512_vnni"})))
     assert not int8_settings(cpu_from_flags("x86_64", CASCADE_LAKE, frozenset({"avx2", "avx512_vnni"}))).reduce_range
     assert cpu_from_flags("AMD64", None, frozenset({"avx2", "avx512_vnni"})).detail.startswith("numpy")  # Windows
     # The agent's report: flags and machine; an old agent without flags gives the 7-bit choice on x86.
@@ -181,7 +186,7 @@ def test_cpu_flag_sources_and_what_runs_the_model():
 
 
 def test_agent_reports_the_flags_the_host_parses():
-    from runtime import agent
+    from edgecomp.runtime import agent
 
     env = agent.environment()
     assert env["machine"] and "cpu_flags" in env

@@ -23,9 +23,9 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-import exporters.tensorrt as trt_export
+import edgecomp.exporters.tensorrt as trt_export
 from edgecomp.errors import EdgecompError, MissingDependencyError, UserInputError
-from exporters import (
+from edgecomp.exporters import (
     TensorRTUnavailableError,
     build_engine,
     export_onnx,

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgecomp.cli import main
-from edgecomp.compress.run import CompressRequest, run_compress
+from edgecomp.compression.run import CompressRequest, run_compress
 from edgecomp.errors import UserInputError
 from edgecomp.outdir import COMPRESS_FILES, MANIFEST_FILE, check_replaceable, read_manifest
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgecomp.compress.pipeline import Budgets, compress
+from edgecomp.compression.methods import Budgets, compress
 from edgecomp.graph import analyze_model
 from edgecomp.models import get_zoo_model
 from edgecomp.pipeline.export import ExportRequest
@@ -27,9 +27,9 @@ from edgecomp.profiles import load_profile
 from edgecomp.report import budget_rows
 from edgecomp.report.facts import describe_shape
 from edgecomp.report.fmt import UNBOUNDED
-from runtime.report import ProfileReport
-from runtime.reports.histogram import view_range, write_histogram
-from runtime.stats import summarize
+from edgecomp.runtime.report import ProfileReport
+from edgecomp.runtime.reports.histogram import view_range, write_histogram
+from edgecomp.runtime.stats import summarize
 
 INF = float("inf")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -10,9 +10,9 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from edgecomp.errors import MissingDependencyError, UserInputError
-from runtime import agent
-from runtime.backends import TorchBackend, open_onnxruntime, open_tensorrt, tensorrt_available
-from runtime.errors import TargetDependencyError
+from edgecomp.runtime import agent
+from edgecomp.runtime.backends import TorchBackend, open_onnxruntime, open_tensorrt, tensorrt_available
+from edgecomp.runtime.errors import TargetDependencyError
 
 RNG = np.random.default_rng(0)
 W = RNG.normal(size=(4, 3)).astype(np.float32)

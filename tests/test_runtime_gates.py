@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from edgecomp.errors import UserInputError
-from runtime import gates as G
-from runtime.accuracy import accuracy_report, agreement_report, topk_correct
-from runtime.compare import compare_outputs
-from runtime.stats import summarize
+from edgecomp.runtime import gates as G
+from edgecomp.runtime.accuracy import accuracy_report, agreement_report, topk_correct
+from edgecomp.runtime.compare import compare_outputs
+from edgecomp.runtime.stats import summarize
 
 RNG = np.random.default_rng(0)
 STEADY = 2.0 + RNG.normal(0, 0.02, 1000)   # CV ~ 0.01

@@ -15,9 +15,9 @@ import pytest
 import torch
 from torch import nn
 
-import runtime
+from edgecomp import runtime
 from edgecomp.profiles import load_profile
-from runtime.errors import TargetConnectionError, TargetDependencyError
+from edgecomp.runtime.errors import TargetConnectionError, TargetDependencyError
 
 from sshd_server import SSHD, free_port as _free_port  # the `sshd` fixture comes from conftest.py
 

@@ -8,7 +8,7 @@ import pytest
 from scipy import stats as sps
 
 from edgecomp.errors import UserInputError
-from runtime import stats
+from edgecomp.runtime import stats
 
 
 @pytest.mark.parametrize("percentile, expected", [(90, 64), (99, 662), (50, 11), (95, 130)])

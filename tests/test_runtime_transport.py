@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from edgecomp.errors import UserInputError
-from runtime import agent
-from runtime.errors import TargetConnectionError, TargetDependencyError, TargetError
-from runtime.remote import parse_agent_output
-from runtime.transport import AdbTransport, LocalTransport, SshTransport, open_transport, parse_target
-from runtime.transport.base import Completed, Transport, run_subprocess, sha256_file
-from runtime.transport.ssh import diagnose
+from edgecomp.runtime import agent
+from edgecomp.runtime.errors import TargetConnectionError, TargetDependencyError, TargetError
+from edgecomp.runtime.remote import parse_agent_output
+from edgecomp.runtime.transport import AdbTransport, LocalTransport, SshTransport, open_transport, parse_target
+from edgecomp.runtime.transport.base import Completed, Transport, run_subprocess, sha256_file
+from edgecomp.runtime.transport.ssh import diagnose
 
 
 def test_parse_target_forms():

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgecomp.compress.run import CompressRequest, run_compress
+from edgecomp.compression.run import CompressRequest, run_compress
 from edgecomp.errors import UnsafeModelError, UserInputError
 
 FAST = ["--warmup", "0.02", "--min-duration", "0.02", "--iterations", "64", "--target", "local",
@@ -159,9 +159,9 @@ def test_a_recipe_cannot_switch_on_pickle_loading(made, tmp_path):
 
 
 def test_onnx_metadata_cannot_name_a_reference_model_to_run(made, tmp_path):
-    from exporters.from_outdir import reuse_onnx
-    from runtime.artifacts import resolve_artifact
-    from runtime.reference import find_reference, load_reference
+    from edgecomp.exporters.from_outdir import reuse_onnx
+    from edgecomp.runtime.artifacts import resolve_artifact
+    from edgecomp.runtime.reference import find_reference, load_reference
 
     spec, marker = evil_py(tmp_path)
     reuse_onnx(made / "made" / "model.onnx", tmp_path / "sent.onnx", input_shape=(1, 1, 28, 28),

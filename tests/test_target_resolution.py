@@ -1,4 +1,4 @@
-"""One target resolution (runtime.pipeline.target_url) for the harness and every pipeline stage."""
+"""One target resolution (runtime.harness.target_url) for the harness and every pipeline stage."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from edgecomp.errors import UserInputError
 from edgecomp.pipeline.export import ExportRequest
 from edgecomp.pipeline.rounds import _stand_in
 from edgecomp.profiles import load_profile
-from runtime.pipeline import target_url
-from runtime.transport import parse_target
+from edgecomp.runtime.harness import target_url
+from edgecomp.runtime.transport import parse_target
 
 
 def test_adb_profile_without_serial_resolves_to_adb_not_a_local_stand_in(tmp_path):

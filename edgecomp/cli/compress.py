@@ -6,8 +6,8 @@ import click
 
 from edgecomp.cli.common import (COUNT, NON_NEGATIVE, POSITIVE, SEED, OutputPath, SampleAmount, device_options, emit,
                                  json_option, model_options, parse_input_shape, progress_enabled, resolve_profile)
-from edgecomp.compress.cobla import CoblaOptions
-from edgecomp.compress.pipeline import METHODS
+from edgecomp.compression.cobla import CoblaOptions
+from edgecomp.compression.methods import METHODS
 from edgecomp.graph.cost import BYTES_PER_PARAM, SCHEMES
 
 
@@ -76,8 +76,8 @@ def command(model, weights, trust_pickle, input_shape, device, profile_file, mac
     report.json and ranks.png. Exit code 2 when the budget is infeasible
     (the message says the minimum achievable MACs/memory).
     """
-    from edgecomp.compress.pipeline import LCOptions
-    from edgecomp.compress.run import CompressRequest, run_compress
+    from edgecomp.compression.methods import LCOptions
+    from edgecomp.compression.run import CompressRequest, run_compress
 
     profile = resolve_profile(device, profile_file)
     request = CompressRequest(

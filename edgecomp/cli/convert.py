@@ -14,7 +14,7 @@ from edgecomp.cli.common import (COUNT, POSITIVE, OutputPath, device_options, em
                                  trust_code_option)
 from edgecomp.errors import UserInputError
 from edgecomp.io import to_jsonable
-from exporters.calib_data import calibration_from_spec
+from edgecomp.exporters.calib_data import calibration_from_spec
 
 FORMATS = ("onnx", "tensorrt", "ort")
 SUFFIXES = {"onnx": (".onnx",), "tensorrt": (".engine", ".plan", ".trt"), "ort": (".ort",)}
@@ -58,8 +58,8 @@ def _first_onnx(target, loaded, stored, onnx_path: Path, shape, *, trust_code: b
     code runs), else a new export of the PyTorch model (an OUTDIR's is rebuilt only as its recipe and
     --trust-code / --trust-pickle allow: edgecomp.factor.recipe)."""
     from edgecomp.factor import load_compressed
-    from exporters.from_outdir import outdir_check, reuse_blocker, reuse_onnx
-    from exporters.onnx_export import export_onnx
+    from edgecomp.exporters.from_outdir import outdir_check, reuse_blocker, reuse_onnx
+    from edgecomp.exporters.onnx_export import export_onnx
 
     blocker = None
     if stored is not None:
@@ -247,12 +247,12 @@ def command(
     the ONNX file for the target device and exits with code 2.
     """
     # Submodule imports: they resolve even where `exporters` is installed as a namespace package.
-    from exporters.metadata import build_metadata, metadata_from_recipe
-    from exporters.cpu_features import int8_runs_on
-    from exporters.mobile import to_ort_format
+    from edgecomp.exporters.metadata import build_metadata, metadata_from_recipe
+    from edgecomp.exporters.cpu_features import int8_runs_on
+    from edgecomp.exporters.mobile import to_ort_format
     from edgecomp.outdir import ONNX_FILE, check_replaceable, is_outdir, record
-    from exporters.ort_quant import quantize_int8
-    from exporters.tensorrt import TensorRTUnavailableError, build_engine
+    from edgecomp.exporters.ort_quant import quantize_int8
+    from edgecomp.exporters.tensorrt import TensorRTUnavailableError, build_engine
 
     profile = resolve_profile(device, profile_file)
     precision = _precision(fmt, precision, profile)

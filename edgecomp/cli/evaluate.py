@@ -23,7 +23,7 @@ def command(target, weights, trust_pickle, input_shape, trust_code, data_spec, b
     from edgecomp.data import load_dataset
     from edgecomp.errors import UserInputError
     from edgecomp.finetune import evaluate
-    from runtime.onnx_module import evaluation_module
+    from edgecomp.runtime.onnx_module import evaluation_module
 
     module, engine = evaluation_module(target, weights, trust_pickle=trust_pickle, trust_code=trust_code)
     data = load_dataset(data_spec)

@@ -6,8 +6,8 @@ import click
 
 from edgecomp.cli.common import (COUNT, FRACTION, NON_NEGATIVE, PERCENTILE, POSITIVE, SEED, OutputPath, SampleAmount, device_options,
                                  emit, json_option, model_options, parse_input_shape, progress_enabled, resolve_profile)
-from edgecomp.compress.cobla import CoblaOptions
-from edgecomp.compress.pipeline import METHODS
+from edgecomp.compression.cobla import CoblaOptions
+from edgecomp.compression.methods import METHODS
 from edgecomp.pipeline.export import BUILTIN_QUICK, DEFAULT_FINETUNE_EPOCHS
 from edgecomp.graph.cost import SCHEMES
 

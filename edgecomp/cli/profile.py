@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from edgecomp.cli.common import PERCENTILE, device_options, emit, json_option, resolve_profile
-from runtime.cli_support import (echo_summary, measurement_options, providers_from, reference_from, settings_from,
+from edgecomp.runtime.cli_support import (echo_summary, measurement_options, providers_from, reference_from, settings_from,
                                  target_options_from)
 
 
@@ -20,8 +20,8 @@ from runtime.cli_support import (echo_summary, measurement_options, providers_fr
 def command(as_json, **kw):
     """Measure ARTIFACT_OR_OUTDIR (.onnx/.ort, TensorRT .engine/.plan, or a compress output directory)
     on the device: latency statistics with confidence intervals, accuracy with --data, memory."""
-    from runtime import profile_artifact
-    from runtime.reports import write_reports
+    from edgecomp.runtime import profile_artifact
+    from edgecomp.runtime.reports import write_reports
 
     profile = resolve_profile(kw["device"], kw["profile_file"], required=True)
     report = profile_artifact(

@@ -11,7 +11,7 @@ import click
 
 from edgecomp.cli.common import FRACTION, PERCENTILE, POSITIVE, OutputPath, device_options, emit, json_option, resolve_profile
 from edgecomp.errors import EdgecompError
-from runtime.cli_support import (echo_summary, measurement_options, providers_from, reference_from, settings_from,
+from edgecomp.runtime.cli_support import (echo_summary, measurement_options, providers_from, reference_from, settings_from,
                                  target_options_from)
 
 
@@ -35,8 +35,8 @@ def command(as_json, **kw):
     Exit codes: 0 within budget, 1 budget exceeded, 2 could not run,
                 3 inconclusive (too noisy to decide: run longer or on a quieter machine).
     """
-    from runtime import verify
-    from runtime.reports import write_error_reports, write_reports
+    from edgecomp.runtime import verify
+    from edgecomp.runtime.reports import write_error_reports, write_reports
 
     profile = None
     try:

@@ -76,7 +76,7 @@ class ExportRequest:
             if self.finetune_epochs is None:
                 self.finetune_epochs = lighter["finetune_epochs"] = BUILTIN_QUICK["finetune_epochs"]
             if lighter:
-                from edgecomp.compress.cobla import CoblaOptions
+                from edgecomp.compression.cobla import CoblaOptions
 
                 usual = {**vars(CoblaOptions()), "finetune_epochs": DEFAULT_FINETUNE_EPOCHS}
                 self.settings_note = ("built-in demonstration run, with lighter settings than your own runs get so that "
@@ -96,16 +96,16 @@ class ExportRequest:
         return self
 
     def target_url(self) -> str:
-        """--target, else the device profile's (runtime.pipeline.target_url)."""
-        from runtime.pipeline import target_url
+        """--target, else the device profile's (runtime.harness.target_url)."""
+        from edgecomp.runtime.harness import target_url
 
         return target_url(self.profile, self.target)
 
     def check_values(self) -> None:
         """Every number and budget in range, before any stage runs (verify and profile share the checks)."""
-        from edgecomp.compress.cobla import CoblaOptions
-        from edgecomp.compress.run import check_compress_options
-        from runtime.pipeline import MeasureSettings, check_gate_options
+        from edgecomp.compression.cobla import CoblaOptions
+        from edgecomp.compression.run import check_compress_options
+        from edgecomp.runtime.harness import MeasureSettings, check_gate_options
 
         check_gate_options(self.latency_budget_ms, self.percentile, self.max_accuracy_drop)
         MeasureSettings(**self.measure).validate()
@@ -142,9 +142,9 @@ def check_target_reachable(req: ExportRequest, log: Callable[[str], None]) -> No
     """Contact a remote target once before any stage runs, so an unreachable board costs seconds, not a
     whole compression (TargetConnectionError, exit code 2, says why). Its agent's report of the target
     (CPU flags among it) is kept in `req.target_environment`: INT8 weights are chosen for that CPU."""
-    from runtime.errors import TargetConnectionError
-    from runtime.remote import probe_environment
-    from runtime.transport import open_transport, parse_target
+    from edgecomp.runtime.errors import TargetConnectionError
+    from edgecomp.runtime.remote import probe_environment
+    from edgecomp.runtime.transport import open_transport, parse_target
 
     target = req.target_url()
     if parse_target(target).kind == "local":

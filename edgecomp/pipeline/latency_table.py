@@ -26,8 +26,8 @@ def rank_grid(break_even: int, max_rank: int, n: int = RANKS_PER_LAYER) -> list[
 
 
 def _time_ms(req, onnx_path: Path, providers) -> float:
-    import runtime
-    from runtime import MeasureSettings
+    from edgecomp import runtime
+    from edgecomp.runtime import MeasureSettings
 
     settings = MeasureSettings(warmup_s=0.05, iterations=60, min_duration_s=0.1)
     report = runtime.profile_artifact(onnx_path, req.profile, target=req.target, settings=settings, providers=providers)
@@ -40,7 +40,7 @@ def measure_latency_table(req, analysis: dict, folder: Path, log) -> dict:
     from edgecomp.factor.modules import make_factored
     from edgecomp.graph.cost import analyze_model, layer_scheme
     from edgecomp.pipeline.rounds import _load_source, _stand_in, stand_in_providers
-    from exporters import export_onnx
+    from edgecomp.exporters import export_onnx
 
     loaded = _load_source(req)
     input_shape = tuple(analysis["input_shape"])

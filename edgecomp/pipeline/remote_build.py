@@ -11,7 +11,7 @@ from edgecomp.errors import EdgecompError
 def build_engine_on_target(req, target: str, onnx_path: Path, command: list[str], engine_path: Path, log) -> Path:
     """Copy the ONNX to the target, run trtexec there, and bring the engine back (atomically)."""
     from edgecomp.io import atomic_path
-    from runtime.transport import open_transport
+    from edgecomp.runtime.transport import open_transport
 
     transport = open_transport(target, python=req.profile.target.python, workdir=req.profile.target.workdir)
     try:

@@ -18,7 +18,7 @@ def _load_source(req):
 
 def analyze(req) -> dict:
     """The original model's costs and the device budgets: does it already fit?"""
-    from edgecomp.compress.pipeline import resolve_budgets
+    from edgecomp.compression.methods import resolve_budgets
     from edgecomp.errors import UserInputError
     from edgecomp.graph.cost import analyze_model
 
@@ -31,7 +31,7 @@ def analyze(req) -> dict:
     memory = cost.memory_bytes(req.precision)
     min_macs = cost.total_macs
     if cost.decomposable:
-        from edgecomp.compress.problem import build_problem, compute_spectra
+        from edgecomp.compression.problem import build_problem, compute_spectra
 
         inf = float("inf")
         min_macs = build_problem(cost, compute_spectra(loaded.module, cost), inf, inf).min_cost[0]
@@ -153,9 +153,9 @@ def next_mac_budget(req, entry: dict, analysis: dict, budget_ms: float | None) -
 
 
 def compress_stage(req, folder: Path, mac_budget: str | None, table, budget_ms, log) -> dict:
-    from edgecomp.compress.cobla import CoblaOptions
-    from edgecomp.compress.pipeline import LCOptions
-    from edgecomp.compress.run import CompressRequest, run_compress
+    from edgecomp.compression.cobla import CoblaOptions
+    from edgecomp.compression.methods import LCOptions
+    from edgecomp.compression.run import CompressRequest, run_compress
 
     method = req.method
     if method in ("cobla", "lc") and req.data is None:
@@ -187,7 +187,7 @@ def compress_stage(req, folder: Path, mac_budget: str | None, table, budget_ms, 
 
 
 def _stand_in(req) -> bool:
-    from runtime.transport import parse_target
+    from edgecomp.runtime.transport import parse_target
 
     return parse_target(req.target_url()).kind == "local" and req.profile.target.transport != "local"
 
@@ -203,8 +203,8 @@ def stand_in_providers(req) -> list[str]:
 def int8_runs_on(req):
     """Which CPU (or GPU) an INT8 artifact of this run is quantized for (exporters.cpu_features): the
     remote target's CPU as its agent reported it, else "gpu", "host" or "unknown"."""
-    from exporters.cpu_features import cpu_from_agent, int8_runs_on as runs_on
-    from runtime.transport import parse_target
+    from edgecomp.exporters.cpu_features import cpu_from_agent, int8_runs_on as runs_on
+    from edgecomp.runtime.transport import parse_target
 
     local = parse_target(req.target_url()).kind == "local"  # host or stand-in
     where = runs_on(req.profile.runtime, local=local)
@@ -218,15 +218,15 @@ def int8_choice(req) -> dict | None:
     resumed on a CPU that needs another range re-quantizes."""
     if req.precision != "int8":
         return None
-    from exporters.cpu_features import int8_settings
+    from edgecomp.exporters.cpu_features import int8_settings
 
     settings = int8_settings(int8_runs_on(req))
     return {"runs_on": settings.runs_on, "reduce_range": settings.reduce_range}
 
 
 def export_stage(req, folder: Path, compressed: str | None, analysis: dict, log) -> dict:
-    from exporters import build_metadata, export_onnx, quantize_int8
-    from exporters.calib_data import calibration_from_spec
+    from edgecomp.exporters import build_metadata, export_onnx, quantize_int8
+    from edgecomp.exporters.calib_data import calibration_from_spec
     from edgecomp.factor import load_compressed
 
     # The spec on this command's own command line rebuilds the architecture (the recipe's never decides what runs).
@@ -259,10 +259,10 @@ def export_stage(req, folder: Path, compressed: str | None, analysis: dict, log)
 
 def tensorrt_artifact(req, folder: Path, onnx_path: Path, input_shape, log) -> dict:
     """Build the engine where it will run: on the target if reachable, else leave ONNX + trtexec command."""
-    from exporters import trtexec_command, write_trtexec_script
-    from exporters.tensorrt import build_engine
+    from edgecomp.exporters import trtexec_command, write_trtexec_script
+    from edgecomp.exporters.tensorrt import build_engine
     from edgecomp.errors import EdgecompError
-    from runtime.transport import parse_target
+    from edgecomp.runtime.transport import parse_target
 
     precision = "fp32" if req.precision == "int8" and "int8" not in onnx_path.name else req.precision
     batch = list(input_shape)
@@ -291,8 +291,8 @@ def tensorrt_artifact(req, folder: Path, onnx_path: Path, input_shape, log) -> d
 
 
 def verify_stage(req, folder: Path, export: dict, budget_ms: float | None, log) -> dict:
-    import runtime
-    from runtime import MeasureSettings, ReferenceSpec, write_reports
+    from edgecomp import runtime
+    from edgecomp.runtime import MeasureSettings, ReferenceSpec, write_reports
 
     artifact = export["artifact"]
     providers = None

@@ -117,7 +117,7 @@ def write_summary(req, outdir: Path, analysis: dict, history: list[dict], stages
 
 def draw_charts(report: dict, outdir: Path) -> dict[str, Path | None]:
     """The page's PNGs: rank allocation (when compressed), costs vs budgets, the latency histogram."""
-    from edgecomp.compress.report import plot_layer_costs
+    from edgecomp.compression.report import plot_layer_costs
     from edgecomp.report.charts import budget_chart
 
     analysis, comp = report["analysis"], report["final"]["compress"]

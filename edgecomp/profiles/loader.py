@@ -8,7 +8,6 @@ from pathlib import Path
 
 import yaml
 
-import edgecomp
 from edgecomp.errors import UserInputError
 from edgecomp.profiles.profile import DeviceProfile
 from edgecomp.profiles.schema import display_path, validate_profile_data
@@ -40,11 +39,14 @@ _ProfileYamlLoader.add_implicit_resolver(
 
 
 def profiles_dir() -> Path:
-    """$EDGECOMP_PROFILES_DIR if set, else <repo root>/device_profiles."""
+    """$EDGECOMP_PROFILES_DIR if set, else the built-in profiles: the package edgecomp.device_profiles
+    (the repository's top-level device_profiles/, installed inside edgecomp by the wheel)."""
     env = os.environ.get(ENV_DIR)
     if env:
         return Path(env)
-    return Path(edgecomp.__file__).resolve().parents[1] / "device_profiles"
+    import edgecomp.device_profiles
+
+    return Path(edgecomp.device_profiles.__file__).resolve().parent
 
 
 def read_profile(path: str | os.PathLike) -> DeviceProfile:

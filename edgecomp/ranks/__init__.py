@@ -1,7 +1,7 @@
 """Rank selection: pure functions of numbers (spectra, per-rank costs, gradients).
 
 Nothing in this package imports torch. The torch glue that builds a RankProblem from a model
-lives in edgecomp.compress.
+lives in edgecomp.compression.
 """
 
 from edgecomp.ranks.problem import LayerSpectrum, RankProblem, RankSelection

@@ -3,9 +3,9 @@
 Each returns an object with run(x) -> first output, info() and close() (see base.Backend).
 """
 
-from runtime.backends.base import Backend
-from runtime.backends.onnxruntime import open_onnxruntime
-from runtime.backends.tensorrt import open_tensorrt, tensorrt_available
-from runtime.backends.torch_eager import TorchBackend
+from edgecomp.runtime.backends.base import Backend
+from edgecomp.runtime.backends.onnxruntime import open_onnxruntime
+from edgecomp.runtime.backends.tensorrt import open_tensorrt, tensorrt_available
+from edgecomp.runtime.backends.torch_eager import TorchBackend
 
 __all__ = ["Backend", "TorchBackend", "open_onnxruntime", "open_tensorrt", "tensorrt_available"]

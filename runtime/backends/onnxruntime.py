@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Sequence
 
 from edgecomp.errors import MissingDependencyError, UserInputError
-from runtime import agent
-from runtime.errors import TargetDependencyError
+from edgecomp.runtime import agent
+from edgecomp.runtime.errors import TargetDependencyError
 
 
 def open_onnxruntime(

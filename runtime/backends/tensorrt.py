@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgecomp.errors import MissingDependencyError, UserInputError
-from runtime import agent
+from edgecomp.runtime import agent
 
 INSTALL = 'pip install "edgecomp[tensorrt]"'
 

@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 
 from edgecomp.io import write_text
-from runtime.report import ProfileReport, VerifyResult
-from runtime.reports.histogram import write_histogram
-from runtime.reports.junit import render_error_junit, render_junit
-from runtime.reports.markdown import render_error_markdown, render_markdown
+from edgecomp.runtime.report import ProfileReport, VerifyResult
+from edgecomp.runtime.reports.histogram import write_histogram
+from edgecomp.runtime.reports.junit import render_error_junit, render_junit
+from edgecomp.runtime.reports.markdown import render_error_markdown, render_markdown
 
 
 def write_reports(

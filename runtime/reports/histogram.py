@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from edgecomp.io import atomic_path
-from runtime.report import ProfileReport
+from edgecomp.runtime.report import ProfileReport
 
 
 def write_histogram(report: ProfileReport, path: str | Path, *, budget_ms: float | None = None,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from runtime.gates import FAIL, INCONCLUSIVE, SKIPPED, GateResult
-from runtime.report import ProfileReport
+from edgecomp.runtime.gates import FAIL, INCONCLUSIVE, SKIPPED, GateResult
+from edgecomp.runtime.report import ProfileReport
 
 
 def _suite(name: str, cases: int, failures: int, errors: int, skipped: int, time_s: float) -> tuple[ET.Element, ET.Element]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import math
 
-from runtime.gates import FAIL, INCONCLUSIVE, PASS, SKIPPED, GateResult
-from runtime.report import ProfileReport
+from edgecomp.runtime.gates import FAIL, INCONCLUSIVE, PASS, SKIPPED, GateResult
+from edgecomp.runtime.report import ProfileReport
 
 ICONS = {PASS: "✅ PASS", FAIL: "❌ FAIL", INCONCLUSIVE: "⚠️ INCONCLUSIVE", SKIPPED: "⏭️ SKIPPED", "ERROR": "💥 ERROR"}
 

@@ -8,10 +8,10 @@ from typing import Sequence
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from edgecomp.errors import UserInputError
-from runtime.transport.adb import AdbTransport
-from runtime.transport.base import Completed, Transport, sha256_file
-from runtime.transport.local import LocalTransport
-from runtime.transport.ssh import SshTransport
+from edgecomp.runtime.transport.adb import AdbTransport
+from edgecomp.runtime.transport.base import Completed, Transport, sha256_file
+from edgecomp.runtime.transport.local import LocalTransport
+from edgecomp.runtime.transport.ssh import SshTransport
 
 URL_FORMS = "local, ssh://[user@]host[:port], adb or adb://SERIAL"
 

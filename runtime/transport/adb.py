@@ -14,8 +14,8 @@ import shutil
 from pathlib import Path
 
 from edgecomp.errors import MissingDependencyError
-from runtime.errors import TargetConnectionError
-from runtime.transport.base import Completed, Transport, run_subprocess
+from edgecomp.runtime.errors import TargetConnectionError
+from edgecomp.runtime.transport.base import Completed, Transport, run_subprocess
 
 ENV_ADB = "EDGECOMP_ADB"
 

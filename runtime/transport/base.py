@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from edgecomp.io import sha256_file  # noqa: F401  (re-exported: blobs are named by it)
-from runtime.errors import TargetConnectionError, TargetDependencyError, TargetError
+from edgecomp.runtime.errors import TargetConnectionError, TargetDependencyError, TargetError
 
 
 def blob_name(path: str | Path, digest: str) -> str:

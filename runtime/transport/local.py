@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from runtime.transport.base import Completed, Transport, run_subprocess
+from edgecomp.runtime.transport.base import Completed, Transport, run_subprocess
 
 
 class LocalTransport(Transport):

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Sequence
 
 from edgecomp.errors import MissingDependencyError
-from runtime.errors import TargetConnectionError
-from runtime.transport.base import Completed, Transport, run_subprocess
+from edgecomp.runtime.errors import TargetConnectionError
+from edgecomp.runtime.transport.base import Completed, Transport, run_subprocess
 
 ENV_IDENTITY = "EDGECOMP_SSH_IDENTITY"
 ENV_OPTIONS = "EDGECOMP_SSH_OPTIONS"

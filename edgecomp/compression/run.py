@@ -13,9 +13,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgecomp.compress.cobla import CoblaOptions
-from edgecomp.compress.pipeline import METHODS, LCOptions, compress, resolve_budgets, seed_everything, split_heldout
-from edgecomp.compress.report import build_report, plot_layer_costs
+from edgecomp.compression.cobla import CoblaOptions
+from edgecomp.compression.methods import METHODS, LCOptions, compress, resolve_budgets, seed_everything, split_heldout
+from edgecomp.compression.report import build_report, plot_layer_costs
 from edgecomp.errors import UserInputError
 from edgecomp.errors import EdgecompError
 from edgecomp.factor.recipe import save_compressed
@@ -59,8 +59,8 @@ def _check_outdir(outdir: Path) -> None:
 def _export_onnx(model, path: Path, input_shape, recipe: dict, log) -> dict:
     """Write the verified model.onnx beside the weights; a model that cannot be exported still gets its
     OUTDIR (without model.onnx), and the report says why."""
-    from exporters.metadata import metadata_from_recipe
-    from exporters.onnx_export import export_onnx
+    from edgecomp.exporters.metadata import metadata_from_recipe
+    from edgecomp.exporters.onnx_export import export_onnx
 
     try:
         result = export_onnx(model, path, tuple(input_shape), metadata=metadata_from_recipe(recipe))

@@ -19,17 +19,17 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgecomp.errors import EdgecompError, UserInputError
-from runtime import gates as G
-from runtime.accuracy import accuracy_report, agreement_report
-from runtime.artifacts import Artifact, resolve_artifact
-from runtime.crosscheck import compare_runtimes
-from runtime.inputs import InputPool, build_inputs, write_pool
-from runtime.reference import ReferenceSpec, find_reference, run_reference
-from runtime.remote import run_agent
-from runtime.report import ProfileReport
-from runtime.stats import (DEFAULT_CONFIDENCE, DEFAULT_INTERVAL_LEVEL, default_cv_threshold,
+from edgecomp.runtime import gates as G
+from edgecomp.runtime.accuracy import accuracy_report, agreement_report
+from edgecomp.runtime.artifacts import Artifact, resolve_artifact
+from edgecomp.runtime.crosscheck import compare_runtimes
+from edgecomp.runtime.inputs import InputPool, build_inputs, write_pool
+from edgecomp.runtime.reference import ReferenceSpec, find_reference, run_reference
+from edgecomp.runtime.remote import run_agent
+from edgecomp.runtime.report import ProfileReport
+from edgecomp.runtime.stats import (DEFAULT_CONFIDENCE, DEFAULT_INTERVAL_LEVEL, default_cv_threshold,
                            min_samples_for_percentile, summarize)
-from runtime.transport import Transport, open_transport, parse_target
+from edgecomp.runtime.transport import Transport, open_transport, parse_target
 
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider", "ROCMExecutionProvider",
                  "MIGraphXExecutionProvider", "DmlExecutionProvider")
@@ -224,7 +224,7 @@ def measure(
     if target_info["stand_in"] and artifact.kind == "onnx" and artifact.precision == "int8":
         # Quantized for the device (full-range weights for a GPU, ARM or VNNI CPU): this host's x86 int8
         # kernels may saturate where the device's do not, so the stand-in computes it exactly.
-        from exporters.cpu_features import EXACT_X86_INT8
+        from edgecomp.exporters.cpu_features import EXACT_X86_INT8
 
         request["session_config"] = {EXACT_X86_INT8: "1"}
         notes.append(f"INT8 measured with ONNX Runtime's exact x86 int8 kernels ({EXACT_X86_INT8}=1), as the device "

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
-from edgecomp.compress.masked import masked_model
-from edgecomp.compress.oracle import MaskLossOracle
+from edgecomp.compression.masked import masked_model
+from edgecomp.compression.oracle import MaskLossOracle
 from edgecomp.errors import EdgecompError
 from edgecomp.ranks.problem import RankProblem, RankSelection
 

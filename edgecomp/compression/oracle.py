@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgecomp.compress.masked import MaskVector
+from edgecomp.compression.masked import MaskVector
 
 
 class MaskLossOracle:

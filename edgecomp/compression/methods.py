@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgecomp.compress.cobla import CoblaOptions, run_cobla
-from edgecomp.compress.problem import build_problem, compute_spectra
+from edgecomp.compression.cobla import CoblaOptions, run_cobla
+from edgecomp.compression.problem import build_problem, compute_spectra
 from edgecomp.errors import EdgecompError, InfeasibleBudgetError, UserInputError
 from edgecomp.factor.build import factorize_model
 from edgecomp.graph.cost import BYTES_PER_PARAM, analyze_model
