@@ -61,12 +61,12 @@ def conv_net_problem(n_masks: int, rng: np.random.Generator) -> RankProblem:
         j = np.arange(1, K + 1)
         sigma = np.sort(j ** -rng.uniform(0.4, 1.2) * rng.uniform(0.5, 3.0) * np.exp(rng.normal(0, 0.05, K)))[::-1]
         layers.append(LayerSpectrum(
-            f"conv{depth}", sigma, macs_per_rank=float(hw * hw * (cols + rows)),
-            params_per_rank=float(cols + rows), original_macs=float(hw * hw * rows * cols),
+            f"conv{depth}", sigma, compute_per_rank=float(hw * hw * (cols + rows)),
+            params_per_rank=float(cols + rows), original_compute=float(hw * hw * rows * cols),
             original_params=float(rows * cols + rows), bias_params=float(rows), shape=(rows, cols)))
         total += K
         depth += 1
-    probe = RankProblem(tuple(layers), 1.0, 1.0, fixed_macs=1e6, fixed_params=1e4)
+    probe = RankProblem(tuple(layers), 1.0, 1.0, fixed_compute=1e6, fixed_params=1e4)
     macs, params = probe.original_cost
     return probe.with_budgets(0.35 * macs, 0.40 * params)
 
@@ -113,7 +113,7 @@ def bench(n: int, iters: int, seed: int) -> dict:
         "projection_fallbacks": res.timings["projection_fallbacks"],
         "loss_start": steps[0]["loss"] if steps else res.loss,
         "loss_final": res.loss,
-        "mac_use": (float(a_c @ res.masks) + c_c) / problem.mac_budget,
+        "mac_use": (float(a_c @ res.masks) + c_c) / problem.compute_budget,
         "param_use": (float(a_m @ res.masks) + c_m) / problem.param_budget,
     }
 

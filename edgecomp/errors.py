@@ -1,19 +1,20 @@
-"""Error types shared by every stage. Each carries the CLI exit code it maps to.
+"""The one hierarchy of user-facing errors. Each carries the exit code it maps to (edgecomp.exit_codes).
 
-Exit codes (documented in README.md):
-  0  success / within budget
-  1  a budget was exceeded (gates only)
-  2  could not run: bad input, infeasible budget, missing dependency, failed check
-  3  inconclusive (measurement too noisy to decide; gates only)
+An EdgecompError (or subclass) is the user's mistake or the environment's refusal: the CLI prints its
+message as one `error: ...` line and exits with its `exit_code` (2: could not run). Anything else
+raised is a bug in edgecomp: it keeps its traceback (edgecomp.cli). Harness errors (TargetError, ...)
+live in edgecomp.runtime.errors and subclass EdgecompError.
 """
 
 from __future__ import annotations
+
+from edgecomp.exit_codes import ExitCode
 
 
 class EdgecompError(Exception):
     """Base class: a failure with a message meant for the user (no traceback needed)."""
 
-    exit_code = 2
+    exit_code: int = ExitCode.COULD_NOT_RUN
 
 
 class UserInputError(EdgecompError):
@@ -43,13 +44,3 @@ class MissingDependencyError(EdgecompError):
 
 class VerificationError(EdgecompError):
     """A numerical or structural check on a produced artifact failed."""
-
-
-def require(module: str, install: str, what: str | None = None):
-    """Import an optional module lazily; raise MissingDependencyError naming the install command."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise MissingDependencyError(what or f"Python package '{module}' ({exc})", install) from exc

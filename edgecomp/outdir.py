@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 from edgecomp.errors import UserInputError
+from edgecomp.formats import check, stamp, tag
 from edgecomp.io import _umask, sha256_file, write_json
 
 MANIFEST_FILE = ".edgecomp-manifest.json"
-MANIFEST_FORMAT = "edgecomp-manifest/1"
+MANIFEST_FORMAT = tag("manifest")  # "edgecomp-manifest/1" (edgecomp.formats)
 RECIPE_FILE = "recipe.json"
 WEIGHTS_FILE = "model.safetensors"
 ONNX_FILE = "model.onnx"
@@ -50,8 +51,7 @@ def read_manifest(outdir: str | os.PathLike) -> dict[str, dict]:
                 for name in COMPRESS_FILES if (outdir / name).is_file() and not (outdir / name).is_symlink()}
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-        if doc.get("format") != MANIFEST_FORMAT:
-            raise ValueError(f"unknown format {doc.get('format')!r}")
+        check(doc, "manifest", path)  # UserInputError (not caught here) for a newer edgecomp's or another file
         files = {str(name): dict(entry) for name, entry in doc["files"].items()
                  if Path(str(name)).name == str(name) and isinstance(entry.get("sha256"), str)}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -61,7 +61,7 @@ def read_manifest(outdir: str | os.PathLike) -> dict[str, dict]:
 
 
 def _write_manifest(outdir: Path, files: dict[str, dict]) -> None:
-    write_json(outdir / MANIFEST_FILE, {"format": MANIFEST_FORMAT, "files": dict(sorted(files.items()))})
+    write_json(outdir / MANIFEST_FILE, stamp({"files": dict(sorted(files.items()))}, "manifest"))
 
 
 def _owned(path: Path, entry: dict | None) -> bool:

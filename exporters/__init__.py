@@ -1,7 +1,9 @@
 """Exporters: verified ONNX, TensorRT engines, ONNX Runtime INT8 (QDQ) and ORT-format mobile models.
 
 Every artifact is written atomically and checked numerically against its source before it is kept.
-Optional back ends (tensorrt, cuda-python, onnxslim) are imported only when used.
+Optional back ends (tensorrt, cuda-python, onnxslim) are imported only when used (edgecomp.optional).
+The whole chain, model or output directory to ONNX, INT8, .ort or engine, is one call:
+edgecomp.exporters.convert.convert (not re-exported here, so the name keeps meaning the module).
 """
 
 from edgecomp.exporters.bn_fold import fold_batchnorm
@@ -14,6 +16,7 @@ from edgecomp.exporters.tensorrt import (
     EngineBuildResult,
     TensorRTUnavailableError,
     build_engine,
+    engine_command,
     trtexec_command,
     write_trtexec_script,
 )
@@ -26,6 +29,7 @@ __all__ = [
     "TensorRTUnavailableError",
     "build_engine",
     "build_metadata",
+    "engine_command",
     "export_onnx",
     "fold_batchnorm",
     "graph_inputs",

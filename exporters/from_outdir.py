@@ -5,18 +5,41 @@ opset 17, a symbolic batch axis, the recipe's input shape, no simplification. A 
 for that same export (ONNX Runtime formats, INT8 quantization and TensorRT need only ONNX) copies
 the file, with this run's metadata, and so runs no code the directory names. One that asks for a
 different export (another opset, a fixed batch, another input shape, --simplify) or whose
-model.onnx is already quantized needs the PyTorch model; `reuse_blocker` says which.
+model.onnx is already quantized needs the PyTorch model; `reuse_blocker` says which, and
+`onnx_from_outdir` rebuilds it then only as the directory's `OutputDir` settings allow.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
 from edgecomp.exporters import metadata as md
 from edgecomp.exporters.onnx_check import graph_inputs, is_qdq, load_onnx_checked, node_counts
+
+
+@dataclass(frozen=True)
+class OutputDir:
+    """An edgecomp output directory as a conversion source, and what may run to rebuild its PyTorch model.
+
+    Nothing the directory names runs by default: its model.onnx is used when it is the export asked
+    for; otherwise the model is rebuilt from a zoo spec, from `model_spec` (the caller's own spec of
+    the source architecture), from the recipe's code only with trust_code, or from a pickle only with
+    trust_pickle (edgecomp.factor.recipe). `allow_hint` is how a refusal says to allow running code.
+    """
+
+    path: Path
+    model_spec: str | None = None
+    trust_code: bool = False
+    trust_pickle: bool = False
+    allow_hint: str = "--trust-code"
+
+    def recipe(self) -> dict:
+        """The directory's recipe.json (UserInputError when it is not an output directory)."""
+        from edgecomp.factor.recipe import read_recipe
+
+        return read_recipe(self.path)
 
 
 @dataclass
@@ -66,17 +89,21 @@ def reuse_blocker(stored: str | Path, *, input_shape: tuple[int, ...], opset: in
     return None
 
 
-def reuse_onnx(stored: str | Path, out_path: str | Path, *, input_shape: tuple[int, ...],
-               metadata: Mapping[str, str] | None = None, check: Mapping | None = None) -> ReusedOnnx:
+def reuse_onnx(stored: str | Path, out_path: str | Path, *, input_shape: tuple[int, ...] | None,
+               metadata: Mapping[str, str] | None = None, check: Mapping | None = None,
+               keep_metadata: bool = False) -> ReusedOnnx:
     """Write `stored` to `out_path` (atomically; the same path is rewritten in place) with `metadata` in its
-    metadata_props. `check` is compress's record of the export check (report.json "onnx"), if any."""
+    metadata_props, over the file's own ones with keep_metadata (else over edgecomp's input shape only).
+    `check` is compress's record of the export check (report.json "onnx"), if any."""
     import onnx
 
     from edgecomp.io import atomic_path
 
     stored, out_path = Path(stored), Path(out_path)
     model = load_onnx_checked(stored)
-    meta = md.build_metadata(input_shape=tuple(input_shape))
+    meta = {p.key: p.value for p in model.metadata_props} if keep_metadata else {}
+    if input_shape is not None:
+        meta.update(md.build_metadata(input_shape=tuple(input_shape)))
     meta.update({k: md.as_metadata_value(v) for k, v in (metadata or {}).items()})
     del model.metadata_props[:]
     for key, value in meta.items():
@@ -104,9 +131,38 @@ def reuse_onnx(stored: str | Path, out_path: str | Path, *, input_shape: tuple[i
 
 def outdir_check(outdir: str | Path) -> dict | None:
     """The export check compress recorded in the directory's report.json ("onnx"), or None."""
-    path = Path(outdir) / "report.json"
-    try:
-        value = json.loads(path.read_text(encoding="utf-8")).get("onnx")
-    except (OSError, ValueError, AttributeError):
-        return None
+    from edgecomp.formats import read_optional
+
+    doc = read_optional(Path(outdir) / "report.json", "compress-report")
+    value = doc.get("onnx") if isinstance(doc, dict) else None
     return value if isinstance(value, dict) else None
+
+
+def onnx_from_outdir(source: OutputDir, onnx_path: str | Path, *, input_shape: tuple[int, ...], opset: int,
+                     dynamic_batch: bool, simplify: bool, metadata: Mapping[str, str], check_inputs=None,
+                     tolerance: float = 1e-4):
+    """The float ONNX of an output directory at `onnx_path`: its model.onnx when that is the export these
+    settings ask for (ReusedOnnx, no code runs), else a new export of its rebuilt PyTorch model
+    (exporters.onnx_export.OnnxExportResult) where `source` allows rebuilding it."""
+    from edgecomp.errors import UserInputError
+    from edgecomp.exporters.onnx_export import export_onnx
+    from edgecomp.factor import load_compressed
+    from edgecomp.outdir import ONNX_FILE
+
+    stored = Path(source.path) / ONNX_FILE
+    blocker = None
+    if stored.is_file():
+        blocker = reuse_blocker(stored, input_shape=input_shape, opset=opset, dynamic_batch=dynamic_batch,
+                                simplify=simplify)
+        if blocker is None:
+            return reuse_onnx(stored, onnx_path, input_shape=input_shape, metadata=metadata,
+                              check=outdir_check(source.path))
+    try:
+        loaded = load_compressed(source.path, model_spec=source.model_spec, trust_code=source.trust_code,
+                                 trust_pickle=source.trust_pickle, allow_hint=source.allow_hint)
+    except UserInputError as exc:
+        if blocker is None:
+            raise
+        raise UserInputError(f"{blocker} needs a new export from the PyTorch model: {exc}") from None
+    return export_onnx(loaded.module, onnx_path, input_shape, opset=opset, dynamic_batch=dynamic_batch,
+                       metadata=metadata, check_inputs=check_inputs, tolerance=tolerance, simplify=simplify)

@@ -47,10 +47,11 @@ def _pair(size, in_hw: tuple[int, int]) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def lower_adaptive_pools(model: nn.Module, example: torch.Tensor) -> int:
+def lower_adaptive_pools(model: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...]) -> int:
     """Replace (in place) every AdaptiveAvgPool2d with a non-dividing output size; return how many.
 
-    `example` is run through the model once to learn each pool's input size.
+    `example` (a tensor, or a tuple with one tensor per input) is run through the model once to learn
+    each pool's input size.
     """
     seen: dict[str, set[tuple[int, int]]] = {}
     hooks = []
@@ -64,7 +65,7 @@ def lower_adaptive_pools(model: nn.Module, example: torch.Tensor) -> int:
     if not hooks:
         return 0
     try:
-        model(example)
+        model(*example) if isinstance(example, tuple) else model(example)
     finally:
         for hook in hooks:
             hook.remove()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from edgecomp import __version__
 
@@ -35,9 +35,10 @@ def build_metadata(
     device: str | None = None,
     scheme: str | None = None,
     ranks: Mapping[str, int] | None = None,
-    input_shape: tuple[int, ...] | None = None,
+    input_shape: tuple[int, ...] | Sequence[tuple[int, ...]] | None = None,
 ) -> dict[str, str]:
-    """The agreed metadata dict for an artifact (keys with no value are left out)."""
+    """The agreed metadata dict for an artifact (keys with no value are left out). INPUT_SHAPE is a list of
+    ints, or a list of such lists for a model with several inputs."""
     raw: dict[str, Any] = {
         VERSION: __version__,
         SOURCE_MODEL: source_model,
@@ -45,9 +46,16 @@ def build_metadata(
         DEVICE: device,
         SCHEME: scheme,
         RANKS: None if ranks is None else {str(k): int(v) for k, v in ranks.items()},
-        INPUT_SHAPE: None if input_shape is None else [int(d) for d in input_shape],
+        INPUT_SHAPE: None if input_shape is None else _shape_value(input_shape),
     }
     return {k: as_metadata_value(v) for k, v in raw.items() if v is not None}
+
+
+def _shape_value(shape) -> list:
+    items = list(shape)
+    if items and all(isinstance(s, (tuple, list)) for s in items):
+        return [[int(d) for d in s] for s in items]
+    return [int(d) for d in items]
 
 
 def metadata_from_recipe(recipe: Mapping[str, Any], *, device: str | None = None) -> dict[str, str]:

@@ -134,8 +134,10 @@ def to_ort_format(
     check_inputs: np.ndarray | None = None,
     tolerance: float = 1e-4,
     max_error_steps: float = MAX_INT8_ERROR_STEPS,
+    name: str | None = None,
 ) -> MobileResult:
-    """Convert `onnx_path` to `<out_dir>/<stem>.ort` (+ `<stem>.required_operators.config`), verified.
+    """Convert `onnx_path` to `<out_dir>/<name>.ort` (+ `<name>.required_operators.config`), verified;
+    `name` defaults to the ONNX file's stem.
 
     The .ort file is loaded in an onnxruntime InferenceSession and its outputs on `check_inputs`
     (default: seeded N(0, 1), batch 2 when the batch is dynamic) are compared with the ONNX model's;
@@ -154,7 +156,7 @@ def to_ort_format(
         raise UserInputError(f"{onnx_path}: ORT conversion check supports one-input models, this one has {len(inputs)}")
     x = _check_inputs(inputs[0], check_inputs)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = onnx_path.stem
+    stem = name or onnx_path.stem
 
     with tempfile.TemporaryDirectory(prefix=f".{stem}.", suffix=".ort-tmp", dir=out_dir) as work:
         src = Path(work) / "src" / f"{stem}.onnx"

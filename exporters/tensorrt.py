@@ -2,8 +2,9 @@
 
 An engine is compiled for one GPU architecture and one TensorRT version, so it must be built on
 the target device. Where TensorRT or a CUDA GPU is missing, build_engine writes the equivalent
-`trtexec` command to `<onnx stem>.trtexec.sh` next to the ONNX file and raises
+`trtexec` command to `<engine stem>.trtexec.sh` next to the ONNX file and raises
 TensorRTUnavailableError naming it; copy both files to the target and run the script there.
+`engine_command` gives that command without building (for a build elsewhere, e.g. on the target).
 
 Precisions: fp32; fp16 (BuilderFlag.FP16); int8 (BuilderFlag.INT8, with FP16 also allowed so layers
 without an INT8 kernel do not fall back to FP32). INT8 needs either a QDQ ONNX (explicit
@@ -23,8 +24,9 @@ from typing import Sequence
 from edgecomp.errors import MissingDependencyError, UserInputError, VerificationError
 from edgecomp.io import atomic_path, write_bytes
 from edgecomp.exporters.calib_data import check_sample_shape, to_batches
-from edgecomp.exporters.onnx_check import graph_inputs, is_qdq, load_onnx_checked
-from edgecomp.exporters.trt_calibrator import TENSORRT_INSTALL, cuda_check, load_cudart, make_entropy_calibrator
+from edgecomp.exporters.onnx_check import TensorSpec, graph_inputs, is_qdq, load_onnx_checked
+from edgecomp.exporters.trt_calibrator import cuda_check, load_cudart, make_entropy_calibrator
+from edgecomp.optional import install_hint, require
 
 PRECISIONS = ("fp32", "fp16", "int8")
 LOG_LEVELS = ("verbose", "info", "warning", "error")
@@ -38,10 +40,10 @@ class TensorRTUnavailableError(MissingDependencyError):
             f"cannot build a TensorRT engine on this host: {reason}. TensorRT engines are specific to the GPU and "
             f"TensorRT version they are built with, so build it on the target device: copy the ONNX file and "
             f"{script_path} there and run `sh {script_path.name}` (it runs: {shlex.join(command)}). "
-            f"To build from Python on the target, install `{TENSORRT_INSTALL}`"
+            f"To build from Python on the target, install `{install_hint('tensorrt')}`"
         )
         Exception.__init__(self, message)
-        self.install = TENSORRT_INSTALL
+        self.install = install_hint("tensorrt")
         self.reason = reason
         self.script_path = script_path
         self.command = list(command)
@@ -106,18 +108,20 @@ def trtexec_command(
     return cmd
 
 
-def script_path_for(onnx_path: str | Path) -> Path:
+def script_path_for(onnx_path: str | Path, engine_path: str | Path | None = None) -> Path:
+    """`<engine stem>.trtexec.sh` (`<onnx stem>` without an engine path) in the ONNX file's folder."""
     onnx_path = Path(onnx_path)
-    return onnx_path.with_name(f"{onnx_path.stem}.trtexec.sh")
+    return onnx_path.with_name(f"{Path(engine_path or onnx_path).stem}.trtexec.sh")
 
 
-def write_trtexec_script(onnx_path: str | Path, command: Sequence[str], reason: str | None = None) -> Path:
-    """Write `<onnx stem>.trtexec.sh` beside the ONNX file (atomically, executable); return its path.
+def write_trtexec_script(onnx_path: str | Path, command: Sequence[str], reason: str | None = None, *,
+                         engine_path: str | Path | None = None) -> Path:
+    """Write script_path_for(onnx_path, engine_path) beside the ONNX file (atomically, executable); return its path.
 
     The script changes to its own directory first, so relative file names in `command` work after
     the ONNX file and the script are copied together to the target.
     """
-    path = script_path_for(onnx_path)
+    path = script_path_for(onnx_path, engine_path)
     lines = [
         "#!/bin/sh",
         "# Build the TensorRT engine on the target device (engines are specific to its GPU and TensorRT version).",
@@ -136,9 +140,9 @@ def write_trtexec_script(onnx_path: str | Path, command: Sequence[str], reason: 
 def _tensorrt_or_reason():
     """(tensorrt module, None) when engines can be built here, else (None, why not)."""
     try:
-        import tensorrt as trt
-    except ImportError as exc:
-        return None, f"the tensorrt Python package is not installed ({exc})"
+        trt = require("tensorrt")
+    except MissingDependencyError as exc:
+        return None, f"the tensorrt Python package is not installed ({exc.__cause__})"
     try:
         cudart = load_cudart()
     except MissingDependencyError:
@@ -194,33 +198,22 @@ def _profile_shapes(spec, min_batch: int, opt_batch: int, max_batch: int):
     return tuple((b, *rest) for b in (min_batch, opt_batch, max_batch))
 
 
-def build_engine(
-    onnx_path: str | Path,
-    engine_path: str | Path,
-    *,
-    precision: str = "fp16",
-    workspace_mb: int = 1024,
-    timing_cache: str | Path | None = None,
-    calibration=None,
-    calibration_cache: str | Path | None = None,
-    calibration_batch_size: int = 32,
-    min_batch: int = 1,
-    opt_batch: int = 1,
-    max_batch: int = 8,
-    log_level: str = "info",
-) -> EngineBuildResult:
-    """Parse `onnx_path`, build a serialized engine at `engine_path` (atomic) and check it deserializes.
+@dataclass(frozen=True)
+class _Plan:
+    """What a build needs, checked before looking for TensorRT: the input, its profile, INT8 mode, the command."""
 
-    timing_cache: file of kernel timings reused across builds (read if present, written after).
-    calibration: INT8 calibration inputs (array or iterable of batches) for a non-QDQ model;
-    calibration_cache: where the calibrator reads/writes its ranges (default `<engine>.calib`).
-    min/opt/max_batch: the optimization profile when the ONNX input has a dynamic batch axis.
-    """
-    onnx_path, engine_path = Path(onnx_path), Path(engine_path)
+    spec: TensorSpec
+    shapes: tuple
+    explicit: bool
+    calib_cache: Path | None
+    batches: list | None
+    command: list[str]
+
+
+def _plan(onnx_path: Path, engine_path: Path, *, precision: str, workspace_mb: int, timing_cache, calibration,
+          calibration_cache, calibration_batch_size: int, min_batch: int, opt_batch: int, max_batch: int) -> _Plan:
     if precision not in PRECISIONS:
         raise UserInputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if log_level not in LOG_LEVELS:
-        raise UserInputError(f"log_level must be one of {LOG_LEVELS}, got {log_level!r}")
     if workspace_mb <= 0:
         raise UserInputError(f"workspace_mb must be positive, got {workspace_mb}")
     model = load_onnx_checked(onnx_path)
@@ -263,16 +256,73 @@ def build_engine(
         max_shape=shapes[2],
         calibration_cache=rel(calib_cache),
     )
+    return _Plan(spec, shapes, explicit, calib_cache, batches, command)
+
+
+def engine_command(
+    onnx_path: str | Path,
+    engine_path: str | Path,
+    *,
+    precision: str = "fp16",
+    workspace_mb: int = 1024,
+    timing_cache: str | Path | None = None,
+    calibration_cache: str | Path | None = None,
+    min_batch: int = 1,
+    opt_batch: int = 1,
+    max_batch: int = 8,
+) -> list[str]:
+    """The trtexec argv that build_engine with these settings runs as (paths relative to the ONNX file's folder,
+    [trtexec, --onnx=..., --saveEngine=..., flags...]), for building the engine elsewhere."""
+    return _plan(Path(onnx_path), Path(engine_path), precision=precision, workspace_mb=workspace_mb,
+                 timing_cache=timing_cache, calibration=None, calibration_cache=calibration_cache,
+                 calibration_batch_size=1, min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch).command
+
+
+def build_engine(
+    onnx_path: str | Path,
+    engine_path: str | Path,
+    *,
+    precision: str = "fp16",
+    workspace_mb: int = 1024,
+    timing_cache: str | Path | None = None,
+    calibration=None,
+    calibration_cache: str | Path | None = None,
+    calibration_batch_size: int = 32,
+    min_batch: int = 1,
+    opt_batch: int = 1,
+    max_batch: int = 8,
+    log_level: str = "info",
+) -> EngineBuildResult:
+    """Parse `onnx_path`, build a serialized engine at `engine_path` (atomic) and check it deserializes.
+
+    timing_cache: file of kernel timings reused across builds (read if present, written after).
+    calibration: INT8 calibration inputs (array or iterable of batches) for a non-QDQ model;
+    calibration_cache: where the calibrator reads/writes its ranges (default `<engine>.calib`).
+    min/opt/max_batch: the optimization profile when the ONNX input has a dynamic batch axis.
+    Without TensorRT or a GPU: TensorRTUnavailableError, after writing script_path_for(onnx_path, engine_path).
+    """
+    onnx_path, engine_path = Path(onnx_path), Path(engine_path)
+    if log_level not in LOG_LEVELS:
+        raise UserInputError(f"log_level must be one of {LOG_LEVELS}, got {log_level!r}")
+    plan = _plan(onnx_path, engine_path, precision=precision, workspace_mb=workspace_mb, timing_cache=timing_cache,
+                 calibration=calibration, calibration_cache=calibration_cache,
+                 calibration_batch_size=calibration_batch_size, min_batch=min_batch, opt_batch=opt_batch,
+                 max_batch=max_batch)
+    spec, shapes, explicit, calib_cache, batches, command = (
+        plan.spec, plan.shapes, plan.explicit, plan.calib_cache, plan.batches, plan.command)
+
+    def unavailable(reason: str) -> TensorRTUnavailableError:
+        script = write_trtexec_script(onnx_path, command, reason, engine_path=engine_path)
+        return TensorRTUnavailableError(reason, script, command)
 
     trt, reason = _tensorrt_or_reason()
     if trt is None:
-        raise TensorRTUnavailableError(reason, write_trtexec_script(onnx_path, command, reason), command)
+        raise unavailable(reason)
     logger = _capturing_logger(trt, log_level)
     try:
         builder = trt.Builder(logger)
     except Exception as exc:  # pybind11 raises TypeError when the builder cannot initialise CUDA
-        reason = f"TensorRT could not create a builder ({exc})"
-        raise TensorRTUnavailableError(reason, write_trtexec_script(onnx_path, command, reason), command) from exc
+        raise unavailable(f"TensorRT could not create a builder ({exc})") from exc
 
     start = time.perf_counter()
     major = int(trt.__version__.split(".")[0])

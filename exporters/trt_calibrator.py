@@ -15,22 +15,15 @@ from typing import Sequence
 
 import numpy as np
 
-from edgecomp.errors import EdgecompError, MissingDependencyError
+from edgecomp.errors import EdgecompError
 from edgecomp.io import write_bytes
-
-TENSORRT_INSTALL = 'pip install "edgecomp[tensorrt]"'
+from edgecomp.optional import require
 
 
 def load_cudart():
-    """The CUDA runtime bindings of cuda-python (new `cuda.bindings` layout first, then the old one)."""
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        try:
-            from cuda import cudart  # cuda-python < 12.6
-        except ImportError as exc:
-            raise MissingDependencyError("cuda-python (CUDA device buffers for TensorRT)", TENSORRT_INSTALL) from exc
-    return cudart
+    """The CUDA runtime bindings of cuda-python (new `cuda.bindings` layout first, then the old one);
+    MissingDependencyError with the install hint without it (edgecomp.optional)."""
+    return require("cuda-python")
 
 
 def cuda_check(cudart, result):

@@ -67,6 +67,14 @@ def run_batched(session, x: np.ndarray, batch_size: int | None = None) -> list[n
     return [np.concatenate([c[i] for c in chunks], axis=0) for i in range(len(chunks[0]))]
 
 
+def run_inputs(session, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Run a session once on one array per graph input (in the graph's input order)."""
+    names = [i.name for i in session.get_inputs()]
+    if len(names) != len(inputs):
+        raise UserInputError(f"the model has {len(names)} inputs {names}; {len(inputs)} arrays were given")
+    return session.run(None, {n: np.ascontiguousarray(x, dtype=np.float32) for n, x in zip(names, inputs)})
+
+
 def compare_outputs(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray]) -> OutputErrors:
     if len(reference) != len(candidate):
         raise ValueError(f"{len(reference)} reference outputs but {len(candidate)} candidate outputs")

@@ -10,11 +10,13 @@ Since a prediction can only lose (or gain) correctness where it changes,
 |accuracy(z) - accuracy(r)| <= 1 - agreement: agreement bounds the accuracy drop without labels.
 A label outside [0, K) for K outputs per sample is data that does not fit the model: UserInputError
 (edgecomp.data.fit), never a silent miss.
+Where top-1 does not apply (regression, detection, segmentation), a user's metric(outputs, targets)
+-> float (higher is better; Python API only, edgecomp.finetune.callables) scores all N outputs at once.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -43,8 +45,11 @@ def topk_correct(outputs: np.ndarray, labels: np.ndarray, k: int) -> int:
 
 
 def accuracy_report(outputs: np.ndarray, labels: np.ndarray, *, data: str = "the data",
-                    model: str = "the model") -> dict[str, Any]:
-    """top-1 (with its Wilson interval) and top-5 (when there are more than 5 classes)."""
+                    model: str = "the model", metric: Callable[[Any, Any], float] | None = None) -> dict[str, Any]:
+    """top-1 (with its Wilson interval) and top-5 (when there are more than 5 classes); with a user
+    `metric`, metric_report instead (labels are then any targets)."""
+    if metric is not None:
+        return metric_report(outputs, labels, metric)
     z = _logits(outputs)
     n = z.shape[0]
     if n == 0:
@@ -56,6 +61,19 @@ def accuracy_report(outputs: np.ndarray, labels: np.ndarray, *, data: str = "the
     if z.shape[1] > 5:
         report["top5"] = topk_correct(z, labels, 5) / n
     return report
+
+
+def metric_report(outputs: np.ndarray, targets: Any, metric: Callable[[Any, Any], float]) -> dict[str, Any]:
+    """{"samples", "metric": metric(outputs, targets)} with top-1 / top-5 None (they do not apply)."""
+    n = len(outputs)
+    if n == 0:
+        raise UserInputError("no outputs to score")
+    value = metric(outputs, targets)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise UserInputError(f"metric must return a number, got {type(value).__name__}") from None
+    return {"samples": n, "metric": value, "top1": None, "top1_ci95": None, "top5": None}
 
 
 def agreement_report(outputs: np.ndarray, reference: np.ndarray, *, model: str = "the model",

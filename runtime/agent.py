@@ -31,9 +31,14 @@ import time
 RESULT_MARKER = "EDGECOMP_AGENT_RESULT "
 AGENT_VERSION = 1
 
-# Exit codes of the agent process (the host reads the JSON first; these are for humans).
+# Exit codes of the agent process. The host decides from the result line first (edgecomp.runtime.remote);
+# the status matters only when that line is missing. This file cannot import edgecomp.exit_codes (it
+# runs without edgecomp), so it has its own codes, chosen to clash with nothing the host may see instead:
+# not edgecomp's 1 (budget exceeded) or 3 (inconclusive), not Python's own 1 (uncaught exception) or
+# 2 (cannot open the script), not the shell's 126/127, signals' 128+n or ssh's 255. The host turns an
+# agent failure into a TargetError (edgecomp exit 2: could not run).
 EXIT_OK = 0
-EXIT_ERROR = 3
+EXIT_ERROR = 4  # the agent ran and reported {"ok": false, "error": ...} on its result line
 
 GRAPH_OPT_LEVELS = {
     "disabled": "ORT_DISABLE_ALL",

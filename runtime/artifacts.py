@@ -2,7 +2,7 @@
 
 An OUTDIR (recipe.json + model.safetensors + report.json) is measured through its model.onnx, which
 needs no code. When that file is absent (a directory from an older edgecomp) it is exported first
-with exporters.export_onnx, written atomically into the OUTDIR and recorded in its manifest. That
+with exporters.convert, written atomically into the OUTDIR and recorded in its manifest. That
 rebuilds the PyTorch model, so it runs the code the recipe names only as edgecomp.factor.recipe
 allows: a zoo spec, the caller's own model spec (`source`, e.g. --reference), or trust_code.
 """
@@ -169,19 +169,17 @@ def _from_outdir(outdir: Path, device: str | None, source: ReferenceSpec | str |
 
 
 def _export_outdir_onnx(outdir: Path, onnx_path: Path, device: str | None, source, trust_code: bool) -> None:
-    """Export the OUTDIR's model.onnx (an OUTDIR from before compress wrote one) and record it in the manifest."""
-    from edgecomp.factor import load_compressed
-    from edgecomp.outdir import check_replaceable, record
-    from edgecomp.exporters import export_onnx, metadata_from_recipe
+    """Export the OUTDIR's model.onnx (an OUTDIR from before compress wrote one) with exporters.convert, and
+    record it in the manifest as written for verify."""
+    from edgecomp.exporters.convert import convert
+    from edgecomp.exporters.from_outdir import OutputDir
+    from edgecomp.exporters.metadata import DEVICE
+    from edgecomp.outdir import record
 
     spec, trust_pickle = _named_spec(source)
-    check_replaceable(outdir, [onnx_path.name])
-    loaded = load_compressed(outdir, model_spec=spec, trust_pickle=trust_pickle, trust_code=trust_code,
-                             allow_hint="--reference SPEC (the model's source spec) or --trust-code")
-    if not loaded.input_shape:
-        raise UserInputError(f"{outdir}: the recipe has no input_shape; cannot export {onnx_path.name}")
-    export_onnx(loaded.module, onnx_path, tuple(loaded.input_shape),
-                metadata=metadata_from_recipe(loaded.recipe, device=device))
+    rebuild = OutputDir(outdir, model_spec=spec, trust_code=trust_code, trust_pickle=trust_pickle,
+                        allow_hint="--reference SPEC (the model's source spec) or --trust-code")
+    convert(rebuild, onnx_path, metadata={DEVICE: device} if device else None)
     record([onnx_path], by="verify")
 
 
@@ -196,10 +194,7 @@ def outdir_report(outdir: Path | None) -> dict[str, Any] | None:
     """The OUTDIR's report.json (None if absent or unreadable)."""
     if outdir is None:
         return None
-    path = outdir / "report.json"
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
+    from edgecomp.formats import read_optional
+
+    doc = read_optional(outdir / "report.json", "compress-report")
+    return doc if isinstance(doc, dict) else None

@@ -1,4 +1,5 @@
-"""Errors of the measurement harness (all exit code 2: could not run)."""
+"""Errors of the measurement harness: part of the one hierarchy rooted at edgecomp.errors.EdgecompError,
+whose exit code they inherit (ExitCode.COULD_NOT_RUN, 2). No base class is defined here."""
 
 from __future__ import annotations
 

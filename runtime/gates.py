@@ -30,7 +30,8 @@ Agreement gate (unlabelled data, reference model available): 1 - top-1 agreement
     accuracy drop (accuracy.py), so PASS if 1 - agreement <= max_drop, else FAIL.
 Compare gate (--compare): PASS if every runtime pair is allclose(atol, rtol).
 
-Exit code: 1 if any gate FAILs, else 3 if any is INCONCLUSIVE, else 0 (SKIPPED gates are neutral).
+Exit code (edgecomp.exit_codes): BUDGET_EXCEEDED (1) if any gate FAILs, else INCONCLUSIVE (3) if any
+is INCONCLUSIVE, else OK (0); SKIPPED gates are neutral.
 """
 
 from __future__ import annotations
@@ -39,11 +40,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgecomp.exit_codes import ExitCode
 from edgecomp.runtime.compare import CompareResult
 from edgecomp.runtime.stats import LatencyStats, percentile_stat, sectioned_percentile
 
 PASS, FAIL, INCONCLUSIVE, SKIPPED = "PASS", "FAIL", "INCONCLUSIVE", "SKIPPED"
-EXIT_OK, EXIT_BREACH, EXIT_INCONCLUSIVE = 0, 1, 3
 UNSTABLE_POLICIES = ("widen", "warn")
 _POLICY_ALIASES = {"inconclusive": "widen"}
 
@@ -183,13 +184,18 @@ def skipped(name: str, why: str) -> GateResult:
 
 
 def exit_code(gates: list[GateResult]) -> int:
+    """The gates' combined exit code (a plain int, as stored in reports): a FAIL outranks an INCONCLUSIVE."""
     statuses = {g.status for g in gates}
     if FAIL in statuses:
-        return EXIT_BREACH
+        return int(ExitCode.BUDGET_EXCEEDED)
     if INCONCLUSIVE in statuses:
-        return EXIT_INCONCLUSIVE
-    return EXIT_OK
+        return int(ExitCode.INCONCLUSIVE)
+    return int(ExitCode.OK)
+
+
+_VERDICTS = {ExitCode.OK: PASS, ExitCode.BUDGET_EXCEEDED: FAIL, ExitCode.INCONCLUSIVE: INCONCLUSIVE}
 
 
 def verdict(code: int) -> str:
-    return {EXIT_OK: PASS, EXIT_BREACH: FAIL, EXIT_INCONCLUSIVE: INCONCLUSIVE}.get(code, "ERROR")
+    """PASS / FAIL / INCONCLUSIVE for a gate exit code; ERROR for anything else (could not run)."""
+    return _VERDICTS.get(code, "ERROR")

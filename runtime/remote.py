@@ -33,7 +33,11 @@ class AgentRun:
 
 
 def parse_agent_output(done: Completed, transport: Transport) -> dict[str, Any]:
-    """The agent's result dict from its stdout, or the clearest error for what went wrong."""
+    """The agent's result dict from its stdout, or the clearest error for what went wrong.
+
+    The result line decides whenever it is there ({"ok": false} -> agent_error_to_exception); the exit
+    status only explains its absence: 127 no python, agent.EXIT_ERROR a lost line, 128+n a signal.
+    Every failure is an EdgecompError (edgecomp exit 2: could not run), whatever the agent's status."""
     line = None
     for candidate in done.stdout.splitlines():
         if candidate.startswith(agent_module.RESULT_MARKER):
@@ -54,6 +58,9 @@ def parse_agent_output(done: Completed, transport: Transport) -> dict[str, Any]:
             f"python {transport.python!r} on {transport.url} is too old for the agent (needs Python >= 3.8): "
             f"{stderr.splitlines()[-1]}"
         )
+    if done.returncode == agent_module.EXIT_ERROR:  # it reported a failure, but its result line was lost
+        raise TargetError(f"the agent on {transport.url} reported a failure (exit status {done.returncode}) but its "
+                          f"result line is missing from its output: {stderr[-500:] or done.stdout[-500:] or 'none'}")
     if done.returncode < 0 or done.returncode in (128 + 9, 128 + 15):
         raise TargetError(f"the agent on {transport.url} was killed (status {done.returncode}; out of memory?) "
                           f"{stderr[-300:]}")

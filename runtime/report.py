@@ -4,7 +4,8 @@ Every number travels with its context: runtime name and version, execution provi
 actually used, precision, batch size, threads, graph optimisation level, target and the harness
 settings. Raw per-iteration latencies (ms) are kept under latency.samples_ms so any statistic can
 be recomputed. Infinite values (a confidence bound the sample count cannot give) are written as
-null, keeping the JSON strict.
+null, keeping the JSON strict. Each document starts with its format version (edgecomp.formats:
+"profile-report" for a measurement, "verify-report" for a verification).
 """
 
 from __future__ import annotations
@@ -15,12 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgecomp import __version__
+from edgecomp.formats import stamp
 from edgecomp.io import to_jsonable
 from edgecomp.runtime.compare import CompareResult
 from edgecomp.runtime.gates import GateResult, verdict
 from edgecomp.runtime.stats import LatencyStats
-
-SCHEMA = "edgecomp.runtime.report/1"
 
 
 def finite(obj: Any) -> Any:
@@ -56,7 +56,6 @@ class ProfileReport:
     notes: list[str] = field(default_factory=list)
     created: str = field(default_factory=_now)
     edgecomp_version: str = __version__
-    schema: str = SCHEMA
 
     def context_line(self) -> str:
         """'onnxruntime 1.32.0 [CPUExecutionProvider] fp32, batch 1, threads 2 on local (stand-in)'."""
@@ -71,7 +70,7 @@ class ProfileReport:
         d = to_jsonable(self)
         if self.compare is not None:
             d["compare"]["passed"] = self.compare.passed
-        return finite(d)
+        return stamp(finite(d), "profile-report")
 
 
 @dataclass
@@ -85,9 +84,9 @@ class VerifyResult:
         return verdict(self.exit_code)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        return stamp({
             "verdict": self.verdict,
             "exit_code": self.exit_code,
             "gates": finite(to_jsonable(self.gates)),
             "report": self.report.to_dict(),
-        }
+        }, "verify-report")

@@ -14,6 +14,8 @@ from typing import Sequence
 import numpy as np
 
 from edgecomp.errors import UserInputError
+from edgecomp.formats import read_optional
+from edgecomp.outdir import REPORT_FILE
 from edgecomp.runtime import gates as G
 from edgecomp.runtime.accuracy import accuracy_report, agreement_report
 from edgecomp.runtime.harness import MeasureSettings, Measurement, TargetOptions, check_gate_options, measure
@@ -96,6 +98,8 @@ def _accuracy_gate(m: Measurement, max_drop: float, reference_accuracy, referenc
         if report.reference and report.reference.get("accuracy"):
             return G.accuracy_gate(target_top1, report.reference["accuracy"]["top1"], max_drop, samples=n,
                                    reference_source=f"{report.reference['model']} on the same samples", paired=True)
+        if m.artifact.outdir is not None:  # a newer edgecomp's report.json: say so, rather than misread it
+            read_optional(Path(m.artifact.outdir) / REPORT_FILE, "compress-report")
         from_report = report_accuracy(m.artifact.outdir)
         if from_report is not None:
             report.notes.append("reference accuracy is report.json original_accuracy (unpaired with these samples)")

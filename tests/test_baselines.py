@@ -46,9 +46,9 @@ def problems(draw, max_layers: int = 6, max_rank: int = 8):
         # original cost worth between 0.05 and k + 1.95 ranks: break-even anywhere in 1..k+1
         fm = draw(st.integers(0, k + 1)) + draw(st.floats(0.05, 0.95))
         fp = draw(st.integers(0, k + 1)) + draw(st.floats(0.05, 0.95))
-        layers.append(LayerSpectrum(f"l{i}", np.sort(np.array(sigma))[::-1], mpr, ppr, original_macs=mpr * fm,
+        layers.append(LayerSpectrum(f"l{i}", np.sort(np.array(sigma))[::-1], mpr, ppr, original_compute=mpr * fm,
                                     original_params=ppr * fp + bias, bias_params=bias, shape=(k, k + 3)))
-    p = RankProblem(layers, 0.0, 0.0, fixed_macs=draw(st.floats(0.0, 50.0)), fixed_params=draw(st.floats(0.0, 50.0)))
+    p = RankProblem(layers, 0.0, 0.0, fixed_compute=draw(st.floats(0.0, 50.0)), fixed_params=draw(st.floats(0.0, 50.0)))
     # budgets between the smallest model and full rank everywhere (<= the original cost), where
     # the selectors have work to do
     (c_min, m_min), (c_max, m_max) = p.min_cost, p.cost(p.max_ranks)
@@ -58,12 +58,12 @@ def problems(draw, max_layers: int = 6, max_rank: int = 8):
 
 def tighter(p: RankProblem, s_c: float, s_m: float) -> RankProblem:
     c_min, m_min = p.min_cost
-    return p.with_budgets(c_min + s_c * (p.mac_budget - c_min), m_min + s_m * (p.param_budget - m_min))
+    return p.with_budgets(c_min + s_c * (p.compute_budget - c_min), m_min + s_m * (p.param_budget - m_min))
 
 
 def brute_force(p: RankProblem, value, maximize: bool = True) -> float:
     """Best total value over every rank combination r_i in 1..K_i that fits both budgets."""
-    tot_v, tot_c, tot_m = np.zeros(1), np.full(1, p.fixed_macs), np.full(1, p.fixed_params)
+    tot_v, tot_c, tot_m = np.zeros(1), np.full(1, p.fixed_compute), np.full(1, p.fixed_params)
     for layer in p.layers:
         rs = range(1, layer.max_rank + 1)
         v = np.array([value(layer, r) for r in rs])
@@ -71,7 +71,7 @@ def brute_force(p: RankProblem, value, maximize: bool = True) -> float:
         tot_v = np.add.outer(tot_v, v).ravel()
         tot_c = np.add.outer(tot_c, c[:, 0]).ravel()
         tot_m = np.add.outer(tot_m, c[:, 1]).ravel()
-    ok = (tot_c <= p.mac_budget * (1 + 1e-12)) & (tot_m <= p.param_budget * (1 + 1e-12))
+    ok = (tot_c <= p.compute_budget * (1 + 1e-12)) & (tot_m <= p.param_budget * (1 + 1e-12))
     assert ok.any()
     return float(tot_v[ok].max() if maximize else tot_v[ok].min())
 
@@ -151,7 +151,7 @@ def test_pos_cvx_is_optimal_and_beats_greedy(p):
 def test_infeasible_budget_raises_with_minimum_costs(p, data):
     c_min, m_min = p.min_cost
     which = data.draw(st.sampled_from(["macs", "params", "both"]))
-    q = p.with_budgets(c_min * 0.999 if which != "params" else p.mac_budget,
+    q = p.with_budgets(c_min * 0.999 if which != "params" else p.compute_budget,
                        m_min * 0.999 if which != "macs" else p.param_budget)
     for name in BUDGETED:
         with pytest.raises(InfeasibleBudgetError) as exc:
@@ -165,9 +165,9 @@ def test_infeasible_budget_raises_with_minimum_costs(p, data):
 
 def test_break_even_ranks_reported_as_full_rank():
     # break-even rank 3 of 6: ranks 3..5 build the unfactored layer, reported as 6
-    layer = LayerSpectrum("a", np.array([5.0, 4, 3, 2, 1, 0.5]), 10.0, 10.0, original_macs=25.0,
+    layer = LayerSpectrum("a", np.array([5.0, 4, 3, 2, 1, 0.5]), 10.0, 10.0, original_compute=25.0,
                           original_params=25.0, shape=(6, 8))
-    p = RankProblem([layer], mac_budget=25.0, param_budget=25.0)
+    p = RankProblem([layer], compute_budget=25.0, param_budget=25.0)
     for name in BUDGETED:
         assert BASELINES[name](p).ranks.tolist() == [6], name
     p = p.with_budgets(20.0, 20.0)
@@ -179,9 +179,9 @@ def test_pos_greedy_takes_the_break_even_step_by_its_score():
     # A: flat spectrum, unfactored at full rank (break-even 3); its one move jumps to rank 2,
     # loss log 2 for a saving of 5 MACs + 5 params. B: always factored, each step saves 1 + 1
     # but loses >= log(32.94/25.65) = 0.25; per unit of normalized cost A's step is cheapest.
-    a = LayerSpectrum("a", np.ones(4), 10.0, 10.0, original_macs=25.0, original_params=25.0, shape=(4, 4))
+    a = LayerSpectrum("a", np.ones(4), 10.0, 10.0, original_compute=25.0, original_params=25.0, shape=(4, 4))
     b = LayerSpectrum("b", np.array([3.0, 2.9, 2.8, 2.7]), 1.0, 1.0, 100.0, 100.0, shape=(4, 9))
-    p = RankProblem([a, b], mac_budget=24.0, param_budget=24.0)
+    p = RankProblem([a, b], compute_budget=24.0, param_budget=24.0)
     sel = select_pos_greedy(p)
     assert sel.ranks.tolist() == [2, 4] and sel.info["steps"] == 1
     # COBLA's reference ordering (loss alone) strips B to rank 1 first, then still needs A's step
@@ -196,9 +196,9 @@ def test_min_error_is_optimal(p, override, data):
     if override:
         spectra = [np.sort(np.array(data.draw(st.lists(st.floats(0.0, 5.0), min_size=l.max_rank,
                                                       max_size=l.max_rank))))[::-1] for l in p.layers]
-        ref = [LayerSpectrum(l.name, s, l.macs_per_rank, l.params_per_rank, l.original_macs, l.original_params,
+        ref = [LayerSpectrum(l.name, s, l.compute_per_rank, l.params_per_rank, l.original_compute, l.original_params,
                              l.bias_params, l.shape) for l, s in zip(p.layers, spectra)]
-        best = brute_force(RankProblem(ref, p.mac_budget, p.param_budget, p.fixed_macs, p.fixed_params),
+        best = brute_force(RankProblem(ref, p.compute_budget, p.param_budget, p.fixed_compute, p.fixed_params),
                            sq_error, maximize=False)
     else:
         best = brute_force(p, sq_error, maximize=False)
@@ -216,17 +216,17 @@ def test_mcknapsack_generic_groups_match_brute_force(seed, maximize):
     values = [rng.normal(size=k) for k in sizes]
     macs = [rng.uniform(0, 10, size=k) for k in sizes]  # unordered costs: no structure to exploit
     params = [rng.uniform(0, 10, size=k) for k in sizes]
-    mac_budget, param_budget = rng.uniform(0.2, 0.8) * 10 * len(sizes), rng.uniform(0.2, 0.8) * 10 * len(sizes)
+    compute_budget, param_budget = rng.uniform(0.2, 0.8) * 10 * len(sizes), rng.uniform(0.2, 0.8) * 10 * len(sizes)
     combos = np.array(np.meshgrid(*[np.arange(k) for k in sizes], indexing="ij")).reshape(len(sizes), -1).T
     tot = lambda arrs: np.array([sum(a[i] for a, i in zip(arrs, c)) for c in combos])  # noqa: E731
     v, c, m = tot(values), tot(macs), tot(params)
-    ok = (c <= mac_budget) & (m <= param_budget)
+    ok = (c <= compute_budget) & (m <= param_budget)
     if not ok.any():
         with pytest.raises(InfeasibleBudgetError):
-            mcknapsack(values, macs, params, mac_budget, param_budget, maximize, **EXACT)
+            mcknapsack(values, macs, params, compute_budget, param_budget, maximize, **EXACT)
         return
-    idx = mcknapsack(values, macs, params, mac_budget, param_budget, maximize, **EXACT)
-    assert sum(a[i] for a, i in zip(macs, idx)) <= mac_budget
+    idx = mcknapsack(values, macs, params, compute_budget, param_budget, maximize, **EXACT)
+    assert sum(a[i] for a, i in zip(macs, idx)) <= compute_budget
     assert sum(a[i] for a, i in zip(params, idx)) <= param_budget
     best = v[ok].max() if maximize else v[ok].min()
     assert sum(a[i] for a, i in zip(values, idx)) == pytest.approx(best, rel=1e-9, abs=1e-9)
@@ -261,8 +261,8 @@ def test_vbmf_and_gavish_donoho_recover_rank(rows, cols, rank, seed):
     assert r == rank
     assert sigma2 == pytest.approx(noise**2, rel=0.15)
     k = min(rows, cols)
-    layer = LayerSpectrum("w", sigma, 1.0, 1.0, original_macs=10.0 * k, original_params=10.0 * k, shape=(rows, cols))
-    p = RankProblem([layer], mac_budget=1.0, param_budget=1.0)
+    layer = LayerSpectrum("w", sigma, 1.0, 1.0, original_compute=10.0 * k, original_params=10.0 * k, shape=(rows, cols))
+    p = RankProblem([layer], compute_budget=1.0, param_budget=1.0)
     for name in ("vbmf", "gavish-donoho"):
         sel = BASELINES[name](p)
         assert sel.ranks.tolist() == [rank], name
@@ -305,3 +305,19 @@ def test_pure_noise_gives_rank_one_floor():
     for name in ("vbmf", "gavish-donoho"):
         sel = BASELINES[name](p)
         assert sel.ranks.tolist() == [1] and sel.info["raw_ranks"] == [1] and sel.info["meets_budgets"]
+
+
+def test_a_latency_problem_is_in_ms_and_says_so():
+    from edgecomp.ranks.latency import latency_problem
+
+    layer = LayerSpectrum("a", np.array([3.0, 2.0, 1.0]), 100.0, 10.0, original_compute=1000.0, original_params=100.0)
+    macs = RankProblem([layer], 1e9, 1e9, fixed_compute=50.0)
+    assert macs.compute_unit == "MACs"
+    table = {"fixed_ms": 0.5, "layers": {"a": {"slope_ms": 0.2, "intercept_ms": 0.1, "original_ms": 1.0}}}
+    latency = latency_problem(macs, table, budget_ms=0.6)
+    assert latency.compute_unit == "ms" and latency.with_budgets(1.0, 1e9).compute_unit == "ms"
+    assert latency.cost([1]) == pytest.approx((0.5 + 0.1 + 0.2, 10.0)) and latency.compute_budget == 0.6
+    with pytest.raises(InfeasibleBudgetError, match=r"needs 0\.8 ms and 10 parameters, but the budgets are 0\.6 ms"):
+        select_min_error(latency)
+    sel = select_pos_greedy(latency.with_budgets(1.0, 1e9))
+    assert sel.info["compute_unit"] == "ms" and sel.info["mac_budget"] == 1.0

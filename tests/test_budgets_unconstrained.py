@@ -79,7 +79,7 @@ def test_relaxed_problem_with_an_infinite_budget_matches_a_budget_nobody_reaches
     free = solve_relaxed(RankProblem(tuple(layers), 300.0, math.inf), oracle, options=options)
     capped = solve_relaxed(RankProblem(tuple(layers), 300.0, 1e12), oracle, options=options)
     np.testing.assert_allclose(free.masks, capped.masks, atol=1e-9)
-    a_c = np.concatenate([np.full(12, layer.macs_per_rank) for layer in layers])
+    a_c = np.concatenate([np.full(12, layer.compute_per_rank) for layer in layers])
     assert a_c @ free.masks <= 300.0 + 1e-6  # the finite budget still binds
     with pytest.raises(ValueError, match="MAC budget"):
         solve_relaxed(RankProblem(tuple(layers), float("nan"), math.inf), oracle, options=options)

@@ -33,12 +33,12 @@ def make_problem(rng, n_layers=4, kmax=8, frac=0.4, unfactored_factor=(1.2, 2.0)
         sigma = np.sort(rng.exponential(1.0, k))[::-1]
         mpr, ppr = float(rng.uniform(100, 1000)), float(rng.uniform(10, 100))
         f = rng.uniform(*unfactored_factor, size=2)
-        layers.append(LayerSpectrum(f"l{i}", sigma, mpr, ppr, original_macs=mpr * k * f[0],
+        layers.append(LayerSpectrum(f"l{i}", sigma, mpr, ppr, original_compute=mpr * k * f[0],
                                     original_params=ppr * k * f[1] + 5.0, bias_params=5.0))
-    probe = RankProblem(layers, 1.0, 1.0, fixed_macs=50.0, fixed_params=20.0)
+    probe = RankProblem(layers, 1.0, 1.0, fixed_compute=50.0, fixed_params=20.0)
     a_c, a_m, c_c, c_m = probe.linear_costs()
     return RankProblem(layers, c_c + frac * a_c.sum(), c_m + 1.1 * frac * a_m.sum(),
-                       fixed_macs=50.0, fixed_params=20.0)
+                       fixed_compute=50.0, fixed_params=20.0)
 
 
 def quadratic_oracle(rng, n, shift_noise=0.0):
@@ -66,7 +66,7 @@ def slsqp_reference(problem, fun_grad, fixed=None):
     bounds = [(0.0, 1.0)] * n
     if fixed is not None:
         bounds = [(0.0, 1.0) if f == -1 else (float(f), float(f)) for f in fixed]
-    cons = [{"type": "ineq", "fun": lambda v: problem.mac_budget - c_c - a_c @ v, "jac": lambda v: -a_c},
+    cons = [{"type": "ineq", "fun": lambda v: problem.compute_budget - c_c - a_c @ v, "jac": lambda v: -a_c},
             {"type": "ineq", "fun": lambda v: problem.param_budget - c_m - a_m @ v, "jac": lambda v: -a_m}]
     res = minimize(lambda v: fun_grad(v)[0], np.zeros(n), jac=lambda v: fun_grad(v)[1], bounds=bounds,
                    constraints=cons, method="SLSQP", options={"ftol": 1e-14, "maxiter": 1000})
@@ -76,7 +76,7 @@ def slsqp_reference(problem, fun_grad, fixed=None):
 def relaxed_feasible(problem, m, rtol=1e-9):
     a_c, a_m, c_c, c_m = problem.linear_costs()
     return (m.min() >= -1e-12 and m.max() <= 1 + 1e-12
-            and a_c @ m + c_c <= problem.mac_budget * (1 + rtol)
+            and a_c @ m + c_c <= problem.compute_budget * (1 + rtol)
             and a_m @ m + c_m <= problem.param_budget * (1 + rtol))
 
 
@@ -234,7 +234,7 @@ def test_solver_reaches_slsqp_optimum_and_every_iterate_is_feasible():
         assert res.loss == pytest.approx(ref.fun, rel=1e-7, abs=1e-9)
         np.testing.assert_allclose(res.masks, ref.x, atol=1e-4)
         assert iterates and all(relaxed_feasible(problem, m) for m in iterates)
-        assert all(h["N_C"] <= problem.mac_budget * (1 + 1e-9) for h in res.history)
+        assert all(h["N_C"] <= problem.compute_budget * (1 + 1e-9) for h in res.history)
         assert {"loss", "N_C", "N_M", "step_norm", "step_size", "kkt_residual", "solver_s"} <= set(res.history[0])
 
 
@@ -278,14 +278,14 @@ def test_fixed_variables_are_respected_and_only_free_ones_move():
 def test_infeasible_relaxed_problem_raises_before_calling_the_oracle():
     rng = np.random.default_rng(7)
     problem = make_problem(rng)
-    tight = problem.with_budgets(problem.fixed_macs * 0.5, problem.param_budget)
+    tight = problem.with_budgets(problem.fixed_compute * 0.5, problem.param_budget)
 
     def oracle(m, k):
         raise AssertionError("must not be called")
 
     with pytest.raises(InfeasibleBudgetError) as err:
         solve_relaxed(tight, oracle)
-    assert err.value.min_macs == pytest.approx(problem.fixed_macs)
+    assert err.value.min_macs == pytest.approx(problem.fixed_compute)
     fixed = np.ones(problem.n_masks, dtype=int)  # everything on: over the budget
     with pytest.raises(InfeasibleBudgetError):
         solve_relaxed(problem, oracle, fixed=fixed)
@@ -390,10 +390,10 @@ def problems_and_masks(draw):
         sigma = np.sort(rng.exponential(1.0, k))[::-1]
         mpr, ppr = float(rng.uniform(10, 1000)), float(rng.uniform(10, 1000))
         layers.append(LayerSpectrum(f"l{i}", sigma, mpr, ppr,
-                                    original_macs=mpr * k * float(rng.uniform(0.3, 2.0)),
+                                    original_compute=mpr * k * float(rng.uniform(0.3, 2.0)),
                                     original_params=ppr * k * float(rng.uniform(0.3, 2.0)) + 3.0,
                                     bias_params=3.0))
-    probe = RankProblem(layers, 1.0, 1.0, fixed_macs=10.0, fixed_params=10.0)
+    probe = RankProblem(layers, 1.0, 1.0, fixed_compute=10.0, fixed_params=10.0)
     lo_c, lo_m = probe.min_cost
     hi_c, hi_m = probe.original_cost
     t = draw(st.floats(0.0, 1.0))
@@ -437,12 +437,12 @@ def test_rounding_of_relaxed_solution_with_loss_fn_picks_smallest_loss():
 
 def test_break_even_layer_is_lowered_below_break_even():
     # layer a: MAC break-even at rank 2, but the original has 10x the params of rank 1
-    a = LayerSpectrum("a", np.array([3.0, 2.0, 1.0, 0.5]), macs_per_rank=100.0, params_per_rank=10.0,
-                      original_macs=150.0, original_params=100.0)
-    b = LayerSpectrum("b", np.array([2.0, 1.0, 0.5]), macs_per_rank=100.0, params_per_rank=10.0,
-                      original_macs=1000.0, original_params=1000.0)
+    a = LayerSpectrum("a", np.array([3.0, 2.0, 1.0, 0.5]), compute_per_rank=100.0, params_per_rank=10.0,
+                      original_compute=150.0, original_params=100.0)
+    b = LayerSpectrum("b", np.array([2.0, 1.0, 0.5]), compute_per_rank=100.0, params_per_rank=10.0,
+                      original_compute=1000.0, original_params=1000.0)
     assert a.break_even_rank == 2
-    problem = RankProblem((a, b), mac_budget=1000.0, param_budget=45.0)
+    problem = RankProblem((a, b), compute_budget=1000.0, param_budget=45.0)
     masks = np.array([1.0, 1.0, 0.0, 0.0, 1.0, 0.4, 0.0])  # s = (2, 1.4): linear params 20 + 14
     a_c, a_m, c_c, c_m = problem.linear_costs()
     assert a_m @ masks + c_m <= problem.param_budget  # relaxed-feasible ...
@@ -457,7 +457,7 @@ def test_break_even_layer_is_lowered_below_break_even():
 
 def test_rounding_without_loss_fn_maximises_kept_energy_and_keeps_top_components():
     layer = LayerSpectrum("only", np.array([4.0, 3.0, 2.0, 1.0]), 10.0, 10.0, 1000.0, 1000.0)
-    problem = RankProblem((layer,), mac_budget=25.0, param_budget=25.0)
+    problem = RankProblem((layer,), compute_budget=25.0, param_budget=25.0)
     masks = np.array([1.0, 0.2, 0.9, 0.4])  # s = 2.5; component 2 outweighs component 1
     sel = round_ranks(problem, masks, draws=16, seed=0)
     assert sel.ranks.tolist() == [2] and sel.info["criterion"] == "kept_energy"
@@ -466,7 +466,7 @@ def test_rounding_without_loss_fn_maximises_kept_energy_and_keeps_top_components
 
 def test_rounding_raises_when_even_rank_one_does_not_fit():
     layer = LayerSpectrum("only", np.array([1.0, 0.5]), 10.0, 10.0, 1000.0, 1000.0)
-    problem = RankProblem((layer,), mac_budget=5.0, param_budget=100.0)
+    problem = RankProblem((layer,), compute_budget=5.0, param_budget=100.0)
     with pytest.raises(InfeasibleBudgetError) as err:
         round_ranks(problem, np.array([1.0, 1.0]))
     assert err.value.min_macs == pytest.approx(10.0)
@@ -501,12 +501,12 @@ def test_shrink_from_heuristics_fixes_unanimous_components():
 
 def test_heuristic_budgets_follow_the_reference_factors():
     layer = LayerSpectrum("a", np.ones(4), 10.0, 10.0, 100.0, 80.0)
-    problem = RankProblem((layer,), mac_budget=50.0, param_budget=60.0, fixed_macs=0.0, fixed_params=20.0)
+    problem = RankProblem((layer,), compute_budget=50.0, param_budget=60.0, fixed_compute=0.0, fixed_params=20.0)
     strict, loose = heuristic_budgets(problem)
-    assert strict.mac_budget == pytest.approx(100 * (1 - 0.5 * 1.8))
+    assert strict.compute_budget == pytest.approx(100 * (1 - 0.5 * 1.8))
     assert strict.param_budget == pytest.approx(100 * (1 - 0.4 * 1.8))
-    assert loose.mac_budget == pytest.approx(100 * (1 - 0.5 * 0.2))
-    assert strict.mac_budget <= problem.mac_budget <= loose.mac_budget
+    assert loose.compute_budget == pytest.approx(100 * (1 - 0.5 * 0.2))
+    assert strict.compute_budget <= problem.compute_budget <= loose.compute_budget
 
 
 def test_solver_on_shrunk_problem_matches_fixed_reference():
@@ -521,4 +521,4 @@ def test_solver_on_shrunk_problem_matches_fixed_reference():
                         options=SQPOptions(max_iter=300, deterministic=True, step_tol=1e-10, kkt_tol=1e-9))
     ref = slsqp_reference(problem, exact, fixed=fixed)
     assert res.loss == pytest.approx(ref.fun, rel=1e-6, abs=1e-8)
-    assert strict.mac_budget <= problem.mac_budget <= loose.mac_budget
+    assert strict.compute_budget <= problem.compute_budget <= loose.compute_budget

@@ -135,7 +135,7 @@ def test_latency_problem_replaces_mac_costs():
     intercept, slope = fit_line([1, 2, 4], [1.5, 2.0, 3.0])
     assert (intercept, slope) == pytest.approx((1.0, 0.5))
     layer = LayerSpectrum("a", np.array([3.0, 2.0, 1.0, 0.5]), 10, 5, 40, 20)
-    problem = RankProblem((layer,), mac_budget=1e9, param_budget=1e9, fixed_macs=7)
+    problem = RankProblem((layer,), compute_budget=1e9, param_budget=1e9, fixed_compute=7)
     table = {"fixed_ms": 0.2, "layers": {"a": {"slope_ms": 0.5, "intercept_ms": 1.0, "original_ms": 2.6}}}
     lat = latency_problem(problem, table, budget_ms=2.5)
     assert lat.cost([2]) == (pytest.approx(0.2 + 1.0 + 2 * 0.5), 2 * 5)

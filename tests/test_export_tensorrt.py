@@ -16,7 +16,6 @@ import shlex
 import sys
 import types
 
-import click
 import numpy as np
 import pytest
 import torch
@@ -24,7 +23,7 @@ from click.testing import CliRunner
 from torch import nn
 
 import edgecomp.exporters.tensorrt as trt_export
-from edgecomp.errors import EdgecompError, MissingDependencyError, UserInputError
+from edgecomp.errors import MissingDependencyError, UserInputError
 from edgecomp.exporters import (
     TensorRTUnavailableError,
     build_engine,
@@ -108,6 +107,37 @@ def test_write_trtexec_script(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["a.trtexec.sh"]
 
 
+# --- optional packages -----------------------------------------------------------------------------
+
+
+def test_optional_packages_each_have_one_install_hint(monkeypatch):
+    from edgecomp.optional import OPTIONAL, require
+
+    assert {name: entry.install for name, entry in OPTIONAL.items()} == {
+        "tensorrt": 'pip install "edgecomp[tensorrt]"',
+        "cuda-python": 'pip install "edgecomp[tensorrt]"',
+        "onnxslim": 'pip install "edgecomp[simplify]"',
+    }
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    with pytest.raises(MissingDependencyError, match=r'TensorRT.*pip install "edgecomp\[tensorrt\]"') as info:
+        require("tensorrt")
+    assert info.value.exit_code == 2 and isinstance(info.value.__cause__, ImportError)
+    reason = trt_export._tensorrt_or_reason()
+    assert reason[0] is None and "not installed" in reason[1]
+
+
+def test_cuda_python_old_layout_is_found(monkeypatch):
+    from edgecomp.exporters.trt_calibrator import load_cudart
+
+    old = types.ModuleType("cuda.cudart")
+    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", None)  # cuda-python < 12.6 has no cuda.bindings
+    monkeypatch.setitem(sys.modules, "cuda.cudart", old)
+    assert load_cudart() is old
+    monkeypatch.setitem(sys.modules, "cuda.cudart", None)
+    with pytest.raises(MissingDependencyError, match=r"cuda-python.*edgecomp\[tensorrt\]"):
+        load_cudart()
+
+
 # --- without TensorRT / GPU ----------------------------------------------------------------------
 
 
@@ -160,7 +190,7 @@ def test_int8_qdq_model_needs_no_calibration(onnx_file, no_tensorrt, tmp_path):
     with pytest.raises(TensorRTUnavailableError) as info:
         build_engine(qdq, tmp_path / "net.engine", precision="int8")
     assert "--int8" in info.value.command and not any(a.startswith("--calib") for a in info.value.command)
-    assert (tmp_path / "net.qdq.trtexec.sh").is_file()
+    assert (tmp_path / "net.trtexec.sh").is_file()  # named after the engine it builds
 
 
 # --- the TensorRT API calls, against a recording stand-in ----------------------------------------
@@ -368,19 +398,10 @@ def test_build_engine_int8_calibrates_then_reuses_cache(onnx_file, fake_trt, tmp
 
 
 def _cli():
-    from edgecomp.cli.convert import command
+    """The real `edgecomp` group: its error handling (one `error:` line, exit code 2) is part of what is tested."""
+    from edgecomp.cli import main
 
-    class Group(click.Group):
-        def invoke(self, ctx):
-            try:
-                return super().invoke(ctx)
-            except EdgecompError as exc:
-                click.echo(f"error: {exc}", err=True)
-                sys.exit(exc.exit_code)
-
-    group = Group()
-    group.add_command(command)
-    return group
+    return main
 
 
 def test_cli_tensorrt_without_gpu_exits_2_with_script(no_tensorrt, tmp_path):

@@ -5,6 +5,7 @@ which file, rather than replace one the user wrote or changed."""
 import hashlib
 import json
 
+import onnx
 import pytest
 from click.testing import CliRunner
 
@@ -114,12 +115,15 @@ def test_directory_from_before_manifests_is_adopted(tmp_path):
 
 def test_convert_into_an_outdir_never_replaces_its_float_model_or_a_users_file(outdir, tmp_path):
     onnx_before = digest(outdir / "model.onnx")
-    refused = cli("convert", outdir, "--format", "onnx", "--precision", "int8", "--calib-data", "fashion-mnist:train",
-                  "-o", outdir)
-    assert refused.exit_code == 2 and "name the INT8 file" in refused.output
     (outdir / "model.int8.onnx").write_text("the user's own file")
-    refused = cli("convert", outdir, "--format", "onnx", "--precision", "int8", "--calib-data", "fashion-mnist:train",
-                  "-o", outdir / "model.int8.onnx")
-    assert refused.exit_code == 2 and "edgecomp did not write it" in refused.output
-    assert (outdir / "model.int8.onnx").read_text() == "the user's own file"
-    assert digest(outdir / "model.onnx") == onnx_before
+    for out in (outdir, outdir / "model.int8.onnx"):
+        refused = cli("convert", outdir, "--format", "onnx", "--precision", "int8", "--calib-data",
+                      "fashion-mnist:train", "-o", out)
+        assert refused.exit_code == 2 and "edgecomp did not write it" in refused.output
+        assert (outdir / "model.int8.onnx").read_text() == "the user's own file"
+    (outdir / "model.int8.onnx").unlink()
+    done = cli("convert", outdir, "--format", "onnx", "--precision", "int8", "--calib-data", "fashion-mnist:train",
+               "-o", outdir)
+    assert done.exit_code == 0, done.output
+    assert onnx.load(outdir / "model.int8.onnx").graph.node  # the INT8 model beside the float one
+    assert digest(outdir / "model.onnx") == onnx_before  # the float model is never replaced by the INT8 one

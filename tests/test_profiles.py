@@ -7,7 +7,6 @@ import math
 import textwrap
 from pathlib import Path
 
-import click
 import jsonschema
 import pytest
 import yaml
@@ -317,12 +316,10 @@ def test_resolve_budgets_rules(tmp_path):
 # ---- CLI ----------------------------------------------------------------------------------------------
 @pytest.fixture()
 def cli():
-    from edgecomp.cli.devices import command
+    from edgecomp.cli import main
 
-    group = click.Group()
-    group.add_command(command)
     runner = CliRunner()
-    return lambda *args: runner.invoke(group, list(args))
+    return lambda *args: runner.invoke(main, list(args))
 
 
 def test_devices_table(cli):

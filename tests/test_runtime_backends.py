@@ -205,10 +205,16 @@ def test_torch_backend_matches_module():
 
 # ---- TensorRT -------------------------------------------------------------------------------
 
-def test_tensorrt_missing_names_the_install_command(tmp_path):
+@pytest.mark.parametrize("absent", ["tensorrt", "cuda.bindings.runtime"])
+def test_tensorrt_missing_names_the_install_command(tmp_path, monkeypatch, absent):
+    """Either package missing (None in sys.modules makes its import fail, also where it is installed)."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, absent, None)
+    if absent != "tensorrt":
+        monkeypatch.setitem(sys.modules, "cuda.cudart", None)  # cuda-python's older layout too
     ok, why = tensorrt_available()
-    if ok:
-        pytest.skip("tensorrt is installed here; the missing-dependency path cannot be exercised")
+    assert not ok and 'pip install "edgecomp[tensorrt]"' in why
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"\0" * 16)
     with pytest.raises(MissingDependencyError, match=r'pip install "edgecomp\[tensorrt\]"'):

@@ -118,11 +118,14 @@ def test_parse_agent_output_maps_failures_to_clear_errors(tmp_path):
     ok = parse_agent_output(Completed(0, "noise\n" + _marked({"ok": True, "times_ns": [1]}), ""), t)
     assert ok["times_ns"] == [1]
     with pytest.raises(TargetDependencyError, match="onnxruntime not importable"):
-        parse_agent_output(Completed(3, _marked({"ok": False, "error": {
+        parse_agent_output(Completed(agent.EXIT_ERROR, _marked({"ok": False, "error": {
             "kind": "missing_module", "message": "onnxruntime not importable on target (py): pip install onnxruntime there"}}),
             ""), t)
     with pytest.raises(UserInputError):
-        parse_agent_output(Completed(3, _marked({"ok": False, "error": {"kind": "bad_model", "message": "x"}}), ""), t)
+        parse_agent_output(Completed(agent.EXIT_ERROR, _marked({"ok": False, "error": {"kind": "bad_model",
+                                                                                     "message": "x"}}), ""), t)
+    with pytest.raises(TargetError, match="result line is missing"):
+        parse_agent_output(Completed(agent.EXIT_ERROR, "", ""), t)
     with pytest.raises(TargetDependencyError, match="python interpreter 'python3-missing' not found"):
         parse_agent_output(Completed(127, "", "sh: 1: exec: python3-missing: not found"), t)
     with pytest.raises(TargetDependencyError, match="too old"):
@@ -131,6 +134,16 @@ def test_parse_agent_output_maps_failures_to_clear_errors(tmp_path):
         parse_agent_output(Completed(-9, "", ""), t)
     with pytest.raises(TargetError, match="exit status 1"):
         parse_agent_output(Completed(1, "", "Traceback: boom"), t)
+
+
+def test_a_real_agent_failure_exits_with_its_code_and_maps_to_a_user_error(tmp_path):
+    """The agent process (run as on a target) exits agent.EXIT_ERROR, and the host still reads its result line."""
+    t = LocalTransport(workdir=str(tmp_path))
+    done = t.run_agent(str(Path(agent.__file__)), ["--request", "not-base64!"], timeout=60)
+    assert done.returncode == agent.EXIT_ERROR, done.stderr
+    with pytest.raises(UserInputError, match="cannot decode the request") as info:
+        parse_agent_output(done, t)
+    assert info.value.exit_code == 2
 
 
 def test_subprocess_timeout_is_a_connection_error():

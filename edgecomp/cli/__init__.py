@@ -1,6 +1,6 @@
 """The `edgecomp` command line.
 
-Exit codes (this module maps every outcome to one of them):
+Every outcome maps to one exit code of edgecomp.exit_codes (documented there and in README.md):
   0    success / within budget
   1    a budget was exceeded (gates only: verify, export)
   2    could not run: bad input, infeasible budget, missing dependency, failed check, unwritable
@@ -18,17 +18,13 @@ import errno
 import importlib
 import sys
 import traceback
+from typing import NoReturn
 
 import click
 
 from edgecomp import __version__
 from edgecomp.errors import EdgecompError
-
-EXIT_OK = 0
-EXIT_BUDGET_EXCEEDED = 1
-EXIT_COULD_NOT_RUN = 2
-EXIT_INCONCLUSIVE = 3
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
+from edgecomp.exit_codes import ExitCode
 
 # Each module defines a click command (or group) named `command`.
 COMMAND_MODULES = [
@@ -75,8 +71,9 @@ def _interrupted_message(command: click.Command | None, name: str | None, args: 
 
 
 class EdgecompGroup(click.Group):
-    """Maps what a command raises to one exit code: EdgecompError -> its code with `error: ...`,
-    KeyboardInterrupt -> 130, anything else -> 2 with the traceback (a bug: please report it)."""
+    """Maps what a command raises to one exit code (edgecomp.exit_codes): EdgecompError -> its
+    `exit_code` with `error: ...`, KeyboardInterrupt -> INTERRUPTED, anything else -> INTERNAL_ERROR
+    with the traceback (a bug: please report it)."""
 
     def invoke(self, ctx):
         args = [*getattr(ctx, "_protected_args", []), *ctx.args]
@@ -91,19 +88,19 @@ class EdgecompGroup(click.Group):
             sub = ctx.invoked_subcommand
             hint = f" (see `edgecomp {sub} --help`)" if sub else ""
             _error(exc.format_message() + hint)
-            sys.exit(EXIT_COULD_NOT_RUN)
+            sys.exit(ExitCode.COULD_NOT_RUN)
         except SystemExit as exc:
             # Commands end through click (ctx.exit), so a bare SystemExit came from user code (a model
             # factory, a dataset callable, a forward): a gate must never pass because user code exited.
             _error(f"user code called sys.exit({exc.code!r}) during `edgecomp {ctx.invoked_subcommand}`; a model "
                    "factory, dataset callable or forward must return, not exit")
-            sys.exit(EXIT_COULD_NOT_RUN)
+            sys.exit(ExitCode.COULD_NOT_RUN)
         except KeyboardInterrupt:
             name = ctx.invoked_subcommand
             if sys.stderr.isatty():
                 click.echo("", err=True)  # end the line the terminal echoed ^C on
             _error(_interrupted_message(self.commands.get(name or ""), name, args[1:]))
-            sys.exit(EXIT_INTERRUPTED)
+            sys.exit(ExitCode.INTERRUPTED)
         except OSError as exc:
             if exc.errno == errno.EPIPE:
                 raise  # click's own handling of a closed stdout
@@ -112,16 +109,17 @@ class EdgecompGroup(click.Group):
             where = f": {exc.filename}" if exc.filename else ""
             _error(f"{exc.strerror or exc}{where} (the file system refused; check the path, free space and "
                    "permissions)")
-            sys.exit(EXIT_COULD_NOT_RUN)
+            sys.exit(ExitCode.COULD_NOT_RUN)
         except Exception:  # noqa: BLE001 - everything else is our bug
             _internal_error()
 
 
-def _internal_error() -> None:
+def _internal_error() -> NoReturn:
+    """A bug (not an EdgecompError): its traceback, a request to report it, and INTERNAL_ERROR."""
     traceback.print_exc()
     _error(f"internal error in edgecomp {__version__}, please report it with the traceback above "
-           "(exit code 2: could not run)")
-    sys.exit(EXIT_COULD_NOT_RUN)
+           f"(exit code {int(ExitCode.INTERNAL_ERROR)}: could not run)")
+    sys.exit(ExitCode.INTERNAL_ERROR)
 
 
 @click.group(cls=EdgecompGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

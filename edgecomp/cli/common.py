@@ -91,3 +91,11 @@ def resolve_profile(device: str | None, profile_file: str | None, *, required: b
 def progress_enabled() -> bool:
     """Progress bars go to stderr, only on a terminal (CI logs stay clean)."""
     return sys.stderr.isatty()
+
+
+__all__ = [
+    # option types, re-exported so commands import everything CLI-wide from here
+    "COUNT", "FRACTION", "NON_NEGATIVE", "PERCENTILE", "POSITIVE", "SEED", "FiniteFloat", "OutputPath", "SampleAmount",
+    "TRUST_CODE_HELP", "device_options", "emit", "json_option", "model_options", "parse_input_shape",
+    "progress_enabled", "resolve_profile", "trust_code_option",
+]

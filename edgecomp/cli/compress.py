@@ -41,8 +41,8 @@ def _human(report: dict) -> None:
 @click.argument("model")
 @model_options
 @device_options
-@click.option("--mac-budget", default=None, help="MAC budget: a fraction of the original (0.5, 50%) or absolute MACs (30M, 1.2G); a plain number above 1 is absolute (1.5 = 1.5 MACs). Overrides the device's.")
-@click.option("--memory-budget", default=None, help="Parameter-memory budget: a fraction (0.5, 50%) or absolute (2MB, 512KiB); a plain number above 1 is bytes. Overrides the device's.")
+@click.option("--mac-budget", default=None, help="MAC budget: a fraction of the original (0.5, 50%) or absolute MACs (30M, 1.2G); a plain number above 1 is absolute (1.5 = 1.5 MACs); none = unconstrained. Overrides the device's.")
+@click.option("--memory-budget", default=None, help="Parameter-memory budget: a fraction (0.5, 50%) or absolute (2MB, 512KiB); a plain number above 1 is bytes; none = unconstrained. Overrides the device's.")
 @click.option("--precision", type=click.Choice(sorted(BYTES_PER_PARAM)), default=None, help="Bytes per parameter for the memory budget (default: the device's).")
 @click.option("--method", type=click.Choice(METHODS), default="cobla", show_default=True, help="Rank-selection method.")
 @click.option("--scheme", type=click.Choice(SCHEMES), default="spatial", show_default=True, help="Conv decomposition scheme.")

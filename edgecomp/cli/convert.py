@@ -1,7 +1,7 @@
 """`edgecomp convert`: export a model or a compress OUTDIR to ONNX, a TensorRT engine or an ORT mobile model.
 
-ONNX always comes first (BatchNorm folded, checked against PyTorch in onnxruntime); TensorRT builds
-from it (INT8 from a QDQ model quantized here), ORT converts it (after INT8 quantization if asked).
+The command parses its options and calls edgecomp.exporters.convert.convert, which does the work (ONNX
+first, BatchNorm folded and checked against PyTorch; then INT8, .ort or the engine), and prints its report.
 """
 
 from __future__ import annotations
@@ -10,104 +10,11 @@ from pathlib import Path
 
 import click
 
-from edgecomp.cli.common import (COUNT, POSITIVE, OutputPath, device_options, emit, json_option, model_options, parse_input_shape, resolve_profile,
-                                 trust_code_option)
+from edgecomp.cli.common import (COUNT, POSITIVE, OutputPath, device_options, emit, json_option, model_options,
+                                 parse_input_shape, resolve_profile, trust_code_option)
 from edgecomp.errors import UserInputError
+from edgecomp.exporters.convert import CALIBRATION_SAMPLES, FORMATS
 from edgecomp.io import to_jsonable
-from edgecomp.exporters.calib_data import calibration_from_spec
-
-FORMATS = ("onnx", "tensorrt", "ort")
-SUFFIXES = {"onnx": (".onnx",), "tensorrt": (".engine", ".plan", ".trt"), "ort": (".ort",)}
-PRECISIONS = {"onnx": ("fp32", "int8"), "ort": ("fp32", "int8"), "tensorrt": ("fp32", "fp16", "int8")}
-RUNTIME_FORMATS = {"tensorrt": ("onnx", "tensorrt"), "onnxruntime": ("onnx", "ort")}
-
-
-def _layout(out: str, fmt: str) -> tuple[Path, str]:
-    """-o names the artifact file when it has the format's suffix, else a directory (artifact stem 'model')."""
-    path = Path(out)
-    if path.suffix.lower() in SUFFIXES[fmt]:
-        return path.parent, path.stem
-    if path.exists() and not path.is_dir():
-        raise UserInputError(f"-o {out}: expected a directory or a file ending in {'/'.join(SUFFIXES[fmt])}")
-    return path, "model"
-
-
-def _load(target: str, weights, trust_pickle: bool):
-    """(LoadedModel or None, recipe or None, its model.onnx or None). A compress OUTDIR is not rebuilt
-    here: its model.onnx needs no code, and _first_onnx rebuilds the PyTorch model only when it must."""
-    from edgecomp.factor.recipe import is_outdir_target, read_recipe
-    from edgecomp.models import load_model
-    from edgecomp.outdir import ONNX_FILE
-
-    if is_outdir_target(target, weights):
-        stored = Path(target) / ONNX_FILE
-        return None, read_recipe(target), stored if stored.is_file() else None
-    return load_model(target, weights, trust_pickle=trust_pickle), None, None
-
-
-def _known_shape(loaded, recipe) -> tuple[int, ...] | None:
-    if loaded is not None and loaded.input_shape:
-        return tuple(loaded.input_shape)
-    if recipe is not None and recipe.get("input_shape"):
-        return tuple(int(d) for d in recipe["input_shape"])
-    return None
-
-
-def _first_onnx(target, loaded, stored, onnx_path: Path, shape, *, trust_code: bool, trust_pickle: bool, **export):
-    """The ONNX file every format starts from: the OUTDIR's model.onnx when it is the export asked for (no
-    code runs), else a new export of the PyTorch model (an OUTDIR's is rebuilt only as its recipe and
-    --trust-code / --trust-pickle allow: edgecomp.factor.recipe)."""
-    from edgecomp.factor import load_compressed
-    from edgecomp.exporters.from_outdir import outdir_check, reuse_blocker, reuse_onnx
-    from edgecomp.exporters.onnx_export import export_onnx
-
-    blocker = None
-    if stored is not None:
-        blocker = reuse_blocker(stored, input_shape=shape, opset=export["opset"], dynamic_batch=export["dynamic_batch"],
-                                simplify=export["simplify"])
-        if blocker is None:
-            return reuse_onnx(stored, onnx_path, input_shape=shape, metadata=export["metadata"],
-                              check=outdir_check(target))
-    if loaded is None:
-        try:
-            loaded = load_compressed(target, trust_code=trust_code, trust_pickle=trust_pickle)
-        except UserInputError as exc:
-            if blocker is None:
-                raise
-            raise UserInputError(f"{blocker} needs a new export from the PyTorch model: {exc}") from None
-    return export_onnx(loaded.module, onnx_path, shape, **export)
-
-
-def _written(report: dict) -> list[Path]:
-    """The files this conversion wrote (recorded in the manifest of an output directory they are in)."""
-    paths = [report["onnx"].path]
-    if report.get("quantization"):
-        paths.append(report["quantization"].path)
-    if report.get("mobile"):
-        paths += [report["mobile"].ort_path, report["mobile"].config_path]
-    if report.get("engine"):
-        paths.append(report["engine"].path)
-    if report.get("trtexec_script"):
-        paths.append(Path(report["trtexec_script"]))
-    return paths
-
-
-def _precision(fmt: str, precision: str | None, profile) -> str:
-    if profile is not None:
-        allowed = RUNTIME_FORMATS.get(profile.runtime, FORMATS)
-        if fmt not in allowed:
-            raise UserInputError(
-                f"device {profile.name} runs {profile.runtime}; use --format {' or '.join(allowed)}, not {fmt}"
-            )
-        if precision is None:
-            precision = profile.default_precision if profile.default_precision in PRECISIONS[fmt] else "fp32"
-        elif precision not in profile.precisions:
-            raise UserInputError(f"device {profile.name} supports {', '.join(profile.precisions)}, not {precision}")
-    if precision is None:
-        precision = "fp16" if fmt == "tensorrt" else "fp32"
-    if precision not in PRECISIONS[fmt]:
-        raise UserInputError(f"--format {fmt} supports --precision {'/'.join(PRECISIONS[fmt])}, not {precision}")
-    return precision
 
 
 def _kib(n: int) -> str:
@@ -191,7 +98,7 @@ def _human_rest(report: dict) -> None:
 @click.option(
     "--calib-samples",
     type=COUNT,
-    default=256,
+    default=CALIBRATION_SAMPLES,
     show_default=True,
     help="Calibration samples (as many again are held out to measure INT8).",
 )
@@ -212,7 +119,7 @@ def _human_rest(report: dict) -> None:
     help="TensorRT timing cache file (read and updated).",
 )
 @device_options
-@click.option("-o", "--output", "out", required=True, type=OutputPath("any"), help="Artifact file (by suffix) or output directory.")
+@click.option("-o", "--output", "out", required=True, type=OutputPath("any"), help="Output directory, or a file whose name gives the files' stem (an .engine/.plan/.trt file is the engine).")
 @json_option
 def command(
     target,
@@ -243,109 +150,58 @@ def command(
       edgecomp convert out/fmnist --format onnx -o out/fmnist/model.onnx
       edgecomp convert out/fmnist --format ort --precision int8 --calib-data fashion-mnist:train -o mobile/
       edgecomp convert zoo:resnet18 --format tensorrt --device jetson-orin-nano -o build/
-    Without TensorRT and a GPU here, `--format tensorrt` writes the equivalent trtexec script beside
-    the ONNX file for the target device and exits with code 2.
+    \b
+    Files (-o DIR, or -o DIR/STEM.onnx for another stem than "model"): STEM.onnx (float),
+    STEM.int8.onnx, STEM.ort, STEM.engine (-o may name it: .engine/.plan/.trt).
+    Without TensorRT and a GPU here, `--format tensorrt` writes the equivalent trtexec script
+    (STEM.trtexec.sh) beside the ONNX file for the target device and exits with code 2.
     """
-    # Submodule imports: they resolve even where `exporters` is installed as a namespace package.
-    from edgecomp.exporters.metadata import build_metadata, metadata_from_recipe
-    from edgecomp.exporters.cpu_features import int8_runs_on
-    from edgecomp.exporters.mobile import to_ort_format
-    from edgecomp.outdir import ONNX_FILE, check_replaceable, is_outdir, record
-    from edgecomp.exporters.ort_quant import quantize_int8
-    from edgecomp.exporters.tensorrt import TensorRTUnavailableError, build_engine
+    from edgecomp.exporters.convert import convert, for_device
+    from edgecomp.exporters.from_outdir import OutputDir
+    from edgecomp.exporters.metadata import DEVICE, build_metadata
+    from edgecomp.exporters.tensorrt import TensorRTUnavailableError
+    from edgecomp.factor.recipe import is_outdir_target
+    from edgecomp.models import load_model
 
     profile = resolve_profile(device, profile_file)
-    precision = _precision(fmt, precision, profile)
+    precision, runs_on = for_device(fmt, precision, profile)
     if precision == "int8" and not calib_data:
         raise UserInputError("--precision int8 needs --calib-data SPEC (representative inputs for calibration)")
-    loaded, recipe, stored = _load(target, weights, trust_pickle)
-    shape = parse_input_shape(input_shape) or _known_shape(loaded, recipe)
-    if shape is None:
-        raise UserInputError(f"the input shape of {target} is unknown: pass --input-shape N,C,H,W")
     device_name = profile.name if profile is not None else None
-    if recipe is not None:
-        metadata = metadata_from_recipe(recipe, device=device_name)
+    shape = parse_input_shape(input_shape)
+    if is_outdir_target(target, weights):  # its model.onnx needs no code; the model is rebuilt only as allowed
+        source, metadata = OutputDir(Path(target), trust_code=trust_code, trust_pickle=trust_pickle), {}
+        if device_name:
+            metadata[DEVICE] = device_name
     else:
+        loaded = load_model(target, weights, trust_pickle=trust_pickle)
+        source = loaded.module
+        shape = shape or (tuple(loaded.input_shape) if loaded.input_shape else None)
+        if shape is None:
+            raise UserInputError(f"the input shape of {target} is unknown: pass --input-shape N,C,H,W")
         metadata = build_metadata(source_model=target, weights=weights, device=device_name)
-    calib = evaluation = labels = None
-    if calib_data:
-        calib, evaluation, labels = calibration_from_spec(calib_data, calib_samples, shape)
-
-    folder, stem = _layout(out, fmt)
-    int8_onnx = fmt == "onnx" and precision == "int8"
-    onnx_path = folder / (f"{stem}.fp32.onnx" if int8_onnx else f"{stem}.onnx")
-    quant_name = {"onnx": f"{stem}.onnx", "ort": f"{stem}.int8.onnx", "tensorrt": f"{stem}.qdq.onnx"}[fmt]
-    if is_outdir(folder):  # writing into a compress output directory: never over its float model or your files
-        if precision == "int8" and quant_name == ONNX_FILE:
-            raise UserInputError(f"-o {out} would replace {folder / ONNX_FILE}, the directory's float model that "
-                                 f"evaluate and verify run: name the INT8 file, e.g. -o {folder / 'model.int8.onnx'}")
-        check_replaceable(folder, [onnx_path.name] + ([quant_name] if precision == "int8" else []))
-    dynamic = not no_dynamic_batch
-    check = None  # real samples make the numerical check representative; seeded noise otherwise
-    if calib is not None and (dynamic or len(calib) >= shape[0]):
-        check = calib[:8] if dynamic else calib[: shape[0]]
-    onnx_result = _first_onnx(
-        target,
-        loaded,
-        stored,
-        onnx_path,
-        shape,
-        trust_code=trust_code,
-        trust_pickle=trust_pickle,
-        opset=opset,
-        dynamic_batch=dynamic,
-        metadata=metadata,
-        check_inputs=check,
-        tolerance=tolerance,
-        simplify=simplify,
+    result = convert(
+        source, out, input_shape=shape, format=fmt, precision=precision, calibration=calib_data,
+        calibration_samples=calib_samples, calibrate_method=calib_method, runs_on=runs_on, opset=opset,
+        dynamic_batch=not no_dynamic_batch, simplify=simplify, tolerance=tolerance, metadata=metadata,
+        workspace_mb=workspace_mb, timing_cache=timing_cache,
     )
-    report = {"model": target, "format": fmt, "precision": precision, "device": device_name, "onnx": onnx_result}
-    artifact, model_for_runtime = onnx_path, onnx_path
-
-    if precision == "int8":
-        quant = quantize_int8(
-            onnx_path,
-            folder / quant_name,
-            calib,
-            calibrate_method=calib_method,
-            eval_data=evaluation,
-            eval_labels=labels,
-            symmetric_activations=fmt == "tensorrt",  # TensorRT's explicit quantization needs zero points of 0
-            runs_on=int8_runs_on(  # sets the weight range: 7-bit where the CPU's int8 kernels saturate
-                "tensorrt" if fmt == "tensorrt" else profile and profile.runtime,
-                local=profile is None or profile.target.transport == "local",
-            ),
-        )
-        report["quantization"] = quant
-        artifact = model_for_runtime = quant.path
-
-    if fmt == "ort":
-        mobile_check = check if precision == "fp32" else evaluation[:8]
-        mobile = to_ort_format(model_for_runtime, folder, check_inputs=mobile_check, tolerance=tolerance)
-        report["mobile"] = mobile
-        artifact = mobile.ort_path
-    elif fmt == "tensorrt":
-        engine_path = folder / f"{stem}.engine"
-        if Path(out).suffix.lower() in SUFFIXES["tensorrt"]:
-            engine_path = Path(out)
-        try:
-            engine = build_engine(
-                model_for_runtime,
-                engine_path,
-                precision=precision,
-                workspace_mb=workspace_mb,
-                timing_cache=timing_cache,
-            )
-        except TensorRTUnavailableError as exc:
-            # Report what was produced (the ONNX and the script for the target), then fail with exit code 2.
-            report.update(artifact=None, trtexec_script=exc.script_path, trtexec=exc.command)
-            record(_written(report), by="convert")
-            emit(to_jsonable(report), as_json, _human)
-            raise
-        report["engine"] = engine
-        artifact = engine.path
-
-    report["artifact"] = artifact
-    report["size_bytes"] = Path(artifact).stat().st_size
-    record(_written(report), by="convert")
+    report = _report(target, device_name, result)
     emit(to_jsonable(report), as_json, _human)
+    if fmt == "tensorrt" and result.engine_path is None:  # exit code 2, after saying what was written
+        raise TensorRTUnavailableError(result.engine_error, result.trtexec_script, result.trtexec_command)
+
+
+def _report(target: str, device: str | None, result) -> dict:
+    """The command's report (--json): what was written and checked, in the keys it has always had."""
+    report = {"model": target, "format": result.format, "precision": result.precision, "device": device,
+              "onnx": result.onnx}
+    for key in ("quantization", "mobile", "engine"):
+        if getattr(result, key) is not None:
+            report[key] = getattr(result, key)
+    if result.format == "tensorrt" and result.engine_path is None:
+        report.update(artifact=None, trtexec_script=result.trtexec_script, trtexec=list(result.trtexec_command))
+        return report
+    report["artifact"] = result.artifact
+    report["size_bytes"] = Path(result.artifact).stat().st_size
+    return report

@@ -54,8 +54,8 @@ def _accuracy_line(comp: dict) -> str | None:
 @click.option("--eval-data", default=None, help="Labelled data for accuracy on the target (default for the built-in model: fashion-mnist:test).")
 @click.option("--method", type=click.Choice(METHODS), default="cobla", show_default=True)
 @click.option("--scheme", type=click.Choice(SCHEMES), default="spatial", show_default=True)
-@click.option("--mac-budget", default=None, help="Override the device's MAC budget: a fraction (0.5, 50%) or absolute MACs (30M); a plain number above 1 is absolute.")
-@click.option("--memory-budget", default=None, help="Override the device's memory budget (fraction or absolute).")
+@click.option("--mac-budget", default=None, help="Override the device's MAC budget: a fraction (0.5, 50%) or absolute MACs (30M); a plain number above 1 is absolute; none = unconstrained.")
+@click.option("--memory-budget", default=None, help="Override the device's memory budget (fraction or absolute; none = unconstrained).")
 @click.option("--latency-budget-ms", type=POSITIVE, default=None, help="Latency budget; enables latency-driven rounds (default: the profile's).")
 @click.option("--percentile", type=PERCENTILE, default=None, help="Latency percentile gated (default: the profile's).")
 @click.option("--max-accuracy-drop", type=FRACTION, default=0.01, show_default=True, help="Allowed top-1 drop vs the original model.")
@@ -76,6 +76,8 @@ def _accuracy_line(comp: dict) -> str | None:
                    f"({BUILTIN_QUICK['cobla']['draws']} for the built-in model).")
 @click.option("--distill", is_flag=True, help="Fine-tune by distillation from the original model (no labels needed).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None, help="Default: the device's.")
+@click.option("--calib-samples", type=COUNT, default=None,
+              help="INT8: samples of --data that calibrate (as many again measure the INT8 model). Default: 256.")
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--warmup", type=NON_NEGATIVE, default=None, help="Verify: warm-up seconds.")
 @click.option("--iterations", type=COUNT, default=None, help="Verify: timed iterations at least.")
@@ -87,7 +89,7 @@ def _accuracy_line(comp: dict) -> str | None:
 @json_option
 def command(model, weights, trust_pickle, input_shape, device, profile_file, target, data_spec, eval_data, method, scheme,
             mac_budget, memory_budget, latency_budget_ms, percentile, max_accuracy_drop, cost, max_rounds, finetune_epochs,
-            max_iter, sample, draws, distill, precision, seed, warmup, iterations, min_duration, cv_threshold, allow_unstable, force, outdir, as_json):
+            max_iter, sample, draws, distill, precision, calib_samples, seed, warmup, iterations, min_duration, cv_threshold, allow_unstable, force, outdir, as_json):
     """Compress MODEL for a device, export its artifact, verify it on the target and report.
 
     \b
@@ -111,7 +113,8 @@ def command(model, weights, trust_pickle, input_shape, device, profile_file, tar
         scheme=scheme, mac_budget=mac_budget, memory_budget=memory_budget, latency_budget_ms=latency_budget_ms,
         percentile=percentile, max_accuracy_drop=max_accuracy_drop, cost=cost, max_rounds=max_rounds,
         finetune_epochs=finetune_epochs, distill=distill,
-        cobla={k: v for k, v in (("max_iter", max_iter), ("sample", sample), ("draws", draws)) if v is not None}, seed=seed, force=force, precision=precision, measure=measure,
+        cobla={k: v for k, v in (("max_iter", max_iter), ("sample", sample), ("draws", draws)) if v is not None}, seed=seed, force=force, precision=precision,
+        calibration_samples=calib_samples, measure=measure,
         progress=progress_enabled() and not as_json,
     )
     report = run_export(request, log=lambda msg: click.echo(msg, err=True))

@@ -19,6 +19,7 @@ from torch import nn
 from edgecomp.compression.masked import masked_model
 from edgecomp.compression.oracle import MaskLossOracle
 from edgecomp.errors import EdgecompError
+from edgecomp.finetune.callables import LossFn
 from edgecomp.ranks.problem import RankProblem, RankSelection
 
 SHRINK_HEURISTICS = ("uniform", "cptv", "pos-greedy")
@@ -80,8 +81,12 @@ def run_cobla(
     teacher: nn.Module | None,
     options: CoblaOptions,
     callback=None,
+    loss_fn: LossFn | None = None,
 ) -> tuple[RankSelection, list[np.ndarray], np.ndarray]:
-    """Returns (selection, kept component indices per layer, scales per mask (m_hat))."""
+    """Returns (selection, kept component indices per layer, scales per mask (m_hat)).
+
+    loss_fn(model, batch): the user's mean loss of a batch in place of cross-entropy / distillation,
+    for the gradients and for picking the rounding draw (edgecomp.compression.oracle)."""
     from edgecomp.ranks.baselines import BASELINES
     from edgecomp.ranks.cobla import (
         SQPOptions, heuristic_budgets, kept_components, round_ranks, shrink_from_heuristics, solve_relaxed,
@@ -91,7 +96,7 @@ def run_cobla(
     masked, masks = masked_model(model, cost, spectra, order)
     oracle = MaskLossOracle(
         masked, masks, data, sample=options.sample, batch_size=options.batch_size, seed=options.seed,
-        teacher=teacher, indices=train_idx,
+        teacher=teacher, indices=train_idx, loss_fn=loss_fn,
     )
     info: dict = {}
     m0 = None

@@ -1,4 +1,11 @@
-"""compress(): profile budgets -> cost model -> rank selection -> factored model, with checked costs."""
+"""compress(): profile budgets -> cost model -> rank selection -> factored model, with checked costs.
+
+Python API hooks for models whose loss is not classification cross-entropy (callables, never read
+from files; contracts in edgecomp.finetune.callables): LCOptions.train_fn (LC's L step),
+compress(loss_fn=...) (COBLA's loss oracle; a compress() argument rather than a CoblaOptions field,
+because CoblaOptions' fields are the settings that requests and files may set), and
+FinetuneOptions.train_fn / .metric (fine-tuning of the built model, compress(finetune=...)).
+"""
 
 from __future__ import annotations
 
@@ -11,8 +18,10 @@ from torch import nn
 
 from edgecomp.compression.cobla import CoblaOptions, run_cobla
 from edgecomp.compression.problem import build_problem, compute_spectra
-from edgecomp.errors import EdgecompError, InfeasibleBudgetError, UserInputError
+from edgecomp.profiles.profile import Budgets
+from edgecomp.errors import InfeasibleBudgetError, UserInputError
 from edgecomp.factor.build import factorize_model
+from edgecomp.finetune.callables import LossFn, MetricFn, TrainFn, check_callable
 from edgecomp.graph.cost import BYTES_PER_PARAM, analyze_model
 from edgecomp.ranks.problem import RankProblem, RankSelection
 
@@ -32,23 +41,32 @@ class LCOptions:
     variant: str = "al"
     seed: int = 0
     progress: bool = False
+    train_fn: TrainFn | None = None  # the user's L step: train_fn(model, penalty_fn, steps) (Python API only)
 
     def kwargs(self) -> dict:
-        extra = {k: getattr(self, k) for k in ("n_mu", "steps_per_mu", "lr") if getattr(self, k) is not None}
+        names = ("n_mu", "steps_per_mu", "lr", "train_fn")
+        extra = {k: getattr(self, k) for k in names if getattr(self, k) is not None}
         return {"variant": self.variant, "seed": self.seed, "progress": self.progress, **extra}
 
 
 @dataclass
-class Budgets:
-    macs: float
-    memory_bytes: float
-    precision: str
-    mac_source: str = ""
-    memory_source: str = ""
+class FinetuneOptions:
+    """Fine-tuning of the built model (what the CLI's --finetune-epochs, --finetune-lr and --distill set).
 
-    @property
-    def params(self) -> float:
-        return self.memory_bytes / BYTES_PER_PARAM[self.precision]
+    The best checkpoint is chosen on a held-out tenth of the *training* data (never the evaluation
+    data) by top-1, by agreement with the original model (distillation or unlabeled data), or by
+    `metric(outputs, targets)` (higher is better). train_fn(model, penalty_fn, steps) replaces the
+    built-in loop (penalty_fn() = 0; edgecomp.finetune.callables); without data it gets max_steps.
+    """
+
+    epochs: float = 1.0
+    lr: float = 0.01
+    distill: bool = False
+    seed: int = 0
+    progress: bool = False
+    max_steps: int | None = None
+    train_fn: TrainFn | None = None
+    metric: MetricFn | None = None
 
 
 @dataclass
@@ -62,6 +80,7 @@ class CompressResult:
     params: int
     layers: list[dict]
     timings: dict = field(default_factory=dict)
+    finetune: dict | None = None  # what finetune_compressed() reports, when compress(finetune=...) ran it
 
 
 def resolve_budgets(cost, precision: str, profile=None, mac_budget: str | None = None, memory_budget: str | None = None) -> Budgets:
@@ -70,8 +89,7 @@ def resolve_budgets(cost, precision: str, profile=None, mac_budget: str | None =
 
     original_bytes = cost.memory_bytes(precision)
     if profile is not None:
-        b = profile.resolve_budgets(cost.total_macs, original_bytes, mac_budget, memory_budget)
-        return Budgets(b.macs, b.memory_bytes, precision, b.mac_source, b.memory_source)
+        return profile.resolve_budgets(cost.total_macs, original_bytes, mac_budget, memory_budget, precision=precision)
     if mac_budget is None and memory_budget is None:
         raise UserInputError("no budget: pass --device NAME / --profile FILE, or --mac-budget and/or --memory-budget")
     macs = parse_mac_budget(mac_budget, cost.total_macs) if mac_budget else float("inf")
@@ -88,19 +106,21 @@ def check_satisfiable(problem: RankProblem, precision: str, budgets: Budgets | N
         return
     from edgecomp.profiles.units import read_as_absolute
 
-    min_macs, min_params = problem.min_cost
+    min_compute, min_params = problem.min_cost
+    unit = problem.compute_unit
     nbytes = min_params * BYTES_PER_PARAM[precision]
     hints = []  # a plain "--mac-budget 1.5" is 1.5 MACs: say so, and how to give a fraction
-    if budgets is not None and min_macs > problem.mac_budget and budgets.mac_source.startswith("--mac-budget "):
+    if (budgets is not None and unit == "MACs" and min_compute > problem.compute_budget
+            and budgets.mac_source.startswith("--mac-budget ")):
         hints.append(read_as_absolute(budgets.mac_source.split(" ", 1)[1]))
     if budgets is not None and min_params > problem.param_budget and budgets.memory_source.startswith("--memory-budget "):
         hints.append(read_as_absolute(budgets.memory_source.split(" ", 1)[1], "--memory-budget", "bytes"))
     hint = "".join(f"; {h}" for h in hints if h)
     raise InfeasibleBudgetError(
         f"the budget is below the smallest model this scheme can build (every decomposable layer at rank 1): "
-        f"minimum achievable is {min_macs:,.0f} MACs and {min_params:,.0f} parameters ({nbytes:,.0f} bytes at {precision}); "
-        f"asked for {_count(problem.mac_budget)} MACs and {_count(problem.param_budget)} parameters{hint}",
-        min_macs=min_macs,
+        f"minimum achievable is {_count(min_compute)} {unit} and {min_params:,.0f} parameters ({nbytes:,.0f} bytes at "
+        f"{precision}); asked for {_count(problem.compute_budget)} {unit} and {_count(problem.param_budget)} parameters{hint}",
+        min_macs=min_compute,
         min_params=min_params,
     )
 
@@ -142,12 +162,28 @@ def compress(
     callback=None,
     latency_table: dict | None = None,
     latency_budget_ms: float | None = None,
+    loss_fn: LossFn | None = None,
+    finetune: FinetuneOptions | None = None,
 ) -> CompressResult:
     """Choose ranks under the budgets and build the factored model; costs are checked on the built model.
 
     With a latency table (measured on the target), the compute constraint is latency in ms
     (edgecomp.ranks.latency) in place of MACs; the memory budget still applies.
+    loss_fn(model, batch): COBLA's loss (also for cobla ranks under --ranks-from) in place of
+    cross-entropy / distillation. finetune: fine-tune the built model afterwards (finetune_compressed;
+    result.finetune says how); the costs do not change.
     """
+    check_callable(loss_fn, "loss_fn")
+    result = _compress(model, input_shape, budgets, method, scheme, data, cobla, lc, heldout, callback,
+                       latency_table, latency_budget_ms, loss_fn)
+    if finetune is not None:
+        result.finetune = finetune_compressed(result, model, data, finetune)
+        result.timings["total_s"] += result.timings["finetune_s"]
+    return result
+
+
+def _compress(model, input_shape, budgets, method, scheme, data, cobla, lc, heldout, callback, latency_table,
+              latency_budget_ms, loss_fn) -> CompressResult:
     if method not in METHODS:
         raise UserInputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     timings: dict[str, float] = {}
@@ -171,7 +207,7 @@ def compress(
     t1 = time.perf_counter()
     if method == "lc":
         return _compress_lc(model, input_shape, budgets, problem, scheme, data, cobla, lc or LCOptions(), heldout,
-                            callback, timings, t0)
+                            callback, timings, t0, loss_fn)
     components = scales = None
     if method == "cobla":
         if data is None:
@@ -180,7 +216,7 @@ def compress(
         train_idx, heldout_idx = split_heldout(len(data), heldout, options.seed)
         selection, kept, m_hat = run_cobla(
             problem, model, cost, spectra, data, train_idx=train_idx, heldout_idx=heldout_idx,
-            teacher=model, options=options, callback=callback,
+            teacher=model, options=options, callback=callback, loss_fn=loss_fn,
         )
         components = {layer.name: kept[i] for i, layer in enumerate(problem.layers)}
         scales = {layer.name: m_hat[problem.offsets[i] + kept[i]] for i, layer in enumerate(problem.layers)}
@@ -205,18 +241,19 @@ def compress(
 
 
 def _compress_lc(model, input_shape, budgets, problem, scheme, data, cobla, options: LCOptions, heldout, callback,
-                 timings, t0) -> CompressResult:
-    """LC with ranks fixed by another method (options.ranks_from) or chosen in each C step under the budgets."""
+                 timings, t0, loss_fn) -> CompressResult:
+    """LC with ranks fixed by another method (options.ranks_from) or chosen in each C step under the budgets.
+    With options.train_fn the L steps are the user's and need no data here."""
     from edgecomp.lc import run_lc
 
-    if data is None:
+    if data is None and options.train_fn is None:
         raise UserInputError("--method lc needs training data for its L steps: pass --data SPEC")
     fixed = None
     if options.ranks_from:
         if options.ranks_from == "lc" or options.ranks_from not in BUDGETED_METHODS:
             raise UserInputError(f"--ranks-from must be one of {', '.join(m for m in BUDGETED_METHODS if m != 'lc')}")
         fixed = compress(model, input_shape, budgets, method=options.ranks_from, scheme=scheme, data=data,
-                         cobla=cobla, heldout=heldout, callback=callback).factored
+                         cobla=cobla, heldout=heldout, callback=callback, loss_fn=loss_fn).factored
     t1 = time.perf_counter()
     result = run_lc(model, data, scheme=scheme, input_shape=input_shape, ranks=fixed,
                     problem_budgets=None if fixed is not None else (budgets.macs, budgets.params), **options.kwargs())
@@ -238,6 +275,50 @@ def _compress_lc(model, input_shape, budgets, problem, scheme, data, cobla, opti
     return out
 
 
+def finetune_compressed(result: CompressResult, original: nn.Module, data, options: FinetuneOptions) -> dict:
+    """Fine-tune result.model in place (labels), or distill it from `original` (--distill, or data
+    without labels), on the training data; the best checkpoint is chosen on a held-out tenth of it.
+    Returns what the report records of it; sets result.model and result.timings["finetune_s"]."""
+    from edgecomp.finetune import train
+
+    check_callable(options.train_fn, "train_fn")
+    if data is None and options.train_fn is None:
+        raise UserInputError("--finetune-epochs needs training data: pass --data SPEC")
+    train_data = heldout_data = teacher = None
+    if data is not None:
+        train_idx, heldout_idx = split_heldout(len(data), 0.1, options.seed)
+        train_data, heldout_data = _subset(data, train_idx), _subset(data, heldout_idx)
+        teacher = original if (options.distill or not getattr(data, "has_labels", True)) else None
+    trained = train(
+        result.model, train_data, epochs=options.epochs, lr=options.lr, seed=options.seed, eval_data=heldout_data,
+        teacher=teacher, distill_alpha=1.0 if teacher is not None else 0.0, progress=options.progress,
+        max_steps=options.max_steps, train_fn=options.train_fn, metric=options.metric,
+    )
+    result.model = trained.model.eval()
+    result.timings["finetune_s"] = trained.seconds
+    mode = "train_fn" if options.train_fn is not None else ("distillation" if teacher is not None else "labels")
+    return {
+        "epochs": options.epochs,
+        "lr": options.lr,
+        "mode": mode,
+        "steps": trained.steps,
+        "best_step": trained.best_step,
+        "best_heldout": trained.best_accuracy,
+        "metric": trained.metric,
+        "curve": trained.history,
+    }
+
+
+def _subset(data, indices: np.ndarray):
+    from edgecomp.data import EdgeDataset, SubsetDataset
+
+    if isinstance(data, EdgeDataset):
+        return SubsetDataset(data, indices)
+    from torch.utils.data import Subset
+
+    return Subset(data, indices.tolist())
+
+
 def finish(built: nn.Module, problem: RankProblem, selection: RankSelection, input_shape, scheme: str,
            timings: dict, selection_problem: RankProblem | None = None, original=None) -> CompressResult:
     """Check the built model's costs against the cost model and the budgets; describe every layer.
@@ -250,12 +331,12 @@ def finish(built: nn.Module, problem: RankProblem, selection: RankSelection, inp
     built_cost = analyze_model(built, input_shape, scheme)
     expected = problem.cost(selection.ranks)
     if (built_cost.total_macs, built_cost.total_params) != (round(expected[0]), round(expected[1])):
-        raise EdgecompError(  # a bug, never a user error: the cost model and the built model disagree
-            f"internal error: built model costs {built_cost.total_macs} MACs / {built_cost.total_params} params, "
+        raise RuntimeError(  # a bug, never a user error: the cost model and the built model disagree
+            f"built model costs {built_cost.total_macs} MACs / {built_cost.total_params} params, "
             f"cost model predicted {expected}"
         )
     if selection.enforces_budgets and not selection_problem.feasible(selection.ranks):
-        raise EdgecompError(f"internal error: method {selection.method} returned ranks that break the budgets")
+        raise RuntimeError(f"method {selection.method} returned ranks that break the budgets")
     ranks = {layer.name: int(r) for layer, r in zip(problem.layers, selection.ranks)}
     layers = []
     for layer, r in zip(problem.layers, selection.ranks):
@@ -268,7 +349,7 @@ def finish(built: nn.Module, problem: RankProblem, selection: RankSelection, inp
             "factored": layer.is_factored(int(r)),
             "macs": int(macs),
             "params": int(params),
-            "original_macs": int(layer.original_macs),
+            "original_macs": int(layer.original_compute),
             "original_params": int(layer.original_params),
             "energy": layer.energy(int(r)),
             **_layer_shape(infos.get(layer.name)),

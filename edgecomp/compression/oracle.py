@@ -4,6 +4,9 @@ Each SQP iteration k draws a fresh, seeded sub-sample (default 5% of the trainin
 COBLA's sub-sampled gradients); the line search of that iteration reuses the same sub-sample so its
 loss values are comparable. With labels the loss is cross-entropy; without labels it is the KL
 divergence from the original model's predictions (self-distillation), so no labels are needed.
+A user's `loss_fn(model, batch)` (the mean loss of one batch; edgecomp.finetune.callables) replaces
+both: E(m) = sum over batches B of loss_fn(masked model, B) * |B| / n, for any data whose batches
+the dataset's get_batch (or torch's default_collate of its items) makes.
 """
 
 from __future__ import annotations
@@ -14,8 +17,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import default_collate
 
 from edgecomp.compression.masked import MaskVector
+from edgecomp.errors import UserInputError
+from edgecomp.finetune.callables import LossFn, check_callable
 
 
 class MaskLossOracle:
@@ -30,8 +36,11 @@ class MaskLossOracle:
         seed: int = 0,
         teacher: nn.Module | None = None,
         indices: np.ndarray | None = None,
+        loss_fn: LossFn | None = None,
     ):
         """sample: a fraction (0, 1] of the data or a number of samples; 1.0 = full batch."""
+        check_callable(loss_fn, "loss_fn")
+        self.loss_fn = loss_fn
         self.model = masked
         self.masks = masks
         self.data = data
@@ -40,8 +49,8 @@ class MaskLossOracle:
         self.n_sample = n if sample == 1.0 else int(min(n, max(1, round(sample * n) if sample < 1 else sample)))
         self.batch_size = batch_size
         self.seed = seed
-        self.teacher = None if data.has_labels else teacher
-        if not data.has_labels and teacher is None:
+        self.teacher = None if (loss_fn is not None or data.has_labels) else teacher
+        if loss_fn is None and not data.has_labels and teacher is None:
             raise ValueError("unlabeled data needs a teacher model for the distillation loss")
         self._cache: tuple[int, np.ndarray] | None = None
         self.seconds = 0.0
@@ -62,6 +71,20 @@ class MaskLossOracle:
             target = F.log_softmax(self.teacher(x), dim=1)
         return F.kl_div(F.log_softmax(logits, dim=1), target, log_target=True, reduction="sum")
 
+    def _user_loss(self, chunk: np.ndarray, grad: bool) -> torch.Tensor:
+        if hasattr(self.data, "get_batch"):
+            batch = self.data.get_batch(chunk)
+        else:
+            batch = default_collate([self.data[int(i)] for i in chunk])
+        loss = self.loss_fn(self.model, batch)
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            raise UserInputError(f"loss_fn must return a scalar tensor (the batch's mean loss), got "
+                                 f"{type(loss).__name__}{tuple(loss.shape) if isinstance(loss, torch.Tensor) else ''}")
+        if grad and not loss.requires_grad:
+            raise UserInputError("loss_fn's loss does not depend on the model's outputs (no gradient): compute it "
+                                 "from model(...) on the batch, without torch.no_grad() or .detach()")
+        return loss.reshape(())
+
     def evaluate(self, m: np.ndarray, indices: np.ndarray, grad: bool) -> tuple[float, np.ndarray | None]:
         """Mean loss over `indices` (and its gradient with respect to the flat masks)."""
         start = time.perf_counter()
@@ -70,8 +93,12 @@ class MaskLossOracle:
         total = 0.0
         with torch.set_grad_enabled(grad):
             for i in range(0, len(indices), self.batch_size):
-                x, y = self.data.get_batch(indices[i : i + self.batch_size])
-                loss = self._loss(self.model(x), x, y) / len(indices)
+                chunk = indices[i : i + self.batch_size]
+                if self.loss_fn is None:
+                    x, y = self.data.get_batch(chunk)
+                    loss = self._loss(self.model(x), x, y) / len(indices)
+                else:
+                    loss = self._user_loss(chunk, grad) * (len(chunk) / len(indices))
                 if grad:
                     loss.backward()
                 total += float(loss.detach())

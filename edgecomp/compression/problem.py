@@ -17,12 +17,14 @@ def compute_spectra(model: nn.Module, cost: ModelCost) -> dict[str, Spectrum]:
 
 
 def build_problem(cost: ModelCost, spectra: dict[str, Spectrum], mac_budget: float, param_budget: float) -> RankProblem:
-    """Layers in execution order; every non-decomposed layer and parameter is a fixed cost."""
+    """Layers in execution order; every non-decomposed layer and parameter is a fixed cost. The
+    compute cost is MACs (edgecomp.ranks.latency.latency_problem turns it into a latency)."""
     layers = [lc.decomposition.spectrum(lc.name, spectra[lc.name].sigma.numpy()) for lc in cost.decomposable]
     return RankProblem(
         layers=tuple(layers),
-        mac_budget=float(mac_budget),
+        compute_budget=float(mac_budget),
         param_budget=float(param_budget),
-        fixed_macs=float(cost.fixed_macs),
+        fixed_compute=float(cost.fixed_macs),
         fixed_params=float(cost.fixed_params),
+        compute_unit="MACs",
     )

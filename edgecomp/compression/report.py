@@ -1,10 +1,15 @@
-"""report.json and the per-layer cost-reduction chart (like COBLA's Fig. 5) of a compress run."""
+"""report.json and the per-layer cost-reduction chart (like COBLA's Fig. 5) of a compress run.
+
+report.json carries its format version (edgecomp.formats, kind "compress-report"); readers use
+edgecomp.formats.read_optional(path, "compress-report").
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from edgecomp import __version__
+from edgecomp.formats import stamp
 from edgecomp.graph.cost import BYTES_PER_PARAM
 from edgecomp.io import atomic_path
 
@@ -45,7 +50,7 @@ def build_report(result, *, method: str, scheme: str, budgets, original_cost, ac
         "timings": result.timings,
     }
     report.update(extra or {})
-    return report
+    return stamp(report, "compress-report")
 
 
 def plot_layer_costs(layers: list[dict], path: str | Path, title: str) -> Path:

@@ -12,12 +12,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from edgecomp.compression.cobla import CoblaOptions
-from edgecomp.compression.methods import METHODS, LCOptions, compress, resolve_budgets, seed_everything, split_heldout
+from edgecomp.compression.methods import (METHODS, CompressResult, FinetuneOptions, LCOptions, compress,
+                                          finetune_compressed, resolve_budgets, seed_everything)
 from edgecomp.compression.report import build_report, plot_layer_costs
-from edgecomp.errors import UserInputError
-from edgecomp.errors import EdgecompError
+from edgecomp.errors import EdgecompError, UserInputError
 from edgecomp.factor.recipe import save_compressed
 from edgecomp.graph.cost import analyze_model
 from edgecomp.io import write_json
@@ -48,6 +49,11 @@ class CompressRequest:
     latency_table: dict | None = None  # per-layer latency fits (edgecomp export --cost latency)
     latency_budget_ms: float | None = None
     progress: bool = True
+    # Python API only (edgecomp.compress), never read from a file: the user's COBLA loss
+    # loss_fn(model, batch), fine-tuning loop finetune_fn(model, penalty_fn, steps), metric(outputs, targets).
+    loss_fn: Callable | None = None
+    finetune_fn: Callable | None = None
+    metric: Callable | None = None
 
 
 def _check_outdir(outdir: Path) -> None:
@@ -74,43 +80,23 @@ def _export_onnx(model, path: Path, input_shape, recipe: dict, log) -> dict:
             "folded_batchnorms": result.folded_batchnorms}
 
 
-def _evaluate(model, dataset) -> float | None:
-    if dataset is None or not dataset.has_labels:
+def _evaluate(model, dataset, metric=None) -> float | None:
+    """Top-1 on labelled data, or the user's metric(outputs, targets) (Python API) on any data."""
+    if dataset is None or (metric is None and not dataset.has_labels):
         return None
     from edgecomp.finetune import evaluate
 
-    return evaluate(model, dataset)["top1"]
+    result = evaluate(model, dataset, metric=metric)
+    return result["metric"] if metric is not None else result["top1"]
 
 
 def _finetune(req: CompressRequest, result, original, data) -> dict:
-    """Fine-tune (labels) or distill from the original model (no labels needed) on the training data.
-
-    The best checkpoint is chosen on a held-out part of the *training* data, never on --eval-data.
-    """
-    from edgecomp.data import SubsetDataset
-    from edgecomp.finetune import train
-
-    if data is None:
-        raise UserInputError("--finetune-epochs needs training data: pass --data SPEC")
-    train_idx, heldout_idx = split_heldout(len(data), 0.1, req.seed)
-    teacher = original if (req.distill or not data.has_labels) else None
-    trained = train(
-        result.model, SubsetDataset(data, train_idx), epochs=req.finetune_epochs, lr=req.finetune_lr, seed=req.seed,
-        eval_data=SubsetDataset(data, heldout_idx), teacher=teacher, distill_alpha=1.0 if teacher is not None else 0.0,
-        progress=req.progress,
-    )
-    result.model = trained.model.eval()
-    result.timings["finetune_s"] = trained.seconds
-    return {
-        "epochs": req.finetune_epochs,
-        "lr": req.finetune_lr,
-        "mode": "distillation" if teacher is not None else "labels",
-        "steps": trained.steps,
-        "best_step": trained.best_step,
-        "best_heldout": trained.best_accuracy,
-        "metric": trained.metric,
-        "curve": trained.history,
-    }
+    """Fine-tune (labels) or distill from the original model (no labels needed) on the training data,
+    or run the user's train_fn; the best checkpoint is chosen on a held-out part of the *training*
+    data, never on --eval-data (edgecomp.compression.methods.finetune_compressed)."""
+    options = FinetuneOptions(epochs=req.finetune_epochs, lr=req.finetune_lr, distill=req.distill, seed=req.seed,
+                              progress=req.progress, train_fn=req.finetune_fn, metric=req.metric)
+    return finetune_compressed(result, original, data, options)
 
 
 def check_compress_options(*, seed, finetune_epochs: float, mac_budget: str | None = None,
@@ -146,25 +132,18 @@ def _check_options(req: CompressRequest) -> None:
         req.profile.check_precision(req.precision)
 
 
-def run_compress(req: CompressRequest, log=print) -> dict:
-    from edgecomp.data import load_dataset
-    from edgecomp.models import load_model
+@dataclass
+class Compressed:
+    """A compression done in memory: the factored model and what `edgecomp compress` writes to OUTDIR."""
 
-    if req.method not in METHODS:
-        raise UserInputError(f"unknown method {req.method!r}; choose one of {', '.join(METHODS)}")
-    if req.latency_table is not None and req.method == "lc":
-        raise UserInputError("--cost latency works with the rank-selection methods, not lc (use --ranks-from with lc)")
-    _check_options(req)
-    outdir = Path(req.outdir)
-    _check_outdir(outdir)
-    seed_everything(req.seed)
-    loaded = load_model(req.model, req.weights, trust_pickle=req.trust_pickle)
-    input_shape = req.input_shape or loaded.input_shape
-    if input_shape is None:
-        raise UserInputError("this model has no default input shape: pass --input-shape N,C,H,W")
-    precision = req.precision or (req.profile.default_precision if req.profile else "fp32")
-    data = load_dataset(req.data) if req.data else None
-    eval_data = load_dataset(req.eval_data) if req.eval_data else None
+    result: CompressResult  # .model is the factored nn.Module, .ranks/.factored the chosen ranks
+    report: dict  # report.json (without the "onnx" and "outdir" entries, which writing adds)
+    recipe: dict  # recipe.json: how to rebuild the factored model from its weights without pickle
+    input_shape: tuple[int, ...]
+    title: str  # ranks.png's title
+
+
+def _check_data(loaded, input_shape, data, eval_data) -> None:
     for ds, flag in ((data, "--data"), (eval_data, "--eval-data")):
         if ds is not None and tuple(ds.sample_shape) != tuple(input_shape[1:]):
             raise UserInputError(f"{flag} samples have shape {tuple(ds.sample_shape)} but the model input is {tuple(input_shape[1:])}")
@@ -175,6 +154,27 @@ def run_compress(req: CompressRequest, log=print) -> dict:
         for ds, flag in ((data, "--data"), (eval_data, "--eval-data")):
             if ds is not None:
                 check_dataset_fits(ds, width, data=f"{flag} {ds.name}", model=loaded.spec)
+
+
+def _check_method(req: CompressRequest) -> None:
+    if req.method not in METHODS:
+        raise UserInputError(f"unknown method {req.method!r}; choose one of {', '.join(METHODS)}")
+    if req.latency_table is not None and req.method == "lc":
+        raise UserInputError("--cost latency works with the rank-selection methods, not lc (use --ranks-from with lc)")
+    _check_options(req)
+
+
+def compress_loaded(req: CompressRequest, loaded, data=None, eval_data=None, log=print) -> Compressed:
+    """Choose ranks for an already built model (edgecomp.models.LoadedModel), build the factored model,
+    evaluate and fine-tune it, in memory. `data`/`eval_data` are EdgeDatasets (req.data/eval_data are
+    only recorded). run_compress and the Python API (edgecomp.compress) both come through here."""
+    _check_method(req)
+    seed_everything(req.seed)
+    input_shape = tuple(req.input_shape or loaded.input_shape or ())
+    if not input_shape:
+        raise UserInputError("this model has no default input shape: pass --input-shape N,C,H,W")
+    precision = req.precision or (req.profile.default_precision if req.profile else "fp32")
+    _check_data(loaded, input_shape, data, eval_data)
 
     original_cost = analyze_model(loaded.module, input_shape, req.scheme)
     if not original_cost.decomposable:
@@ -191,33 +191,38 @@ def run_compress(req: CompressRequest, log=print) -> dict:
         from tqdm import tqdm
 
         bar = tqdm(total=req.cobla.max_iter, desc="COBLA SQP", unit="it", leave=False)
+        # The SQP's N_C is in its problem's compute unit: ms with a latency table, else MACs.
+        compute_budget = req.latency_budget_ms if req.latency_table is not None else budgets.macs
 
-        def callback(record: dict) -> None:
+        def on_iteration(record: dict) -> None:
             bar.update(1)
             bar.set_postfix(
                 loss=f"{record.get('loss', float('nan')):.4f}",
-                macs=f"{record.get('N_C', 0) / budgets.macs:.3f}xB" if budgets.macs != float("inf") else "-",
+                compute=(f"{record.get('N_C', 0) / compute_budget:.3f}xB"
+                         if compute_budget not in (None, float("inf")) else "-"),
                 step=f"{record.get('step_size', float('nan')):.2g}",
             )
+
+        callback = on_iteration
 
     t0 = time.perf_counter()
     try:
         result = compress(
             loaded.module, input_shape, budgets, method=req.method, scheme=req.scheme, data=data,
             cobla=req.cobla, lc=req.lc, callback=callback, latency_table=req.latency_table,
-            latency_budget_ms=req.latency_budget_ms,
+            latency_budget_ms=req.latency_budget_ms, loss_fn=req.loss_fn,
         )
     finally:
         if bar is not None:
             bar.close()
     t_eval = time.perf_counter()
-    original_accuracy = _evaluate(loaded.module, eval_data)
-    accuracy = _evaluate(result.model, eval_data)
+    original_accuracy = _evaluate(loaded.module, eval_data, req.metric)
+    accuracy = _evaluate(result.model, eval_data, req.metric)
     result.timings["evaluate_s"] = time.perf_counter() - t_eval
     extra = {"accuracy_before_finetune": accuracy, "finetune": None}
     if req.finetune_epochs > 0:
         extra["finetune"] = _finetune(req, result, loaded.module, data)
-        accuracy = _evaluate(result.model, eval_data)
+        accuracy = _evaluate(result.model, eval_data, req.metric)
     result.timings["wall_s"] = time.perf_counter() - t0
     report = build_report(
         result, method=req.method, scheme=req.scheme, budgets=budgets,
@@ -225,7 +230,8 @@ def run_compress(req: CompressRequest, log=print) -> dict:
         accuracy=accuracy, original_accuracy=original_accuracy, model_spec=loaded.spec, weights=loaded.weights,
         input_shape=input_shape, device=req.profile.name if req.profile else None,
         extra={"original_fits": fits, "data": req.data, "eval_data": req.eval_data, "seed": req.seed,
-               "cost": "latency" if req.latency_table else "macs", "latency_budget_ms": req.latency_budget_ms, **extra},
+               "cost": "latency" if req.latency_table else "macs", "latency_budget_ms": req.latency_budget_ms,
+               "accuracy_metric": "user metric" if req.metric is not None else "top1", **extra},
     )
     recipe = {
         "source": {"spec": loaded.spec, "weights": loaded.weights},
@@ -236,11 +242,35 @@ def run_compress(req: CompressRequest, log=print) -> dict:
         "device": report["device"],
         "method": req.method,
     }
+    title = (f"{loaded.spec} - {req.method}/{req.scheme}: "
+             f"{report['mac_ratio']:.2f}x MACs, {report['param_ratio']:.2f}x params")
+    return Compressed(result=result, report=report, recipe=recipe, input_shape=input_shape, title=title)
+
+
+def write_outdir(outdir: str | Path, done: Compressed, log=print) -> dict:
+    """Write OUTDIR atomically (model.safetensors, recipe.json, model.onnx, report.json, ranks.png);
+    returns report.json's content with "outdir" added."""
+    outdir = Path(outdir)
+    _check_outdir(outdir)
+    report = dict(done.report)
     with replace_outputs(outdir, COMPRESS_FILES, by="compress", log=log) as tmp:
-        save_compressed(tmp, result.model, recipe)
-        report["onnx"] = _export_onnx(result.model, tmp / ONNX_FILE, input_shape, recipe, log)
+        save_compressed(tmp, done.result.model, done.recipe)
+        report["onnx"] = _export_onnx(done.result.model, tmp / ONNX_FILE, done.input_shape, done.recipe, log)
         write_json(tmp / REPORT_FILE, report)
-        plot_layer_costs(result.layers, tmp / RANKS_FILE, f"{loaded.spec} - {req.method}/{req.scheme}: "
-                         f"{report['mac_ratio']:.2f}x MACs, {report['param_ratio']:.2f}x params")
+        plot_layer_costs(done.result.layers, tmp / RANKS_FILE, done.title)
     report["outdir"] = str(outdir)
     return report
+
+
+def run_compress(req: CompressRequest, log=print) -> dict:
+    """`edgecomp compress`: load the model and data named by `req`, compress, write req.outdir."""
+    from edgecomp.data import load_dataset
+    from edgecomp.models import load_model
+
+    _check_method(req)
+    _check_outdir(Path(req.outdir))  # before any work
+    seed_everything(req.seed)
+    loaded = load_model(req.model, req.weights, trust_pickle=req.trust_pickle)
+    data = load_dataset(req.data) if req.data else None
+    eval_data = load_dataset(req.eval_data) if req.eval_data else None
+    return write_outdir(req.outdir, compress_loaded(req, loaded, data, eval_data, log), log)

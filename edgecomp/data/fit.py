@@ -76,7 +76,7 @@ def output_width(module, input_shape: Sequence[int]) -> int:
     """Number of outputs per sample of `module` (one forward pass of zeros, in eval mode)."""
     import torch
 
-    from edgecomp.finetune.evaluate import eval_mode
+    from edgecomp.models.modes import eval_mode
 
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
     x = torch.zeros((1, *tuple(input_shape)[1:]), device=device)

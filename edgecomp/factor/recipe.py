@@ -20,10 +20,12 @@ from torch import nn
 
 from edgecomp import __version__
 from edgecomp.errors import UserInputError
+from edgecomp.formats import check, stamp, tag
 from edgecomp.io import atomic_path, write_json
 from edgecomp.outdir import ONNX_FILE, RECIPE_FILE, WEIGHTS_FILE, is_outdir
 
-RECIPE_FORMAT = "edgecomp-recipe/1"
+RECIPE_FORMAT = tag("recipe")  # "edgecomp-recipe/1"; edgecomp.formats reads older and refuses newer ones
+RECIPE_KEYS = {"source": dict, "scheme": str, "ranks": dict, "input_shape": list}  # what rebuilding needs
 
 
 def save_compressed(outdir: str | Path, module: nn.Module, recipe: dict) -> Path:
@@ -32,18 +34,19 @@ def save_compressed(outdir: str | Path, module: nn.Module, recipe: dict) -> Path
 
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    required = {"source", "scheme", "ranks", "input_shape"}
-    missing = required - recipe.keys()
+    missing = RECIPE_KEYS.keys() - recipe.keys()
     if missing:
         raise ValueError(f"recipe lacks {sorted(missing)}")
     state = {k: v.detach().contiguous().clone() for k, v in module.state_dict().items()}
     with atomic_path(outdir / WEIGHTS_FILE) as tmp:
         save_file(state, str(tmp))
-    write_json(outdir / RECIPE_FILE, {"format": RECIPE_FORMAT, "edgecomp_version": __version__, **recipe})
+    write_json(outdir / RECIPE_FILE, stamp({"edgecomp_version": __version__, **recipe}, "recipe"))
     return outdir
 
 
 def read_recipe(outdir: str | Path) -> dict:
+    """recipe.json of `outdir`, checked: its format version is one this edgecomp reads (one without a
+    version, from before versions, is read as version 0) and it has every field rebuilding needs."""
     path = Path(outdir) / RECIPE_FILE
     if not path.is_file():
         raise UserInputError(f"{outdir} is not an edgecomp output directory (no {RECIPE_FILE})")
@@ -51,15 +54,14 @@ def read_recipe(outdir: str | Path) -> dict:
         recipe = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise UserInputError(f"{path}: unreadable recipe: {exc}") from exc
-    if not isinstance(recipe, dict) or recipe.get("format") != RECIPE_FORMAT:
-        found = recipe.get("format") if isinstance(recipe, dict) else type(recipe).__name__
-        raise UserInputError(f"{path}: unknown recipe format {found!r} (expected {RECIPE_FORMAT})")
-    shapes = {"source": dict, "ranks": dict, "scheme": str, "input_shape": list}
-    wrong = [key for key, kind in shapes.items() if key in recipe and not isinstance(recipe[key], kind)]
+    check(recipe, "recipe", path)
+    missing = sorted(RECIPE_KEYS.keys() - recipe.keys())
+    wrong = [key for key, kind in RECIPE_KEYS.items() if key in recipe and not isinstance(recipe[key], kind)]
     ranks = recipe.get("ranks") if isinstance(recipe.get("ranks"), dict) else {}
-    if wrong or not all(isinstance(k, str) and isinstance(v, int) and v >= 1 for k, v in ranks.items()):
-        raise UserInputError(f"{path}: malformed recipe ({', '.join(wrong) or 'ranks'} of the wrong type); "
-                             "it was not written by edgecomp or was edited: compress again")
+    if missing or wrong or not all(isinstance(k, str) and isinstance(v, int) and v >= 1 for k, v in ranks.items()):
+        what = f"lacks {', '.join(missing)}" if missing else f"{', '.join(wrong) or 'ranks'} of the wrong type"
+        raise UserInputError(f"{path}: malformed recipe ({what}); it was not written by edgecomp or was edited: "
+                             "compress again")
     return recipe
 
 

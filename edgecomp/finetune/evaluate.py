@@ -6,30 +6,17 @@ no_grad, so it never changes the model; the caller's train/eval mode is restored
 
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from edgecomp.data.fit import check_labels, check_num_classes, runs_on
+from edgecomp.models.modes import eval_mode
 from edgecomp.finetune.batches import check_dataset, epoch_batches
+from edgecomp.finetune.callables import MetricFn, check_callable, detach_cpu, gather, user_metric
 
 
-@contextlib.contextmanager
-def eval_mode(*modules: nn.Module | None) -> Iterator[None]:
-    """Put modules in eval() for the block and restore each submodule's own mode afterwards."""
-    saved = [[(m, m.training) for m in module.modules()] for module in modules if module is not None]
-    for module in modules:
-        if module is not None:
-            module.eval()
-    try:
-        yield
-    finally:
-        for states in saved:
-            for m, training in states:
-                m.training = training
 
 
 def _has_labels(data, labels: torch.Tensor) -> bool:
@@ -40,8 +27,15 @@ def _has_labels(data, labels: torch.Tensor) -> bool:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data, batch_size: int = 256, teacher: nn.Module | None = None) -> dict:
+def evaluate(model: nn.Module, data, batch_size: int = 256, teacher: nn.Module | None = None,
+             metric: MetricFn | None = None) -> dict:
     """Metrics of `model` on `data`.
+
+    With a user `metric(outputs, targets) -> float` (higher is better; edgecomp.finetune.callables),
+    for models that are not classifiers: returns {"n", "metric", "top1": None, "top5": None,
+    "loss": None}, where metric is computed once on the outputs and targets of the whole dataset.
+    `data` then yields any (inputs, targets) pairs (float targets, dicts, ...) and nothing is
+    checked against classification labels.
 
     Returns {"n", "top1", "top5", "loss"} where top1/top5 are accuracies in [0, 1] (only with
     labels; top-k uses k = min(5, classes)) and loss is the mean cross-entropy; with a teacher also
@@ -52,8 +46,11 @@ def evaluate(model: nn.Module, data, batch_size: int = 256, teacher: nn.Module |
     dataset naming another number of classes) raises UserInputError (edgecomp.data.fit).
     """
     check_dataset(data, "evaluation data")
+    check_callable(metric, "metric")
     name = getattr(data, "name", None) or "the evaluation data"
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    if metric is not None:
+        return _evaluate_metric(model, data, batch_size, metric, device, name)
     n = 0
     correct1 = correct5 = 0
     ce_sum = kl_sum = 0.0
@@ -92,3 +89,16 @@ def evaluate(model: nn.Module, data, batch_size: int = 256, teacher: nn.Module |
         if not labeled:
             out["loss"] = out["kl_to_teacher"]
     return out
+
+
+def _evaluate_metric(model: nn.Module, data, batch_size: int, metric: MetricFn, device, name: str) -> dict:
+    outputs, targets, n = [], [], 0
+    with eval_mode(model):
+        for x, y in epoch_batches(data, batch_size, shuffle=False, generator=torch.Generator()):
+            x = x.to(device)
+            with runs_on(x.shape[1:], data=name):
+                outputs.append(detach_cpu(model(x)))
+            targets.append(detach_cpu(y))
+            n += len(x)
+    value = user_metric(metric, gather(outputs), gather(targets))
+    return {"n": n, "metric": value, "top1": None, "top5": None, "loss": None}

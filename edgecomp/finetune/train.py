@@ -11,6 +11,11 @@ kernels only (parameters with ndim > 1), not to biases and BN scales/shifts.
 
 Determinism: the run uses its own RNG stream (`torch.random.fork_rng` + `manual_seed(seed)`, which
 seeds dropout) and a seeded generator for the batch order; the caller's RNG state is untouched.
+
+A user loop (`train_fn(model, penalty_fn, steps)`, edgecomp.finetune.callables) replaces the built-in
+one for losses that are not cross-entropy: it is called once, in train() mode and in the run's RNG
+stream, with penalty_fn() = 0 and the built-in step count; evaluation (with a user `metric` where
+top-1 does not apply) and keep_best then compare the starting weights with the weights it returns.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from edgecomp.errors import EdgecompError, UserInputError
 from edgecomp.finetune.batches import batch_stream, check_dataset, steps_per_epoch
+from edgecomp.finetune.callables import MetricFn, TrainFn, ZeroPenalty, check_callable, run_train_fn
 from edgecomp.finetune.evaluate import eval_mode, evaluate
 from edgecomp.finetune.losses import training_loss
 from edgecomp.finetune.schedule import cosine_lr
@@ -46,7 +52,7 @@ class TrainResult:
     steps: int = 0
     seconds: float = 0.0
     best_step: int | None = None
-    metric: str | None = None  # "top1", "agreement_with_teacher" or None (nothing to compare)
+    metric: str | None = None  # "top1", "agreement_with_teacher", "metric" (the user's) or None (nothing to compare)
 
 
 def make_optimizer(model: nn.Module, name: str, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -135,6 +141,8 @@ def train(
     min_lr: float = 0.0,
     warmup_steps: int = 0,
     eval_batch_size: int = 256,
+    train_fn: TrainFn | None = None,
+    metric: MetricFn | None = None,
 ) -> TrainResult:
     """Train `model` in place for `epochs` (fractional allowed) passes over `train_data`.
 
@@ -142,25 +150,35 @@ def train(
     of linear warm-up); `max_steps` caps the step count. Every `log_every` steps (default: once
     per epoch) and at the end a history entry is recorded and `eval_data`, if given, evaluated.
     With keep_best and eval_data, the checkpoint with the best eval metric (top-1 with labels,
-    else agreement with the teacher) -- the starting weights included -- is loaded at the end.
+    else agreement with the teacher, or the user's `metric`) -- the starting weights included -- is
+    loaded at the end.
+
+    train_fn: the user's loop in place of the built-in one (see the module docstring); train_data
+    may then be None if max_steps gives the step count, and the optimizer, lr schedule and loss
+    settings are the user's business (the teacher still serves evaluation).
     """
     _check_args(epochs, lr, batch_size, distill_alpha, distill_temperature, max_steps, log_every)
-    check_dataset(train_data)
+    check_callable(train_fn, "train_fn")
+    check_callable(metric, "metric")
+    if train_fn is None or train_data is not None:
+        check_dataset(train_data)
+    elif max_steps is None:
+        raise UserInputError("train_fn without training data: give max_steps (the steps to pass to train_fn)")
     if eval_data is not None:
         check_dataset(eval_data, "evaluation data")
-    labels = data_has_labels(train_data)
-    if teacher is None and labels is False:
+    labels = data_has_labels(train_data) if train_data is not None else None
+    if train_fn is None and teacher is None and labels is False:
         raise UserInputError("the training data has no labels: give a teacher model to distill from")
-    if teacher is not None and distill_alpha < 1 and labels is False:
+    if train_fn is None and teacher is not None and distill_alpha < 1 and labels is False:
         raise UserInputError("the training data has no labels: use distill_alpha=1 (pure distillation)")
 
-    spe = steps_per_epoch(train_data, batch_size, drop_last=True)
-    total = max(1, math.ceil(epochs * spe))
+    spe = steps_per_epoch(train_data, batch_size, drop_last=True) if train_data is not None else None
+    total = max(1, math.ceil(epochs * spe)) if spe is not None else int(max_steps)
     if max_steps is not None:
         total = min(total, int(max_steps))
-    log_every = int(log_every) if log_every else spe
+    log_every = int(log_every) if log_every else (spe or total)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    opt = make_optimizer(model, optimizer, lr, momentum, weight_decay)
+    opt = make_optimizer(model, optimizer, lr, momentum, weight_decay) if train_fn is None else None
     modes = [(m, m.training) for m in model.modules()]
 
     result = TrainResult(model=model)
@@ -169,30 +187,43 @@ def train(
 
     def record(step: int, train_loss: float | None, current_lr: float | None) -> None:
         nonlocal best_state
-        entry = {"step": step, "epoch": step / spe, "lr": current_lr, "train_loss": train_loss,
+        entry = {"step": step, "epoch": step / spe if spe else None, "lr": current_lr, "train_loss": train_loss,
                  "eval_accuracy": None, "eval_loss": None}
         if eval_data is not None:
-            metrics = evaluate(model, eval_data, eval_batch_size, teacher=teacher)
+            metrics = evaluate(model, eval_data, eval_batch_size, teacher=teacher, metric=metric)
             entry.update(eval_accuracy=metrics["top1"], eval_loss=metrics["loss"])
-            if teacher is not None:
-                entry["eval_agreement"] = metrics["agreement_with_teacher"]
-            metric = "top1" if metrics["top1"] is not None else ("agreement_with_teacher" if teacher is not None else None)
             if metric is not None:
-                result.metric = metric
-                value = metrics[metric]
+                entry["eval_metric"] = metrics["metric"]
+            elif teacher is not None:
+                entry["eval_agreement"] = metrics["agreement_with_teacher"]
+            key = "metric" if metric is not None else (
+                "top1" if metrics["top1"] is not None else ("agreement_with_teacher" if teacher is not None else None))
+            if key is not None:
+                result.metric = key
+                value = metrics[key]
                 if result.best_accuracy is None or value > result.best_accuracy:
                     result.best_accuracy, result.best_step = value, step
                     if keep_best:
                         best_state = copy.deepcopy(model.state_dict())
         result.history.append(entry)
-        log.info("step %d/%d (epoch %.2f) lr=%s train_loss=%s eval_accuracy=%s eval_loss=%s", step, total, step / spe,
-                 _fmt(current_lr), _fmt(train_loss), _fmt(entry["eval_accuracy"]), _fmt(entry["eval_loss"]))
+        score = entry.get("eval_metric", entry["eval_accuracy"])
+        log.info("step %d/%d (epoch %s) lr=%s train_loss=%s eval_accuracy=%s eval_loss=%s", step, total,
+                 _fmt(entry["epoch"]), _fmt(current_lr), _fmt(train_loss), _fmt(score), _fmt(entry["eval_loss"]))
 
     with torch.random.fork_rng(devices=[]), eval_mode(teacher):
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
         if keep_best and eval_data is not None:
             record(0, None, None)
+        if train_fn is not None:
+            try:
+                set_train_mode(model, freeze_bn)
+                run_train_fn(train_fn, model, ZeroPenalty(device), total, "fine-tuning")
+            finally:
+                for m, training in modes:
+                    m.training = training
+            record(total, None, None)
+            return _finish(result, model, best_state, total, start)
         stream = batch_stream(train_data, batch_size, generator=generator, drop_last=True)
         loss_sum, loss_n = 0.0, 0
         bar = progress_bar(total, progress, "train" if teacher is None else "distill")
@@ -234,6 +265,10 @@ def train(
             for m, training in modes:
                 m.training = training
 
+    return _finish(result, model, best_state, total, start)
+
+
+def _finish(result: TrainResult, model: nn.Module, best_state: dict | None, total: int, start: float) -> TrainResult:
     if best_state is not None:
         model.load_state_dict(best_state)
     result.steps = total

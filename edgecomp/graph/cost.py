@@ -50,9 +50,9 @@ class Decomposition:
         return LayerSpectrum(
             name=name,
             sigma=sigma,
-            macs_per_rank=float(self.macs_per_rank),
+            compute_per_rank=float(self.macs_per_rank),
             params_per_rank=float(self.params_per_rank),
-            original_macs=float(self.original_macs),
+            original_compute=float(self.original_macs),
             original_params=float(self.original_params),
             bias_params=float(self.bias_params),
             shape=self.matrix_shape,

@@ -16,6 +16,13 @@ clipped to 1/mu (section 5.1: gradient steps on the penalty, of curvature mu, di
 The loss is cross-entropy, or distillation (T^2-scaled KL, Hinton et al. 2015) from `teacher` when
 one is given, or from the reference model itself when the data has no labels.
 
+Any other loss (detection, segmentation, regression): the user's loop `train_fn(model, penalty_fn,
+steps)` (edgecomp.finetune.callables; the LC toolkit's L step is likewise the user's training code)
+runs each L step in place of the SGD loop. penalty_fn() is mu/2 ||w - Delta(Theta) - lambda/mu||^2
+over the compressed weights (edgecomp.lc.penalty), to be added to the user's loss; steps is
+steps_per_mu. The user's optimizer and learning rate replace the built-in ones (keep them below
+penalty_fn.max_lr = 1/mu, and pass lr = the loop's rate so that the default mu0 keeps reach 1).
+
 Choosing mu0, a and steps_per_mu (measured with benchmarks/lc_fmnist.py on zoo:fmnist_cnn, 91.13%
 test top-1, budgets 25% of its MACs and 35% of its parameters, spatial scheme, batch 128, SGD
 momentum 0.9, lr 0.01; direct compression alone: 77.5%). An L step of S SGD steps pulls w toward
@@ -58,6 +65,7 @@ from torch import nn
 
 from edgecomp.errors import UserInputError
 from edgecomp.finetune.batches import batch_stream, check_dataset, epoch_batches
+from edgecomp.finetune.callables import MetricFn, TrainFn, check_callable, run_train_fn
 from edgecomp.finetune.evaluate import eval_mode, evaluate
 from edgecomp.finetune.losses import training_loss
 from edgecomp.finetune.train import data_has_labels, make_optimizer, progress_bar, set_train_mode
@@ -71,6 +79,7 @@ from edgecomp.lc.cstep import (
     compressed_layers,
     rank_problem,
 )
+from edgecomp.lc.penalty import QuadraticPenalty
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +130,8 @@ def run_lc(
     distill_temperature: float = 4.0,
     freeze_bn: bool = False,
     eval_batch_size: int = 256,
+    train_fn: TrainFn | None = None,
+    metric: MetricFn | None = None,
 ) -> LCResult:
     """Compress `model` (not modified) by LC; ranks fixed (`ranks`: layer name -> rank) or chosen in
     every C step under `problem_budgets` = (MAC budget, parameter budget) of the whole model.
@@ -131,7 +142,12 @@ def run_lc(
     History: one entry for the direct compression (step 0, mu 0) and one per mu with the mean
     L-step loss and penalty, ||w - Delta(Theta)|| (absolute and relative to ||w||), the C step's
     squared truncation error, ||Delta(Theta) - Delta(Theta_0)||, the ranks, the learning rate and,
-    with eval_data, the compressed model's accuracy (agreement with the teacher when unlabeled).
+    with eval_data, the compressed model's accuracy (agreement with the teacher when unlabeled, or
+    the user's `metric(outputs, targets)`, higher is better).
+
+    train_fn(model, penalty_fn, steps): the user's L step (see the module docstring); train_data is
+    then unused and may be None, and the history's loss is None and its penalty the value at the
+    end of the L step (the built-in loop reports means over its steps).
     """
     t_start = time.perf_counter()
     if lr_schedule not in S.LR_SCHEDULES:
@@ -140,6 +156,8 @@ def run_lc(
         raise UserInputError(f"unknown LC variant {variant!r}; choose one of {', '.join(S.VARIANTS)}")
     if (ranks is None) == (problem_budgets is None):
         raise UserInputError("give exactly one of ranks (fixed ranks) and problem_budgets (ranks chosen by the C step)")
+    check_callable(train_fn, "train_fn")
+    check_callable(metric, "metric")
     if steps_per_mu < 1 or batch_size < 1:
         raise UserInputError("steps_per_mu and batch_size must be >= 1")
     if not lr > 0 or not tol >= 0 or not 0 < lr_decay <= 1:
@@ -150,7 +168,8 @@ def run_lc(
         mus = S.mu_schedule(mu0, a, n_mu)
     except ValueError as exc:
         raise UserInputError(str(exc)) from None
-    check_dataset(train_data)
+    if train_fn is None:
+        check_dataset(train_data)
     if eval_data is not None:
         check_dataset(eval_data, "evaluation data")
 
@@ -159,7 +178,7 @@ def run_lc(
     cost = analyze_model(work, tuple(input_shape), scheme)
     layers = compressed_layers(work, cost, list(ranks) if ranks is not None else None)
     fixed = check_fixed_ranks(ranks, layers) if ranks is not None else None
-    labels = data_has_labels(train_data)
+    labels = data_has_labels(train_data) if train_fn is None else True
     if labels is None:  # a plain Dataset: look at one batch
         _, y = next(epoch_batches(train_data, batch_size, shuffle=False, generator=torch.Generator()))
         labels = bool(torch.all(y >= 0))
@@ -190,7 +209,7 @@ def run_lc(
         with torch.no_grad():
             for name, delta in cs.deltas.items():
                 probe.get_submodule(name).weight.copy_(delta)
-        return evaluate(probe, eval_data, eval_batch_size, teacher=teacher if distill else None)
+        return evaluate(probe, eval_data, eval_batch_size, teacher=teacher if distill else None, metric=metric)
 
     def entry(step: int, mu: float, cs: CStepResult, **extra) -> dict:
         diff = [weights[n].detach() - cs.deltas[n] for n in weights]
@@ -201,7 +220,8 @@ def run_lc(
                "compression_error": cs.squared_error, "delta_shift": shift, "ranks": dict(cs.ranks), **cs.info}
         metrics = evaluate_delta(cs)
         if metrics is not None:
-            out["eval_accuracy"] = metrics["top1"] if metrics["top1"] is not None else metrics.get("agreement_with_teacher")
+            key = "top1" if metrics["top1"] is not None else "agreement_with_teacher"
+            out["eval_accuracy"] = metrics.get("metric" if metric is not None else key)
             out["eval_loss"] = metrics["loss"]
         out["seconds"] = time.perf_counter() - t_start
         return out
@@ -220,16 +240,21 @@ def run_lc(
     try:
         with torch.random.fork_rng(devices=[]), eval_mode(teacher):
             torch.manual_seed(seed)
-            stream = batch_stream(train_data, batch_size, generator=torch.Generator().manual_seed(seed))
+            stream = None
+            if train_fn is None:
+                stream = batch_stream(train_data, batch_size, generator=torch.Generator().manual_seed(seed))
             for k, mu in enumerate(mus):
                 mu = float(mu)
                 targets = {n: S.penalty_target(cs.deltas[n], lam[n], mu) for n in weights}
                 lrs = [S.sgd_lr(lr, k * steps_per_mu + i, total_steps, k, mu, schedule=lr_schedule, lr_decay=lr_decay)
                        for i in range(steps_per_mu)]
-                opt = make_optimizer(work, optimizer, lr, momentum, weight_decay)
                 set_train_mode(work, freeze_bn)
-                loss, penalty = _l_step(work, opt, stream, weights, targets, mu, lrs, device,
-                                        teacher if distill else None, distill_temperature, bar)
+                if train_fn is None:
+                    opt = make_optimizer(work, optimizer, lr, momentum, weight_decay)
+                    loss, penalty = _l_step(work, opt, stream, weights, targets, mu, lrs, device,
+                                            teacher if distill else None, distill_temperature, bar)
+                else:
+                    loss, penalty, lrs = _user_l_step(train_fn, work, weights, targets, mu, steps_per_mu, bar)
                 cs = do_c_step(mu)
                 if variant == "al":
                     with torch.no_grad():
@@ -238,7 +263,8 @@ def run_lc(
                 item = entry(k + 1, mu, cs, lr=lrs[0], lr_end=lrs[-1], loss=loss, penalty=penalty)
                 history.append(item)
                 _log_entry(item)
-                bar.set_postfix(mu=f"{mu:.2g}", loss=f"{item['loss']:.3f}", dist=f"{item['relative_distance']:.2e}")
+                bar.set_postfix(mu=f"{mu:.2g}", loss="-" if loss is None else f"{loss:.3f}",
+                                dist=f"{item['relative_distance']:.2e}")
                 if S.converged(item["distance"], item["weight_norm"], tol):
                     converged = True
                     break
@@ -289,6 +315,14 @@ def _l_step(model, opt, stream, weights, targets, mu, lrs, device, teacher, temp
         pen_sum += 0.5 * mu * penalty
         bar.update(1)
     return loss_sum / len(lrs), pen_sum / len(lrs)
+
+
+def _user_l_step(train_fn: TrainFn, model, weights, targets, mu, steps, bar) -> tuple[None, float, list[None]]:
+    """The user's L step on their loss + penalty_fn(); returns (no loss, the penalty after it, no lrs)."""
+    penalty_fn = QuadraticPenalty(weights, targets, mu)
+    run_train_fn(train_fn, model, penalty_fn, steps, f"LC L step at mu={mu:.3g}")
+    bar.update(steps)
+    return None, penalty_fn.value(), [None]
 
 
 def _log_entry(item: dict) -> None:

@@ -84,15 +84,15 @@ def compressed_layers(model: nn.Module, cost: ModelCost, names=None) -> list[Com
 
 def rank_problem(layers: list[CompressedLayer], cost: ModelCost, spectra: Mapping[str, Spectrum],
                  mac_budget: float, param_budget: float) -> RankProblem:
-    """The budgeted rank problem of these layers; every other layer is a fixed cost."""
+    """The budgeted rank problem of these layers (compute in MACs); every other layer is a fixed cost."""
     chosen = {layer.name for layer in layers}
     fixed_macs = cost.fixed_macs + sum(lc.macs for lc in cost.decomposable if lc.name not in chosen)
     fixed_params = cost.fixed_params + sum(lc.params for lc in cost.decomposable if lc.name not in chosen)
     return RankProblem(
         layers=tuple(layer.decomposition.spectrum(layer.name, spectra[layer.name].sigma.numpy()) for layer in layers),
-        mac_budget=float(mac_budget),
+        compute_budget=float(mac_budget),
         param_budget=float(param_budget),
-        fixed_macs=float(fixed_macs),
+        fixed_compute=float(fixed_macs),
         fixed_params=float(fixed_params),
     )
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from edgecomp.errors import UserInputError
-from edgecomp.pipeline.fingerprints import model_fingerprint, sha256_file
+from edgecomp.pipeline.fingerprints import check_stage_files, model_fingerprint, sha256_file
 from edgecomp.pipeline.stages import Stages
 
 DEFAULT_MODEL = "zoo:fmnist_cnn"
@@ -58,6 +58,7 @@ class ExportRequest:
     seed: int = 0
     force: bool = False
     precision: str | None = None
+    calibration_samples: int | None = None  # INT8: samples of --data that calibrate; None: convert's default
     measure: dict = field(default_factory=dict)  # MeasureSettings overrides (warmup_s, iterations, ...)
     progress: bool = True
     settings_note: str | None = None  # set by resolved() when the built-in run's lighter settings apply
@@ -124,6 +125,8 @@ def run_export(request: ExportRequest, log: Callable[[str], None] = print) -> di
     outdir = Path(req.outdir)
     if outdir.exists() and not outdir.is_dir():
         raise UserInputError(f"{outdir} exists and is not a directory")
+    if not req.force:  # before any work: a newer edgecomp's stages are not reused or overwritten unasked
+        check_stage_files(outdir)
     check_target_reachable(req, log)
     stages = Stages(outdir, force=req.force, log=log)
     source = {"model": model_fingerprint(req.model), "weights": req.weights, "weights_sha": sha256_file(req.weights),

@@ -10,16 +10,22 @@ A stage of `edgecomp export` is reused only when these digests still match:
 * `imagefolder:DIR`: a digest of every file's relative path, size and modification time (hashing
   every image of a large folder would cost more than the stage it guards);
 * a folder of outputs (a stage's own folder): the sha256 of each file in it.
+
+A stage's record, STAGE_FILE, carries its format version (edgecomp.formats, kind "stage");
+`check_stage_files` refuses an OUTDIR whose records a newer edgecomp wrote before any stage reads them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 from functools import lru_cache
 from pathlib import Path
 
+from edgecomp.errors import UserInputError
+from edgecomp.formats import check
 from edgecomp.io import sha256_file as io_sha256
 
 STAGE_FILE = "stage.json"
@@ -52,6 +58,25 @@ def folder_digests(folder: str | os.PathLike, *, exclude: tuple[str, ...] = (STA
         if path.is_file() and not path.is_symlink():
             out[rel] = sha256_file(path)
     return out
+
+
+def check_stage_files(outdir: str | os.PathLike) -> None:
+    """UserInputError when a stage record in `outdir` (OUTDIR/STAGE/stage.json or OUTDIR/round-K/STAGE/
+    stage.json) has a format version newer than this edgecomp reads, or is another document. Records
+    that are unreadable or from before versions (version 0) are left to the stages, which redo or
+    reuse them as before."""
+    root = Path(outdir)
+    for marker in sorted([*root.glob(f"*/{STAGE_FILE}"), *root.glob(f"*/*/{STAGE_FILE}")]):
+        try:
+            doc = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(doc, dict):
+            continue
+        try:
+            check(doc, "stage", marker)
+        except UserInputError as exc:
+            raise UserInputError(f"{exc}, or pass --force to redo every stage with this edgecomp") from None
 
 
 def changed_files(folder: str | os.PathLike, recorded: dict[str, str]) -> list[str]:

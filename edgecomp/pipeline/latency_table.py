@@ -5,6 +5,9 @@ ranks below break-even) and timed on the target with the same harness as the who
 factored latencies are fit as a line in the rank (edgecomp.ranks.latency.fit_line). The rest of
 the network (everything not decomposed, and per-call overheads) is the measured whole-model latency
 minus the sum of the original layers' latencies.
+
+The caller (edgecomp.pipeline.rounds) passes the loaded source model and the stand-in's execution
+providers in, so this module needs nothing from it (no import cycle).
 """
 
 from __future__ import annotations
@@ -34,19 +37,18 @@ def _time_ms(req, onnx_path: Path, providers) -> float:
     return float(report.latency.p50)
 
 
-def measure_latency_table(req, analysis: dict, folder: Path, log) -> dict:
+def measure_latency_table(req, analysis: dict, folder: Path, log, *, loaded, providers: list[str] | None) -> dict:
+    """Time `loaded` (an edgecomp.models.LoadedModel, the source model) and each of its decomposable
+    layers, original and factored, on the target with `providers` (None: the profile's); latencies in ms."""
     import torch
 
     from edgecomp.factor.modules import make_factored
     from edgecomp.graph.cost import analyze_model, layer_scheme
-    from edgecomp.pipeline.rounds import _load_source, _stand_in, stand_in_providers
     from edgecomp.exporters import export_onnx
 
-    loaded = _load_source(req)
     input_shape = tuple(analysis["input_shape"])
     cost = analyze_model(loaded.module, input_shape, req.scheme)
     modules = dict(loaded.module.named_modules())
-    providers = stand_in_providers(req) if _stand_in(req) else None
     whole = export_onnx(loaded.module, folder / "model.onnx", input_shape)
     total_ms = _time_ms(req, whole.path, providers)
     layers = {}

@@ -65,7 +65,9 @@ def run_rounds(req, stages: Stages, analysis: dict, source: dict, log) -> list[d
 
         table = stages.run("latency-table", "latency-table", {**source, "profile": req.profile.to_dict(),
                                                                "target": req.target, "scheme": req.scheme},
-                           lambda folder: measure_latency_table(req, analysis, folder, log))
+                           lambda folder: measure_latency_table(
+                               req, analysis, folder, log, loaded=_load_source(req),
+                               providers=stand_in_providers(req) if _stand_in(req) else None))
     at_minimum = False
     for k in range(1, req.max_rounds + 1):
         compress_needed = k > 1 or not analysis["fits"] or req.cost == "latency"
@@ -90,7 +92,8 @@ def run_rounds(req, stages: Stages, analysis: dict, source: dict, log) -> list[d
         export_inputs = {**source, "compressed": compressed,
                          "compressed_files": folder_digests(compressed) if compressed else None,
                          "profile": req.profile.to_dict(), "precision": req.precision, "target": req.target,
-                         "data": data_fingerprint(req.data), "int8": int8_choice(req)}
+                         "data": data_fingerprint(req.data), "int8": int8_choice(req),
+                         "calibration_samples": req.calibration_samples if req.precision == "int8" else None}
         entry["export"] = stages.run("export", f"round-{k}/export", export_inputs,
                                      lambda folder: export_stage(req, folder, compressed, analysis, log))
         verify_inputs = {**export_inputs, "artifact_sha": sha256_file(entry["export"]["artifact"]),
@@ -225,8 +228,10 @@ def int8_choice(req) -> dict | None:
 
 
 def export_stage(req, folder: Path, compressed: str | None, analysis: dict, log) -> dict:
-    from edgecomp.exporters import build_metadata, export_onnx, quantize_int8
-    from edgecomp.exporters.calib_data import calibration_from_spec
+    """model.onnx (+ model.int8.onnx) (+ model.engine, or model.trtexec.sh) of this round's model, written by
+    exporters.convert: the ONNX Runtime artifact, or the TensorRT engine built where it will run."""
+    from edgecomp.exporters import build_metadata
+    from edgecomp.exporters.convert import CALIBRATION_SAMPLES, convert
     from edgecomp.factor import load_compressed
 
     # The spec on this command's own command line rebuilds the architecture (the recipe's never decides what runs).
@@ -236,58 +241,58 @@ def export_stage(req, folder: Path, compressed: str | None, analysis: dict, log)
     recipe = loaded.recipe or {}
     metadata = build_metadata(source_model=req.model, weights=req.weights, device=req.profile.name,
                               scheme=recipe.get("scheme"), ranks=recipe.get("ranks"), input_shape=input_shape)
-    onnx = export_onnx(loaded.module, folder / "model.onnx", input_shape, metadata=metadata)
-    out = {"onnx": str(onnx.path), "onnx_check": {"max_abs_error": onnx.max_abs_error, "relative_error": onnx.relative_error,
-                                                  "tolerance": onnx.tolerance, "size_bytes": onnx.size_bytes},
-           "artifact": str(onnx.path), "notes": []}
-    int8 = req.precision == "int8"
-    if int8 and req.data is None:
-        out["notes"].append("INT8 needs calibration data (--data); the artifact stays fp32")
-    elif int8:
-        calib, evaluation, labels = calibration_from_spec(req.data, 256, input_shape)
-        q = quantize_int8(onnx.path, folder / "model.int8.onnx", calib, eval_data=evaluation, eval_labels=labels,
-                          symmetric_activations=req.profile.runtime == "tensorrt", runs_on=int8_runs_on(req))
+    notes = []
+    tensorrt = req.profile.runtime == "tensorrt"
+    precision = req.precision if tensorrt or req.precision == "int8" else "fp32"  # fp16 is TensorRT's
+    if precision == "int8" and req.data is None:
+        notes.append("INT8 needs calibration data (--data); the artifact stays fp32")
+        precision = "fp32"
+    builder = _engine_builder(req, log) if tensorrt else None
+    result = convert(loaded.module, folder / "model.onnx", input_shape=input_shape,
+                     format="tensorrt" if tensorrt else "onnx", precision=precision,
+                     calibration=req.data if precision == "int8" else None,
+                     calibration_samples=req.calibration_samples or CALIBRATION_SAMPLES, runs_on=int8_runs_on(req),
+                     metadata=metadata, engine_builder=builder, log=lambda message: log(f"[export] {message}"))
+    onnx = result.onnx
+    out = {"onnx": str(result.onnx_path), "onnx_check": {"max_abs_error": onnx.max_abs_error,
+                                                         "relative_error": onnx.relative_error,
+                                                         "tolerance": onnx.tolerance, "size_bytes": onnx.size_bytes},
+           "notes": notes}
+    q = result.quantization
+    if q is not None:
         out["int8"] = {"path": str(q.path), "top1_agreement": q.top1_agreement, "accuracy_drop": q.accuracy_drop_points,
                        "int8_settings": q.int8_settings}
-        out["artifact"] = str(q.path)
-    if req.profile.runtime == "tensorrt":
-        out.update(tensorrt_artifact(req, folder, Path(out["artifact"]), input_shape, log))
+    if tensorrt:
+        out.update(_engine_record(req, result, remote=builder is not None))
+    # Without an engine, the (INT8) ONNX file is what this host can measure.
+    out["artifact"] = str(result.artifact or result.int8_onnx_path or result.onnx_path)
     out["artifact_sha256"] = sha256_file(out["artifact"])
     out["stand_in"] = _stand_in(req)
     return out
 
 
-def tensorrt_artifact(req, folder: Path, onnx_path: Path, input_shape, log) -> dict:
-    """Build the engine where it will run: on the target if reachable, else leave ONNX + trtexec command."""
-    from edgecomp.exporters import trtexec_command, write_trtexec_script
-    from edgecomp.exporters.tensorrt import build_engine
-    from edgecomp.errors import EdgecompError
+def _engine_builder(req, log):
+    """For a remote target, the function that builds the engine on it (engines are specific to its GPU and
+    TensorRT); None to build here (this host, or a stand-in)."""
     from edgecomp.runtime.transport import parse_target
 
-    precision = "fp32" if req.precision == "int8" and "int8" not in onnx_path.name else req.precision
-    batch = list(input_shape)
-    cmd = trtexec_command(onnx_path.name, "model.engine", precision=precision, min_shape=batch, opt_shape=batch,
-                          max_shape=[max(8, batch[0]), *batch[1:]])
     target = req.target_url()
-    kind = parse_target(target).kind
-    if kind != "local":
-        from edgecomp.pipeline.remote_build import build_engine_on_target
+    if parse_target(target).kind == "local":
+        return None
+    from edgecomp.pipeline.remote_build import build_engine_on_target
 
-        try:
-            engine = build_engine_on_target(req, target, onnx_path, cmd, folder / "model.engine", log)
-            return {"engine": str(engine), "artifact": str(engine), "built_on": target, "trtexec_command": cmd}
-        except EdgecompError as exc:
-            log(f"[export] could not build the engine on {target}: {exc}")
-            script = write_trtexec_script(onnx_path, cmd, reason=f"building on {target} failed: {exc}")
-            return {"trtexec_script": str(script), "trtexec_command": cmd, "engine_error": str(exc)}
-    try:
-        result = build_engine(onnx_path, folder / "model.engine", precision=precision)
-        return {"engine": str(result.engine_path), "artifact": str(result.engine_path), "built_on": "local"}
-    except EdgecompError as exc:
-        script = write_trtexec_script(onnx_path, cmd, reason=str(exc).splitlines()[0])
-        log(f"[export] no TensorRT here ({str(exc).splitlines()[0]}); wrote {script}: run it on the device")
-        return {"trtexec_script": str(script), "trtexec_command": cmd,
-                "engine_error": "TensorRT engines are built on the device: " + str(exc).splitlines()[0]}
+    return lambda onnx_path, command, engine_path: build_engine_on_target(req, target, onnx_path, command,
+                                                                          engine_path, log)
+
+
+def _engine_record(req, result, *, remote: bool) -> dict:
+    """The export stage's record of the engine: where it was built, or the script left for the device and why."""
+    command = list(result.trtexec_command or ())
+    if result.engine_path is not None:
+        return {"engine": str(result.engine_path), "built_on": req.target_url() if remote else "local",
+                "trtexec_command": command}
+    error = result.engine_error if remote else f"TensorRT engines are built on the device: {result.engine_error}"
+    return {"trtexec_script": str(result.trtexec_script), "trtexec_command": command, "engine_error": error}
 
 
 def verify_stage(req, folder: Path, export: dict, budget_ms: float | None, log) -> dict:

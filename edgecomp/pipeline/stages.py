@@ -4,8 +4,9 @@ stage.json holds the stage's inputs (with the sha256 of every file they name, re
 the stage is asked for: edgecomp.pipeline.fingerprints) and the sha256 of every file the stage
 wrote into its folder. A re-run with the same OUTDIR reuses a stage only when both still match:
 the same inputs, and every output file unchanged on disk. Otherwise the stage is redone, with a
-line saying why (which inputs changed, or which output file is missing or was modified). A
-failing stage raises StageError naming itself and never touches earlier stages' folders.
+line saying why (which inputs changed, or which output file is missing or was modified). A stage
+that fails with an EdgecompError raises StageError naming itself; any other exception (a bug)
+propagates unchanged, with a note naming the stage. Either way earlier stages' folders are untouched.
 """
 
 from __future__ import annotations
@@ -17,15 +18,20 @@ from pathlib import Path
 from typing import Callable
 
 from edgecomp.errors import EdgecompError
+from edgecomp.formats import stamp
 from edgecomp.io import to_jsonable, write_json
 from edgecomp.pipeline.fingerprints import STAGE_FILE, changed_files, folder_digests
 
 
 class StageError(EdgecompError):
-    def __init__(self, stage: str, cause: BaseException):
+    """A stage refused on the user's or the environment's account: one line naming the stage, with the
+    exit code of the EdgecompError that caused it. Only EdgecompErrors are wrapped: any other exception
+    is a bug and propagates from Stages.run with its traceback (the CLI asks to report it)."""
+
+    def __init__(self, stage: str, cause: EdgecompError):
         super().__init__(f"stage '{stage}' failed: {cause}")
         self.stage = stage
-        self.exit_code = getattr(cause, "exit_code", 2)
+        self.exit_code = cause.exit_code
 
 
 def fingerprint(inputs: dict) -> str:
@@ -100,7 +106,7 @@ class Stages:
                 exc.add_note(f"(in edgecomp export stage '{name}', folder {path})")
             raise
         seconds = time.perf_counter() - start
-        write_json(marker, {"stage": name, "fingerprint": fingerprint(inputs), "inputs": inputs,
-                            "outputs": folder_digests(path), "seconds": seconds, "result": result})
+        write_json(marker, stamp({"stage": name, "fingerprint": fingerprint(inputs), "inputs": inputs,
+                                  "outputs": folder_digests(path), "seconds": seconds, "result": result}, "stage"))
         self.record.append({"stage": name, "folder": folder, "reused": False, "seconds": seconds})
         return result

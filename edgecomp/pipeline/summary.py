@@ -1,7 +1,8 @@
 """The one report of an export run: report.json (machine), report.md (CI summary), report.html (people).
 
 The HTML page and its charts live in edgecomp.report; this module assembles the report dict and the
-Markdown summary and writes the three files.
+Markdown summary and writes the three files. report.json carries its format version (edgecomp.formats,
+kind "export-report").
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgecomp import __version__
+from edgecomp.formats import stamp
 from edgecomp.io import write_json, write_text
 from edgecomp.report import budget_rows, layer_rows, render_page
 from edgecomp.report.fmt import UNBOUNDED, is_bounded, ratio, si
@@ -107,6 +109,7 @@ def write_summary(req, outdir: Path, analysis: dict, history: list[dict], stages
         "notes": notes,
         "stages": stages,
     }
+    report = stamp(report, "export-report")
     write_json(outdir / "report.json", report)
     write_text(outdir / "report.md", markdown(report))
     write_text(outdir / "report.html", render_page(report, draw_charts(report, outdir)))

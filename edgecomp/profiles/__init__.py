@@ -6,7 +6,7 @@ Profiles are YAML files in `profiles_dir()` (one per device; see device_profiles
 """
 
 from edgecomp.profiles.loader import list_profiles, load_profile, profiles_dir, read_profile
-from edgecomp.profiles.profile import BYTES_PER_PARAM, Budgets, DeviceProfile, TargetSpec
+from edgecomp.profiles.profile import Budgets, DeviceProfile, TargetSpec
 from edgecomp.profiles.schema import PROFILE_SCHEMA, validate_profile_data
 from edgecomp.profiles.units import (
     format_bytes,
@@ -35,3 +35,12 @@ __all__ = [
     "read_profile",
     "validate_profile_data",
 ]
+
+
+def __getattr__(name: str):
+    # BYTES_PER_PARAM is the cost model's (edgecomp.graph.cost), which imports torch: only when asked for.
+    if name == "BYTES_PER_PARAM":
+        from edgecomp.graph.cost import BYTES_PER_PARAM
+
+        return BYTES_PER_PARAM
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,6 +8,10 @@ Budget resolution (`DeviceProfile.resolve_budgets`), for a model of N_C,0 MACs a
                  (p = default precision; the achievable MAC rate times the time allowed)
             else no MAC budget (inf)
     memory: --memory-budget override, else the profile's memory_budget, else none (inf)
+
+`Budgets` is the one type of resolved budgets (compress, export and inspect all use it). Bytes per
+parameter come from the cost model (edgecomp.graph.cost.BYTES_PER_PARAM), imported where needed so
+that reading a profile does not import torch.
 """
 
 from __future__ import annotations
@@ -20,7 +24,11 @@ from typing import Any
 from edgecomp.errors import UserInputError
 from edgecomp.profiles.units import format_sci, parse_bytes, parse_count, parse_mac_budget, parse_memory_budget
 
-BYTES_PER_PARAM = {"fp32": 4, "fp16": 2, "int8": 1}
+
+def _bytes_per_param(precision: str) -> int:
+    from edgecomp.graph.cost import BYTES_PER_PARAM
+
+    return BYTES_PER_PARAM[precision]
 
 
 @dataclass(frozen=True)
@@ -35,12 +43,19 @@ class TargetSpec:
 
 @dataclass(frozen=True)
 class Budgets:
-    """Absolute budgets for one model on one device, and where each number came from."""
+    """Absolute budgets for one model on one device (+inf: none), the precision that converts the
+    memory budget to parameters, and where each number came from."""
 
-    macs: float
-    memory_bytes: float
-    mac_source: str
-    memory_source: str
+    macs: float  # MACs per sample
+    memory_bytes: float  # weight bytes
+    precision: str  # fp32 | fp16 | int8
+    mac_source: str = ""
+    memory_source: str = ""
+
+    @property
+    def params(self) -> float:
+        """The memory budget in parameters: memory_bytes / bytes per parameter at `precision`."""
+        return self.memory_bytes / _bytes_per_param(self.precision)
 
 
 @dataclass(frozen=True)
@@ -129,7 +144,7 @@ class DeviceProfile:
 
     def bytes_per_param(self, precision: str | None = None) -> int:
         """Weight storage per parameter: fp32 4, fp16 2, int8 1."""
-        return BYTES_PER_PARAM[self._precision(precision)]
+        return _bytes_per_param(self._precision(precision))
 
     def derived_mac_budget(self, precision: str | None = None) -> float | None:
         """latency_ms * 1e-3 * effective_macs_per_s, or None without a latency budget."""
@@ -143,8 +158,11 @@ class DeviceProfile:
         original_bytes: float,
         mac_override: str | None = None,
         memory_override: str | None = None,
+        precision: str | None = None,
     ) -> Budgets:
-        """Absolute budgets for a model of `original_macs` MACs and `original_bytes` weight bytes."""
+        """Absolute budgets for a model of `original_macs` MACs and `original_bytes` weight bytes (at
+        `precision`, default the profile's default precision, which the budgets record)."""
+        precision = self._precision(precision)
         if mac_override is not None:
             macs, mac_source = parse_mac_budget(mac_override, original_macs), f"--mac-budget {mac_override}"
         elif self.mac_budget is not None:
@@ -163,7 +181,8 @@ class DeviceProfile:
             memory, memory_source = self.memory_budget_bytes, "profile"
         else:
             memory, memory_source = math.inf, "none"
-        return Budgets(macs=float(macs), memory_bytes=float(memory), mac_source=mac_source, memory_source=memory_source)
+        return Budgets(macs=float(macs), memory_bytes=float(memory), precision=precision, mac_source=mac_source,
+                       memory_source=memory_source)
 
     def to_dict(self) -> dict[str, Any]:
         """The profile in the YAML file's structure (valid against PROFILE_SCHEMA; `source` excluded)."""

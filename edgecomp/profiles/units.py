@@ -33,8 +33,9 @@ _PERCENT_RE = re.compile(rf"^{_NUMBER}\s*%$")
 _SI = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
 _IEC = {"k": 1024.0, "m": 1024.0**2, "g": 1024.0**3, "t": 1024.0**4}
 
-MAC_BUDGET_HELP = "a fraction like 0.5 or 50%, or absolute MACs like 30M, 1.2G, 500K, 2e9"
-MEMORY_BUDGET_HELP = "a fraction like 0.5 or 50%, or bytes like 2MB, 2MiB, 512KB, 1GB, 123456"
+MAC_BUDGET_HELP = "a fraction like 0.5 or 50%, absolute MACs like 30M, 1.2G, 500K, 2e9, or none (unconstrained)"
+MEMORY_BUDGET_HELP = "a fraction like 0.5 or 50%, bytes like 2MB, 2MiB, 512KB, 1GB, 123456, or none (unconstrained)"
+UNCONSTRAINED = ("none",)  # a budget given as "none": no limit, whatever the device says
 
 
 def _fraction(text: str, what: str, help_text: str) -> float | None:
@@ -115,8 +116,10 @@ def read_as_absolute(text: str | None, flag: str = "--mac-budget", unit: str = "
 
 
 def parse_mac_budget(text: str, original_macs: float) -> float:
-    """MAC budget string -> absolute MACs (fractions are of `original_macs`)."""
+    """MAC budget string -> absolute MACs (fractions are of `original_macs`; "none" -> +inf, unconstrained)."""
     s = str(text).strip()
+    if s.lower() in UNCONSTRAINED:
+        return math.inf
     frac = _fraction(s, "MAC budget", MAC_BUDGET_HELP)
     if frac is not None:
         _require_original(original_macs, "MAC budget")
@@ -125,8 +128,10 @@ def parse_mac_budget(text: str, original_macs: float) -> float:
 
 
 def parse_memory_budget(text: str, original_bytes: float) -> float:
-    """Memory budget string -> bytes (fractions are of `original_bytes`)."""
+    """Memory budget string -> bytes (fractions are of `original_bytes`; "none" -> +inf, unconstrained)."""
     s = str(text).strip()
+    if s.lower() in UNCONSTRAINED:
+        return math.inf
     frac = _fraction(s, "memory budget", MEMORY_BUDGET_HELP)
     if frac is not None:
         _require_original(original_bytes, "memory budget")

@@ -1,13 +1,14 @@
 """Exact rank selection as a multiple-choice knapsack MILP (shared by the LC C-step and pos-cvx).
 
-Every layer i offers a list of candidate ranks k with a value v_ik and exact costs (macs_ik,
-params_ik) from the break-even rule of `edgecomp.ranks.problem`. Choosing one candidate per layer
-is the multiple-choice knapsack problem with two knapsack rows
+Every layer i offers a list of candidate ranks k with a value v_ik and exact costs (compute_ik,
+in MACs or ms: RankProblem.compute_unit; params_ik) from the break-even rule of
+`edgecomp.ranks.problem`. Choosing one candidate per layer is the multiple-choice knapsack problem
+with two knapsack rows
 
     max (or min)  sum_{i,k} v_ik x_ik
     s.t.          sum_k x_ik = 1                          for every layer i
-                  sum_{i,k} macs_ik   x_ik <= N_C,max - fixed_macs
-                  sum_{i,k} params_ik x_ik <= N_M,max - fixed_params
+                  sum_{i,k} compute_ik x_ik <= N_C,max - fixed_compute
+                  sum_{i,k} params_ik  x_ik <= N_M,max - fixed_params
                   x_ik in {0, 1}
 
 solved with `scipy.optimize.milp` (HiGHS branch and cut) after an LP relaxation whose duals fix
@@ -15,7 +16,7 @@ most candidates to 0 exactly (`_lp_fixing`); optimal within `mip_rel_gap`.
 
 Candidates of a layer (`layer_candidates`): the factored ranks 1 .. b-1 (b = break-even rank) and,
 when b <= K, the unfactored layer, reported as rank K (full rank). Ranks b .. K-1 need not be
-listed: they all build the unfactored layer, which costs the original macs/params and keeps the
+listed: they all build the unfactored layer, which costs the original compute/params and keeps the
 whole weight (energy 1, truncation error 0), exactly what candidate K stands for. A layer with
 max rank ~1500 therefore contributes at most 1500 binaries. On a 53-layer ResNet-50-sized
 synthetic problem (~10k candidates) the solve takes 0.3-5 s at the default gap 1e-6 (2 cores);
@@ -56,7 +57,7 @@ class LayerCandidates:
     """The ranks a layer can take in the MILP and their exact (break-even aware) costs."""
 
     ranks: np.ndarray
-    macs: np.ndarray
+    compute: np.ndarray  # in the problem's compute_unit
     params: np.ndarray
 
 
@@ -67,7 +68,7 @@ def layer_candidates(layer: LayerSpectrum) -> LayerCandidates:
     if b <= k:
         ranks = np.append(ranks, k)
     costs = np.array([layer.cost(int(r)) for r in ranks], dtype=np.float64).reshape(-1, 2)
-    return LayerCandidates(ranks=ranks, macs=costs[:, 0], params=costs[:, 1])
+    return LayerCandidates(ranks=ranks, compute=costs[:, 0], params=costs[:, 1])
 
 
 @dataclass
@@ -87,14 +88,14 @@ class KnapsackSolution:
     tightenings: int = 0
 
 
-def _as_groups(values, macs, params) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
-    if not (len(values) == len(macs) == len(params)):
-        raise ValueError("values, macs and params need one array per group")
+def _as_groups(values, compute, params) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    if not (len(values) == len(compute) == len(params)):
+        raise ValueError("values, compute and params need one array per group")
     vs, ms, ps = [], [], []
-    for g, (v, m, p) in enumerate(zip(values, macs, params)):
+    for g, (v, m, p) in enumerate(zip(values, compute, params)):
         v, m, p = (np.asarray(a, dtype=np.float64).reshape(-1) for a in (v, m, p))
         if not (v.size == m.size == p.size) or v.size == 0:
-            raise ValueError(f"group {g}: values/macs/params must be non-empty and of equal length")
+            raise ValueError(f"group {g}: values/compute/params must be non-empty and of equal length")
         if not (np.all(np.isfinite(v)) and np.all(np.isfinite(m)) and np.all(np.isfinite(p))):
             raise ValueError(f"group {g}: values and costs must be finite")
         vs.append(v)
@@ -196,20 +197,22 @@ def _lp_fixing(model: _Model, time_limit: float | None) -> tuple[np.ndarray, np.
 
 def solve_mcknapsack(
     values,
-    macs,
+    compute,
     params,
-    mac_budget: float,
+    compute_budget: float,
     param_budget: float,
     maximize: bool = True,
     *,
     time_limit: float | None = 30.0,
     mip_rel_gap: float = 1e-6,
     node_limit: int | None = None,
+    compute_unit: str = "MACs",
 ) -> KnapsackSolution:
-    """Solve the multiple-choice knapsack with a MAC row and a parameter row.
+    """Solve the multiple-choice knapsack with a compute row and a parameter row.
 
-    values/macs/params: one array per group (layer), one entry per candidate. Budgets may be
-    +inf (row dropped). Objective values are rescaled to max |v| = 1 and cost rows to their budgets.
+    values/compute/params: one array per group (layer), one entry per candidate; compute and
+    compute_budget in `compute_unit` (which only words the errors). Budgets may be +inf (row
+    dropped). Objective values are rescaled to max |v| = 1 and cost rows to their budgets.
 
     Method: LP relaxation, exact reduced-cost fixing against a rounded-down incumbent
     (`_lp_fixing`), then HiGHS branch and cut on the remaining candidates. The answer is optimal
@@ -219,33 +222,33 @@ def solve_mcknapsack(
     `time_limit` (s, per solver call) / `node_limit` return the best solution found when hit
     (status "time_limit" / "node_limit", at worst the rounded LP incumbent); info carries the gap.
 
-    Raises InfeasibleBudgetError when no choice fits (min_macs / min_params are the smallest
-    reachable totals of each row taken separately).
+    Raises InfeasibleBudgetError when no choice fits (its min_macs / min_params are the smallest
+    reachable totals of each row taken separately; min_macs is in `compute_unit`).
     """
     t0 = time.perf_counter()
-    vs, ms, ps = _as_groups(values, macs, params)
+    vs, ms, ps = _as_groups(values, compute, params)
     n_groups = len(vs)
     n = int(sum(v.size for v in vs))
-    min_macs = float(sum(m.min() for m in ms))
+    min_compute = float(sum(m.min() for m in ms))
     min_params = float(sum(p.min() for p in ps))
 
     def infeasible(detail: str) -> InfeasibleBudgetError:
         return InfeasibleBudgetError(
-            f"budget infeasible: {detail}; budgets are {mac_budget:.6g} MACs and {param_budget:.6g} "
-            f"parameters (cheapest per row: {min_macs:.6g} MACs, {min_params:.6g} parameters)",
-            min_macs=min_macs,
+            f"budget infeasible: {detail}; budgets are {compute_budget:.6g} {compute_unit} and {param_budget:.6g} "
+            f"parameters (cheapest per row: {min_compute:.6g} {compute_unit}, {min_params:.6g} parameters)",
+            min_macs=min_compute,
             min_params=min_params,
         )
 
-    if not (_fits(min_macs, mac_budget) and _fits(min_params, param_budget)):
+    if not (_fits(min_compute, compute_budget) and _fits(min_params, param_budget)):
         raise infeasible("even the cheapest choice in every group does not fit")
     if n_groups == 0:
         return KnapsackSolution(np.zeros(0, np.int64), 0.0, "trivial", 0.0, 0.0, 0)
 
     sign = 1.0 if maximize else -1.0
-    # The unconstrained best choice (ties -> cheapest in MACs, then params) often already fits.
+    # The unconstrained best choice (ties -> cheapest in compute, then params) often already fits.
     best = np.array([np.lexsort((p, m, -sign * v))[0] for v, m, p in zip(vs, ms, ps)], dtype=np.int64)
-    if _fits(sum(m[k] for m, k in zip(ms, best)), mac_budget) and _fits(
+    if _fits(sum(m[k] for m, k in zip(ms, best)), compute_budget) and _fits(
         sum(p[k] for p, k in zip(ps, best)), param_budget
     ):
         obj = float(sum(v[k] for v, k in zip(vs, best)))
@@ -255,7 +258,7 @@ def solve_mcknapsack(
     scale = float(np.max(np.abs(v_all))) or 1.0
     offsets = np.concatenate([[0], np.cumsum([v.size for v in vs])]).astype(np.int64)
     rows, rhs, caps = [], [], []
-    for costs, budget in ((np.concatenate(ms), float(mac_budget)), (np.concatenate(ps), float(param_budget))):
+    for costs, budget in ((np.concatenate(ms), float(compute_budget)), (np.concatenate(ps), float(param_budget))):
         if np.isfinite(budget):
             norm = max(abs(budget), 1.0)
             rows.append(costs / norm)
@@ -321,10 +324,10 @@ def solve_mcknapsack(
                         "the budget is too close to a cost boundary for the solver's tolerances")
 
 
-def mcknapsack(values: list[np.ndarray], macs: list[np.ndarray], params: list[np.ndarray], mac_budget: float,
+def mcknapsack(values: list[np.ndarray], compute: list[np.ndarray], params: list[np.ndarray], compute_budget: float,
                param_budget: float, maximize: bool = True, **options) -> np.ndarray:
     """Chosen candidate index per group (see `solve_mcknapsack` for options and errors)."""
-    return solve_mcknapsack(values, macs, params, mac_budget, param_budget, maximize, **options).indices
+    return solve_mcknapsack(values, compute, params, compute_budget, param_budget, maximize, **options).indices
 
 
 def solve_layers(problem: RankProblem, values: list[np.ndarray], candidates: list[LayerCandidates],
@@ -332,11 +335,12 @@ def solve_layers(problem: RankProblem, values: list[np.ndarray], candidates: lis
     """Run the knapsack over `problem`'s layers; returns (ranks, solution). Budgets net of fixed costs."""
     sol = solve_mcknapsack(
         values,
-        [c.macs for c in candidates],
+        [c.compute for c in candidates],
         [c.params for c in candidates],
-        problem.mac_budget - problem.fixed_macs,
+        problem.compute_budget - problem.fixed_compute,
         problem.param_budget - problem.fixed_params,
         maximize,
+        compute_unit=problem.compute_unit,
         **options,
     )
     ranks = np.array([c.ranks[k] for c, k in zip(candidates, sol.indices)], dtype=np.int64)
@@ -351,12 +355,13 @@ def solver_info(sol: KnapsackSolution) -> dict:
 
 def infeasible_error(problem: RankProblem, method: str) -> InfeasibleBudgetError:
     """The error every budgeted selector raises when even rank 1 everywhere does not fit."""
-    min_macs, min_params = problem.min_cost
+    min_compute, min_params = problem.min_cost
+    unit = problem.compute_unit
     return InfeasibleBudgetError(
         f"{method}: budget infeasible: the smallest model this scheme can build (rank 1 in every "
-        f"layer) needs {min_macs:.6g} MACs and {min_params:.6g} parameters, but the budgets are "
-        f"{problem.mac_budget:.6g} MACs and {problem.param_budget:.6g} parameters",
-        min_macs=min_macs,
+        f"layer) needs {min_compute:.6g} {unit} and {min_params:.6g} parameters, but the budgets are "
+        f"{problem.compute_budget:.6g} {unit} and {problem.param_budget:.6g} parameters",
+        min_macs=min_compute,
         min_params=min_params,
     )
 
@@ -396,14 +401,15 @@ def select_min_error(problem: RankProblem, sigma_override: list[np.ndarray] | No
     ranks, sol = solve_layers(problem, errors, candidates, maximize=False,
                               time_limit=time_limit, mip_rel_gap=mip_rel_gap, node_limit=node_limit)
     total = float(sum(float(np.sum(np.asarray(s) ** 2)) for s in spectra))
-    macs, params = problem.cost(ranks)
+    compute, params = problem.cost(ranks)
     return RankSelection(
         method="min-error",
         ranks=ranks,
         info={
             "squared_error": sol.objective,
             "relative_squared_error": sol.objective / total if total > 0 else 0.0,
-            "macs": macs,
+            "macs": compute,  # report.json's key (and lc.cstep's): in "compute_unit", MACs or ms
+            "compute_unit": problem.compute_unit,
             "params": params,
             **solver_info(sol),
         },

@@ -2,8 +2,9 @@
 
 For each decomposable layer i the target measured the original layer (t_i) and the factored layer
 at a few ranks; a least-squares line t_i(r) = a_i + b_i r fits the factored latencies. The problem's
-"MAC" constraint then reads  fixed + sum_i t_i(r_i) <= latency budget,  still linear in the masks
-(intercepts a_i go into the constant), with t_i(r) = t_i (original) from the break-even rank on.
+compute constraint (compute_unit "ms") then reads  fixed + sum_i t_i(r_i) <= latency budget,  still
+linear in the masks (intercepts a_i go into the constant), with t_i(r) = t_i (original) from the
+break-even rank on.
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ def fit_line(ranks, latencies_ms) -> tuple[float, float]:
 
 
 def latency_problem(problem: RankProblem, table: dict, budget_ms: float) -> RankProblem:
-    """`problem` with its MAC costs replaced by the measured latency table (ms)."""
+    """`problem` with its compute costs (MACs) replaced by the measured latency table: every compute
+    number of the result, its budget included, is in ms."""
     layers = []
     for layer in problem.layers:
         row = table["layers"][layer.name]
-        layers.append(replace(layer, macs_per_rank=row["slope_ms"], macs_intercept=row["intercept_ms"],
-                              original_macs=row["original_ms"]))
-    return RankProblem(tuple(layers), mac_budget=float(budget_ms), param_budget=problem.param_budget,
-                       fixed_macs=float(table["fixed_ms"]), fixed_params=problem.fixed_params)
+        layers.append(replace(layer, compute_per_rank=row["slope_ms"], compute_intercept=row["intercept_ms"],
+                              original_compute=row["original_ms"]))
+    return RankProblem(tuple(layers), compute_budget=float(budget_ms), param_budget=problem.param_budget,
+                       fixed_compute=float(table["fixed_ms"]), fixed_params=problem.fixed_params, compute_unit="ms")

@@ -1,25 +1,30 @@
 """The rank-selection problem as numbers.
 
+Two costs constrain the ranks: a *compute* cost N_C, in `RankProblem.compute_unit` (MACs, or
+milliseconds when it is a per-layer latency measured on the target: `edgecomp export --cost
+latency`, edgecomp.ranks.latency), and a *memory* cost N_M in parameters.
+
 Layer i has singular values sigma_i1 >= ... >= sigma_iK_i (K_i = max rank). Keeping the first
 r_i components of the factored layer costs (COBLA, Li & Shi, eq. 3-4: costs linear in the masks)
 
-    macs_i(r)   = r * macs_per_rank_i + macs_intercept_i
-    params_i(r) = r * params_per_rank_i + bias_params_i
+    compute_i(r) = r * compute_per_rank_i + compute_intercept_i
+    params_i(r)  = r * params_per_rank_i  + bias_params_i
 
 as long as the factored layer is cheaper than the original. From the *break-even rank* b_i on
-(the smallest r at which the factored layer is no cheaper than the original in MACs or in
-parameters) the layer is left unfactored and costs its original macs/params. The network cost is
+(the smallest r at which the factored layer is no cheaper than the original in compute or in
+parameters) the layer is left unfactored and costs its original_compute / original_params. The
+network cost is
 
-    N_C(r) = fixed_macs   + sum_i macs_i(r_i)
-    N_M(r) = fixed_params + sum_i params_i(r_i)
+    N_C(r) = fixed_compute + sum_i compute_i(r_i)
+    N_M(r) = fixed_params  + sum_i params_i(r_i)
 
-(macs_intercept is 0 for MACs; it is the fitted intercept when the "MAC" cost is a measured
-per-layer latency, `edgecomp export --cost latency`), where the fixed terms count every layer that is not decomposed (BatchNorm, depthwise convs,
-layers too small to gain, ...). Budgets are in MACs and parameters; the torch glue converts a
-memory budget in bytes with the profile's bytes per parameter.
+where the fixed terms count every layer that is not decomposed (BatchNorm, depthwise convs, layers
+too small to gain, ...; for latency, also per-call overheads). compute_intercept is 0 for MACs and
+the fitted intercept for latency. The torch glue converts a memory budget in bytes with the
+profile's bytes per parameter.
 
 For the relaxed problem (COBLA eq. 8) one mask m_ij in [0, 1] per singular component; the costs
-are linear in m with coefficients `macs_per_rank_i` / `params_per_rank_i` for each j of layer i
+are linear in m with coefficients `compute_per_rank_i` / `params_per_rank_i` for each j of layer i
 (`linear_costs`).
 """
 
@@ -34,17 +39,18 @@ import numpy as np
 
 @dataclass(frozen=True)
 class LayerSpectrum:
-    """One decomposable layer: its spectrum and exact per-rank costs."""
+    """One decomposable layer: its spectrum and exact per-rank costs (compute in its problem's
+    compute_unit, memory in parameters)."""
 
     name: str
     sigma: np.ndarray
-    macs_per_rank: float
+    compute_per_rank: float
     params_per_rank: float
-    original_macs: float
+    original_compute: float
     original_params: float
     bias_params: float = 0.0
-    shape: tuple[int, int] = (0, 0)
-    macs_intercept: float = 0.0  # (rows, cols) of the matricization, for VBMF / Gavish-Donoho
+    shape: tuple[int, int] = (0, 0)  # (rows, cols) of the matricization, for VBMF / Gavish-Donoho
+    compute_intercept: float = 0.0
 
     def __post_init__(self):
         sigma = np.asarray(self.sigma, dtype=np.float64).reshape(-1)
@@ -53,7 +59,7 @@ class LayerSpectrum:
         if np.any(np.diff(sigma) > 1e-9 * max(1.0, float(sigma[0]))):
             raise ValueError(f"layer {self.name}: singular values must be non-increasing")
         object.__setattr__(self, "sigma", sigma)
-        if self.macs_per_rank <= 0 or self.params_per_rank <= 0:
+        if self.compute_per_rank <= 0 or self.params_per_rank <= 0:
             raise ValueError(f"layer {self.name}: per-rank costs must be positive")
 
     @property
@@ -62,13 +68,13 @@ class LayerSpectrum:
 
     @cached_property
     def break_even_rank(self) -> int:
-        """Smallest rank r >= 1 at which factoring stops paying off in MACs or in parameters.
+        """Smallest rank r >= 1 at which factoring stops paying off in compute or in parameters.
 
         max_rank + 1 when the factored layer is cheaper at every rank.
         """
-        r_mac = math.ceil((self.original_macs - self.macs_intercept) / self.macs_per_rank - 1e-12)
+        r_compute = math.ceil((self.original_compute - self.compute_intercept) / self.compute_per_rank - 1e-12)
         r_par = math.ceil((self.original_params - self.bias_params) / self.params_per_rank - 1e-12)
-        return int(max(1, min(r_mac, r_par, self.max_rank + 1)))
+        return int(max(1, min(r_compute, r_par, self.max_rank + 1)))
 
     @property
     def max_useful_rank(self) -> int:
@@ -79,12 +85,12 @@ class LayerSpectrum:
         return rank < self.break_even_rank
 
     def cost(self, rank: int) -> tuple[float, float]:
-        """(macs, params) of this layer when `rank` components are kept."""
+        """(compute, params) of this layer when `rank` components are kept."""
         if rank < 1:
             raise ValueError(f"layer {self.name}: rank must be >= 1, got {rank}")
         if rank >= self.break_even_rank:
-            return float(self.original_macs), float(self.original_params)
-        return rank * self.macs_per_rank + self.macs_intercept, rank * self.params_per_rank + self.bias_params
+            return float(self.original_compute), float(self.original_params)
+        return rank * self.compute_per_rank + self.compute_intercept, rank * self.params_per_rank + self.bias_params
 
     def energy(self, rank: int) -> float:
         """Fraction of spectral energy sum_{j<=r} sigma_j^2 / sum_j sigma_j^2 kept."""
@@ -95,13 +101,14 @@ class LayerSpectrum:
 
 @dataclass(frozen=True)
 class RankProblem:
-    """Layers + fixed costs + the two budgets (N_C,max in MACs, N_M,max in parameters)."""
+    """Layers + fixed costs + the two budgets (N_C,max in `compute_unit`, N_M,max in parameters)."""
 
     layers: tuple[LayerSpectrum, ...]
-    mac_budget: float
+    compute_budget: float
     param_budget: float
-    fixed_macs: float = 0.0
+    fixed_compute: float = 0.0
     fixed_params: float = 0.0
+    compute_unit: str = "MACs"  # of every compute number here: "MACs", or "ms" for a measured latency
 
     def __post_init__(self):
         object.__setattr__(self, "layers", tuple(self.layers))
@@ -133,22 +140,23 @@ class RankProblem:
         ranks = np.asarray(ranks, dtype=np.int64)
         if ranks.shape != (len(self.layers),):
             raise ValueError(f"expected {len(self.layers)} ranks, got shape {ranks.shape}")
-        macs, params = self.fixed_macs, self.fixed_params
+        compute, params = self.fixed_compute, self.fixed_params
         for layer, r in zip(self.layers, ranks):
-            m, p = layer.cost(int(r))
-            macs += m
+            c, p = layer.cost(int(r))
+            compute += c
             params += p
-        return float(macs), float(params)
+        return float(compute), float(params)
 
     def feasible(self, ranks, *, rtol: float = 1e-12) -> bool:
-        macs, params = self.cost(ranks)
-        return macs <= self.mac_budget * (1 + rtol) and params <= self.param_budget * (1 + rtol)
+        compute, params = self.cost(ranks)
+        return compute <= self.compute_budget * (1 + rtol) and params <= self.param_budget * (1 + rtol)
 
     @property
     def original_cost(self) -> tuple[float, float]:
-        macs = self.fixed_macs + sum(layer.original_macs for layer in self.layers)
+        """(N_C, N_M) of the unfactored model."""
+        compute = self.fixed_compute + sum(layer.original_compute for layer in self.layers)
         params = self.fixed_params + sum(layer.original_params for layer in self.layers)
-        return float(macs), float(params)
+        return float(compute), float(params)
 
     @property
     def min_ranks(self) -> np.ndarray:
@@ -167,14 +175,16 @@ class RankProblem:
 
         N_C(m) = a_C . m + c_C,  N_M(m) = a_M . m + c_M   (COBLA eq. 8 constraints)
         """
-        a_c = np.concatenate([np.full(l.max_rank, l.macs_per_rank) for l in self.layers])
+        a_c = np.concatenate([np.full(l.max_rank, l.compute_per_rank) for l in self.layers])
         a_m = np.concatenate([np.full(l.max_rank, l.params_per_rank) for l in self.layers])
-        c_c = float(self.fixed_macs + sum(l.macs_intercept for l in self.layers))
+        c_c = float(self.fixed_compute + sum(l.compute_intercept for l in self.layers))
         c_m = float(self.fixed_params + sum(l.bias_params for l in self.layers))
         return a_c, a_m, c_c, c_m
 
-    def with_budgets(self, mac_budget: float, param_budget: float) -> "RankProblem":
-        return RankProblem(self.layers, mac_budget, param_budget, self.fixed_macs, self.fixed_params)
+    def with_budgets(self, compute_budget: float, param_budget: float) -> "RankProblem":
+        """The same layers and fixed costs under other budgets (compute in `compute_unit`)."""
+        return RankProblem(self.layers, compute_budget, param_budget, self.fixed_compute, self.fixed_params,
+                           self.compute_unit)
 
 
 @dataclass

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from edgecomp.exit_codes import ExitCode
+from edgecomp.formats import stamp
 from edgecomp.io import write_text
 from edgecomp.runtime.report import ProfileReport, VerifyResult
 from edgecomp.runtime.reports.histogram import write_histogram
@@ -53,7 +55,8 @@ def write_error_reports(message: str, *, device: str | None = None, markdown_pat
     if junit_path:
         write_text(junit_path, render_error_junit(message, device))
     if json_path:
-        write_text(json_path, json.dumps({"verdict": "ERROR", "exit_code": 2, "error": message}, indent=2) + "\n")
+        doc = stamp({"verdict": "ERROR", "exit_code": int(ExitCode.COULD_NOT_RUN), "error": message}, "verify-report")
+        write_text(json_path, json.dumps(doc, indent=2) + "\n")
 
 
 __all__ = ["render_junit", "render_markdown", "write_error_reports", "write_histogram", "write_reports"]

@@ -17,7 +17,7 @@ from edgecomp.ranks.problem import LayerSpectrum, RankProblem
 
 
 def require_satisfiable(problem: RankProblem, method: str) -> None:
-    """Raise InfeasibleBudgetError (with the minimum MACs/params) if rank 1 everywhere does not fit."""
+    """Raise InfeasibleBudgetError (with the minimum compute/params) if rank 1 everywhere does not fit."""
     if not problem.is_satisfiable():
         raise infeasible_error(problem, method)
 
@@ -61,12 +61,14 @@ def pos_objective(problem: RankProblem, ranks) -> float:
 
 
 def cost_report(problem: RankProblem, ranks) -> dict:
-    """Costs of `ranks` against the budgets, for RankSelection.info."""
-    macs, params = problem.cost(ranks)
+    """Costs of `ranks` against the budgets, for RankSelection.info (report.json's selection_info, whose
+    keys say "macs" / "mac_budget" for the compute cost, in "compute_unit": MACs or ms)."""
+    compute, params = problem.cost(ranks)
     return {
-        "macs": macs,
+        "macs": compute,
         "params": params,
-        "mac_budget": float(problem.mac_budget),
+        "mac_budget": float(problem.compute_budget),
+        "compute_unit": problem.compute_unit,
         "param_budget": float(problem.param_budget),
         "meets_budgets": bool(problem.feasible(ranks)),
         "pos_objective": pos_objective(problem, ranks),

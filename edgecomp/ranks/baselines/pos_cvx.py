@@ -11,7 +11,7 @@ candidates, solved with HiGHS after exact LP reduced-cost fixing. The optimum is
 return the best solution found (info["solver_status"], info["mip_gap"] say how good).
 
 Note: an exact optimizer is not monotone in each cost separately: tightening the parameter budget
-can move the optimum to a point with more MACs. Its objective is monotone (tighter never better).
+can move the optimum to a point with a higher compute cost. Its objective is monotone (tighter never better).
 """
 
 from __future__ import annotations

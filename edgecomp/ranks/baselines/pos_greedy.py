@@ -12,8 +12,8 @@ The greedy, exactly:
      original_cost - cost(b_i - 1) at once); no move at rank 1 or when b_i = 1.
   3. Score of a move = loss / normalized saving, with
         loss   = log E_i(r) - log E_i(r')                     (>= 0)
-        saving = w_C * dMACs / C_0 + w_M * dParams / M_0,
-     C_0, M_0 the original MACs/params of the decomposable layers, (w_C, w_M) = `weights`
+        saving = w_C * dCompute / C_0 + w_M * dParams / M_0,
+     C_0, M_0 the original compute (MACs or ms) / params of the decomposable layers, (w_C, w_M) = `weights`
      (default (1, 1)). Zhang et al.'s measure is (relative loss) / (relative complexity saving);
      -log(1 - d eps / eps) is the log form of their relative loss d eps / eps.
   4. Apply the move with the smallest score (ties: lowest layer index); repeat 3-4 until
@@ -54,39 +54,39 @@ def select_pos_greedy(problem: RankProblem, *, measure: str = "per_cost",
     require_satisfiable(problem, "pos-greedy")
     layers = problem.layers
     log_e = [effective_log_energy(layer) for layer in layers]
-    c0 = sum(layer.original_macs for layer in layers) or 1.0
+    c0 = sum(layer.original_compute for layer in layers) or 1.0
     m0 = sum(layer.original_params for layer in layers) or 1.0
     ranks = problem.max_ranks.copy()
-    macs, params = problem.cost(ranks)
+    compute, params = problem.cost(ranks)
 
     def move(i: int) -> tuple[float, int, int, float, float] | None:
         layer, r = layers[i], int(ranks[i])
         nr = _next_rank(layer.break_even_rank, r)
         if nr is None:
             return None
-        (m_old, p_old), (m_new, p_new) = layer.cost(r), layer.cost(nr)
+        (c_old, p_old), (c_new, p_new) = layer.cost(r), layer.cost(nr)
         loss = max(float(log_e[i][r - 1] - log_e[i][nr - 1]), 0.0)
-        saving = w_c * (m_old - m_new) / c0 + w_m * (p_old - p_new) / m0
+        saving = w_c * (c_old - c_new) / c0 + w_m * (p_old - p_new) / m0
         score = loss if measure == "loss" else (loss / saving if saving > 0 else np.inf)
-        return score, i, nr, m_old - m_new, p_old - p_new
+        return score, i, nr, c_old - c_new, p_old - p_new
 
     heap = [mv for mv in (move(i) for i in range(len(layers))) if mv is not None]
     heapq.heapify(heap)
     steps = 0
 
-    def fits(m: float, p: float) -> bool:
-        return m <= problem.mac_budget * (1 + 1e-12) and p <= problem.param_budget * (1 + 1e-12)
+    def fits(c: float, p: float) -> bool:
+        return c <= problem.compute_budget * (1 + 1e-12) and p <= problem.param_budget * (1 + 1e-12)
 
     # the running totals pre-screen; RankProblem.cost has the final word on feasibility
-    while not (fits(macs, params) and problem.feasible(ranks)):
+    while not (fits(compute, params) and problem.feasible(ranks)):
         if not heap:  # cannot happen after require_satisfiable, unless rounding
-            macs, params = problem.cost(ranks)
+            compute, params = problem.cost(ranks)
             if problem.feasible(ranks):
                 break
             raise RuntimeError("pos-greedy: ran out of moves before meeting the budgets")
-        _, i, nr, dm, dp = heapq.heappop(heap)
+        _, i, nr, dc, dp = heapq.heappop(heap)
         ranks[i] = nr
-        macs -= dm
+        compute -= dc
         params -= dp
         steps += 1
         nxt = move(i)

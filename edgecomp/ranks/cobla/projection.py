@@ -113,7 +113,6 @@ class BudgetPolytope:
 
     def _newton(self, z: np.ndarray, mu: np.ndarray) -> np.ndarray | None:
         """Projected semismooth Newton ascent on D(mu); None if it stalls."""
-        A = self.A
         y, r, dual = self._state(z, mu)
         viol = self._violation(mu, r)
         for _ in range(_NEWTON_ITERS):

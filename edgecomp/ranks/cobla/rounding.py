@@ -92,11 +92,11 @@ class _Ledger:
         self.problem = problem
         self.K = np.array([l.max_rank for l in layers], dtype=np.int64)
         self.be = np.array([l.break_even_rank for l in layers], dtype=np.int64)
-        self.mpr = np.array([l.macs_per_rank for l in layers])
+        self.cpr = np.array([l.compute_per_rank for l in layers])
         self.ppr = np.array([l.params_per_rank for l in layers])
         self.bias = np.array([l.bias_params for l in layers])
-        self.mac0 = np.array([l.macs_intercept for l in layers])
-        self.omacs = np.array([l.original_macs for l in layers])
+        self.c0 = np.array([l.compute_intercept for l in layers])
+        self.ocompute = np.array([l.original_compute for l in layers])
         self.oparams = np.array([l.original_params for l in layers])
         self.energy = []  # energy[i][r]: relative kept energy of layer i at rank r (factored)
         for layer, m, order in zip(layers, problem.split(masks), _order(problem, masks)):
@@ -107,13 +107,13 @@ class _Ledger:
 
     def costs(self, ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         unf = ranks >= self.be
-        macs = np.where(unf, self.omacs, ranks * self.mpr + self.mac0)
+        compute = np.where(unf, self.ocompute, ranks * self.cpr + self.c0)
         params = np.where(unf, self.oparams, ranks * self.ppr + self.bias)
-        return macs, params
+        return compute, params
 
     def totals(self, ranks) -> tuple[float, float]:
-        macs, params = self.costs(ranks)
-        return self.problem.fixed_macs + float(macs.sum()), self.problem.fixed_params + float(params.sum())
+        compute, params = self.costs(ranks)
+        return self.problem.fixed_compute + float(compute.sum()), self.problem.fixed_params + float(params.sum())
 
     def layer_energy(self, i: int, r: int) -> float:
         return 1.0 if r >= self.be[i] else float(self.energy[i][r])
@@ -127,7 +127,7 @@ class _Ledger:
         p = self.problem
         while not p.feasible(ranks):
             n_c, n_m = self.totals(ranks)
-            over_c = n_c >= p.mac_budget * (1 - 1e-9)
+            over_c = n_c >= p.compute_budget * (1 - 1e-9)
             over_m = n_m >= p.param_budget * (1 - 1e-9)
             if not (over_c or over_m):  # disagreement at rounding level: treat both as tight
                 over_c = over_m = True
@@ -136,9 +136,10 @@ class _Ledger:
             movable = (new >= 1) & (unf if break_even_only else (ranks > 1))
             if not movable.any():
                 return None
-            macs, params = self.costs(ranks)
-            new_macs, new_params = self.costs(np.maximum(new, 1))
-            gain = (over_c * (macs - new_macs) / p.mac_budget) + (over_m * (params - new_params) / p.param_budget)
+            compute, params = self.costs(ranks)
+            new_compute, new_params = self.costs(np.maximum(new, 1))
+            gain = ((over_c * (compute - new_compute) / p.compute_budget)
+                    + (over_m * (params - new_params) / p.param_budget))
             idx = np.flatnonzero(movable & (gain > 0))
             if idx.size == 0:
                 return None
@@ -161,12 +162,12 @@ def round_ranks(
         raise ValueError("draws must be >= 0")
     masks = _check_masks(problem, masks)
     if not problem.is_satisfiable():
-        min_macs, min_params = problem.min_cost
+        min_compute, min_params = problem.min_cost
         raise InfeasibleBudgetError(
             f"no rank assignment fits: the smallest buildable model (rank 1 everywhere) needs "
-            f"{min_macs:.6g} MACs and {min_params:.6g} parameters "
-            f"(budgets {problem.mac_budget:.6g} and {problem.param_budget:.6g})",
-            min_macs=min_macs, min_params=min_params)
+            f"{min_compute:.6g} {problem.compute_unit} and {min_params:.6g} parameters "
+            f"(budgets {problem.compute_budget:.6g} and {problem.param_budget:.6g})",
+            min_macs=min_compute, min_params=min_params)
     ledger = _Ledger(problem, masks)
     s = np.array([float(m.sum()) for m in problem.split(masks)])
     base = np.floor(s + 1e-9)
@@ -215,7 +216,8 @@ def round_ranks(
         "draws_attempted": attempts,
         "draws_feasible": feasible_draws,
         "seed": seed,
-        "macs": n_c,
+        "macs": n_c,  # report.json's key for the compute cost, in "compute_unit"
+        "compute_unit": problem.compute_unit,
         "params": n_m,
         "unfactored_layers": [l.name for l, r in zip(problem.layers, ranks) if not l.is_factored(int(r))],
     }

@@ -42,14 +42,14 @@ def heuristic_budgets(
     """
     if strict_factor < 1 or not 0 <= loose_factor <= 1 or not 0 < min_fraction <= 1:
         raise ValueError("need strict_factor >= 1, 0 <= loose_factor <= 1, 0 < min_fraction <= 1")
-    orig_macs, orig_params = problem.original_cost
-    if orig_macs <= 0 or orig_params <= 0:
-        raise ValueError("the original model must have positive MACs and parameters")
-    c_mac, c_par = problem.mac_budget / orig_macs, problem.param_budget / orig_params
-    strict = [min(c, max(1 - (1 - c) * strict_factor, min_fraction)) for c in (c_mac, c_par)]
-    loose = [max(c, min(1 - (1 - c) * loose_factor, 1.0)) for c in (c_mac, c_par)]
-    return (problem.with_budgets(strict[0] * orig_macs, strict[1] * orig_params),
-            problem.with_budgets(loose[0] * orig_macs, loose[1] * orig_params))
+    orig_compute, orig_params = problem.original_cost
+    if orig_compute <= 0 or orig_params <= 0:
+        raise ValueError("the original model must have a positive compute cost and parameters")
+    c_compute, c_par = problem.compute_budget / orig_compute, problem.param_budget / orig_params
+    strict = [min(c, max(1 - (1 - c) * strict_factor, min_fraction)) for c in (c_compute, c_par)]
+    loose = [max(c, min(1 - (1 - c) * loose_factor, 1.0)) for c in (c_compute, c_par)]
+    return (problem.with_budgets(strict[0] * orig_compute, strict[1] * orig_params),
+            problem.with_budgets(loose[0] * orig_compute, loose[1] * orig_params))
 
 
 def shrink_from_heuristics(

@@ -145,12 +145,14 @@ class _Problem:
         a_c, a_m, c_c, c_m = problem.linear_costs()
         n = problem.n_masks
         budgets = []
-        for name, budget, a, c in (("MAC", problem.mac_budget, a_c, c_c), ("parameter", problem.param_budget, a_m, c_m)):
+        compute = {"MACs": "MAC", "ms": "latency"}.get(problem.compute_unit, "compute")
+        for name, budget, a, c in ((compute, problem.compute_budget, a_c, c_c),
+                                   ("parameter", problem.param_budget, a_m, c_m)):
             if np.isnan(budget) or budget == -np.inf:
                 raise ValueError(f"{name} budget must be a number or +inf, got {budget}")
             # No budget (+inf) leaves the row unconstrained: N(m) <= c + a . 1 holds for every m in the box.
             budgets.append(min(float(budget), c + float(a.sum())))
-        mac_budget, param_budget = budgets
+        compute_budget, param_budget = budgets
         if fixed is None:
             fixed = np.full(n, -1, dtype=np.int64)
         fixed = np.asarray(fixed)
@@ -164,12 +166,12 @@ class _Problem:
         self.a_c, self.a_m, self.c_c, self.c_m = a_c, a_m, c_c, c_m
         min_c = c_c + float(a_c @ self.base)
         min_m = c_m + float(a_m @ self.base)
-        self.P = BudgetPolytope(a_c[self.free], a_m[self.free], mac_budget - min_c, param_budget - min_m)
+        self.P = BudgetPolytope(a_c[self.free], a_m[self.free], compute_budget - min_c, param_budget - min_m)
         if self.P.is_empty:
             raise InfeasibleBudgetError(
                 "the relaxed COBLA problem is infeasible: with every free mask at 0 the model "
-                f"still needs {min_c:.6g} MACs and {min_m:.6g} parameters "
-                f"(budgets {problem.mac_budget:.6g} and {problem.param_budget:.6g})",
+                f"still needs {min_c:.6g} {problem.compute_unit} and {min_m:.6g} parameters "
+                f"(budgets {problem.compute_budget:.6g} and {problem.param_budget:.6g})",
                 min_macs=min_c, min_params=min_m)
         sigma_rel = []
         for layer in problem.layers:

@@ -1,0 +1,146 @@
+"""edgecomp.compress(): factor an in-memory nn.Module under a device's budgets, as `edgecomp compress`."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from torch import nn
+
+from edgecomp.api.budgets import budget_text
+from edgecomp.api.data import as_dataset
+from edgecomp.api.devices import as_profile
+from edgecomp.exporters.onnx_export import input_shapes as as_input_shape
+from edgecomp.compression.cobla import CoblaOptions
+from edgecomp.compression.methods import LCOptions
+from edgecomp.compression.run import CompressRequest, Compressed, compress_loaded, write_outdir
+from edgecomp.errors import UserInputError
+from edgecomp.models import LoadedModel
+
+
+@dataclass
+class CompressionResult:
+    """What edgecomp.compress returns.
+
+    model   the factored nn.Module (eval mode), ready for the user's own training loop
+    ranks   {layer name: rank} for every layer that was factored
+    report  the same dict as the report.json `edgecomp compress` writes
+    """
+
+    model: nn.Module
+    ranks: dict[str, int]
+    report: dict
+    _done: Compressed = dataclasses.field(repr=False)
+
+    @property
+    def macs(self) -> int:
+        return int(self.report["macs"])
+
+    @property
+    def params(self) -> int:
+        return int(self.report["params"])
+
+    def save(self, outdir: str | os.PathLike, log: Callable[[str], None] = lambda _line: None) -> Path:
+        """Write the directory `edgecomp compress -o OUTDIR` writes (model.safetensors, recipe.json,
+        model.onnx, report.json, ranks.png), atomically. The current weights of `self.model` are saved,
+        so fine-tune first, then save. Returns the directory."""
+        self._done.result.model = self.model
+        report = write_outdir(outdir, self._done, log=log)
+        self.report = {k: v for k, v in report.items() if k != "outdir"}
+        return Path(outdir)
+
+
+def _options(kind, value, what: str):
+    if value is None:
+        return kind()
+    if isinstance(value, kind):
+        return value
+    if isinstance(value, dict):
+        try:
+            return kind(**value)
+        except TypeError as exc:
+            fields = ", ".join(f.name for f in dataclasses.fields(kind))
+            raise UserInputError(f"{what}: {exc}; the options are {fields}") from exc
+    raise UserInputError(f"{what} must be a {kind.__name__} or a dict, got {type(value).__name__}")
+
+
+def compress(
+    model: nn.Module,
+    *,
+    device: Any = None,
+    input_shape: tuple[int, ...] | list[int],
+    data: Any = None,
+    eval_data: Any = None,
+    mac_budget: float | str | None = None,
+    memory_budget: float | str | None = None,
+    method: str = "cobla",
+    scheme: str = "spatial",
+    precision: str | None = None,
+    finetune_epochs: float = 0.0,
+    finetune_lr: float = 0.01,
+    distill: bool = False,
+    cobla: CoblaOptions | dict | None = None,
+    lc: LCOptions | dict | None = None,
+    seed: int = 0,
+    loss_fn: Callable | None = None,
+    train_fn: Callable | None = None,
+    metric: Callable | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] = lambda _line: None,
+) -> CompressionResult:
+    """Choose every Conv2d/Linear layer's rank under the budgets and build the factored model.
+
+    model          an nn.Module (not modified; the result holds a new one)
+    device         a profile name or alias ("jetson"), a YAML path, or a DeviceProfile; None: only the
+                   budgets given here apply
+    input_shape    (N, C, H, W) or (N, features): the shape the cost model traces with
+    data           training data for COBLA's loss, LC's L steps and fine-tuning: a data spec string
+                   ("fashion-mnist:train"), a torch Dataset or a DataLoader (see edgecomp.api.data)
+    eval_data      data for the accuracy before/after (same forms); None skips it
+    mac_budget     None: the device's; math.inf: unconstrained; a fraction of the original in (0, 1];
+                   a number > 1: absolute MACs; or a string as on the command line ("50%", "30M", "none")
+    memory_budget  the same for parameter memory (absolute values in bytes at `precision`)
+    method         cobla (default), lc, uniform, cptv, pos-greedy, pos-cvx, vbmf, gavish-donoho
+    cobla, lc      CoblaOptions / LCOptions (or dicts of their fields)
+    loss_fn        loss_fn(model, batch) -> scalar tensor: COBLA's loss in place of cross-entropy, for
+                   models whose loss is not classification (batch: what the data yields, stacked)
+    train_fn       train_fn(model, penalty_fn, steps) -> None: your own training loop, run for LC's
+                   L steps (penalty_fn() is LC's quadratic penalty, add it to your loss) and for
+                   fine-tuning (penalty_fn() is 0); edgecomp.finetune.callables states the contract
+    metric         metric(outputs, targets) -> float, higher is better: the accuracy before/after and
+                   fine-tuning's checkpoint choice, where top-1 does not apply
+
+    Raises InfeasibleBudgetError (saying the minimum achievable) when no ranks meet the budgets, and
+    UserInputError for anything else wrong with the arguments.
+    """
+    if not isinstance(model, nn.Module):
+        raise UserInputError(f"model must be a torch.nn.Module, got {type(model).__name__} "
+                             "(the CLI's `edgecomp compress SPEC` takes model specs)")
+    profile = as_profile(device, required=False)
+    shape = as_input_shape(input_shape)
+    if len(shape) != 1:
+        raise UserInputError("compress takes one input shape; models with several inputs can be converted "
+                             "(edgecomp.convert) and verified, but not yet compressed")
+    req = CompressRequest(
+        model=f"<in-memory {type(model).__name__}>", outdir="", input_shape=shape[0], profile=profile,
+        mac_budget=budget_text(mac_budget, "mac_budget"), memory_budget=budget_text(memory_budget, "memory_budget"),
+        precision=precision, method=method, scheme=scheme,
+        data=data if isinstance(data, str) else None, eval_data=eval_data if isinstance(eval_data, str) else None,
+        seed=seed, cobla=_options(CoblaOptions, cobla, "cobla"), lc=_options(LCOptions, lc, "lc"),
+        finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, distill=distill, progress=progress,
+        loss_fn=loss_fn, finetune_fn=train_fn, metric=metric,
+    )
+    if train_fn is not None and req.lc.train_fn is None:
+        req.lc = dataclasses.replace(req.lc, train_fn=train_fn)
+    if profile is None and req.mac_budget is None and req.memory_budget is None:
+        raise UserInputError("no budget: pass device=... or mac_budget=/memory_budget=")
+    was_training = model.training
+    loaded = LoadedModel(module=model.eval(), spec=req.model, input_shape=shape[0])
+    try:
+        done = compress_loaded(req, loaded, as_dataset(data, "data"), as_dataset(eval_data, "eval_data"), log=log)
+    finally:
+        model.train(was_training)
+    return CompressionResult(model=done.result.model, ranks=dict(done.result.factored), report=done.report, _done=done)

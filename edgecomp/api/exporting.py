@@ -1,0 +1,78 @@
+"""edgecomp.export(): the whole pipeline (analyze, compress, export, verify, report), as `edgecomp export`."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from edgecomp.api.budgets import budget_text
+from edgecomp.api.devices import as_profile
+from edgecomp.exporters.onnx_export import input_shapes as as_input_shape
+from edgecomp.errors import UserInputError
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """exit_code is the CLI's (0 PASS, 1 FAIL, 3 INCONCLUSIVE); report is OUTDIR/report.json's content."""
+
+    exit_code: int
+    verdict: str
+    outdir: Path
+    artifact: Path | None
+    report: dict
+
+
+def export(
+    model: str | None = None,
+    *,
+    device: Any,
+    outdir: str | os.PathLike = "edgecomp-out",
+    weights: str | os.PathLike | None = None,
+    input_shape: tuple[int, ...] | None = None,
+    target: str | None = None,
+    data: str | None = None,
+    eval_data: str | None = None,
+    mac_budget: float | str | None = None,
+    memory_budget: float | str | None = None,
+    log: Callable[[str], None] = lambda _line: None,
+    **options: Any,
+) -> ExportResult:
+    """Run the pipeline for `device` into `outdir`, resumable like the CLI (finished stages whose inputs
+    and files are unchanged are reused).
+
+    model    a model spec as on the command line ("zoo:resnet18", "net.py:Net", "model.pt"), or None
+             for the built-in reference model. The pipeline rebuilds the model in each stage and on
+             re-runs, so it takes a spec, not an nn.Module: for an in-memory model use
+             edgecomp.compress, then edgecomp.convert and edgecomp.verify.
+    Budgets as in edgecomp.compress (None: the device's; math.inf: unconstrained). Other keywords are
+    edgecomp.pipeline.ExportRequest fields (method, scheme, latency_budget_ms, percentile,
+    max_accuracy_drop, cost, max_rounds, finetune_epochs, cobla, distill, seed, force, precision,
+    measure, trust_pickle).
+    """
+    from edgecomp.pipeline import ExportRequest, run_export
+
+    if model is not None and not isinstance(model, str):
+        raise UserInputError(f"export takes a model spec string (or None for the built-in model), got "
+                             f"{type(model).__name__}; for an in-memory nn.Module use edgecomp.compress, "
+                             "edgecomp.convert and edgecomp.verify")
+    shape = None
+    if input_shape is not None:
+        shapes = as_input_shape(input_shape)
+        if len(shapes) != 1:
+            raise UserInputError("export takes one input shape")
+        shape = shapes[0]
+    options.setdefault("progress", False)
+    try:
+        request = ExportRequest(
+            profile=as_profile(device), outdir=os.fspath(outdir), model=model,
+            weights=None if weights is None else os.fspath(weights), input_shape=shape, target=target, data=data,
+            eval_data=eval_data, mac_budget=budget_text(mac_budget, "mac_budget"),
+            memory_budget=budget_text(memory_budget, "memory_budget"), **options)
+    except TypeError as exc:
+        raise UserInputError(f"export: {exc}") from exc
+    report = run_export(request, log=log)
+    artifact = (report.get("final") or {}).get("export", {}).get("artifact")
+    return ExportResult(exit_code=int(report["exit_code"]), verdict=str(report.get("verdict", "")),
+                        outdir=Path(outdir), artifact=Path(artifact) if artifact else None, report=report)
