@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +33,7 @@ class ReferenceSpec:
     trust_pickle: bool = False
     origin: str = "--reference"
     trusted: bool = True  # the caller named it (its code may run); False for a spec a file names
+    module: Any = None  # an in-memory nn.Module (the Python API's edgecomp.export): used as is, `spec` labels it
 
     def describe(self) -> str:
         return self.spec + (f" (weights {self.weights})" if self.weights else "")
@@ -64,8 +66,11 @@ def find_reference(artifact: Artifact, explicit: ReferenceSpec | str | None = No
 
 
 def load_reference(ref: ReferenceSpec):
-    """Build the reference nn.Module (edgecomp.models.load_model)."""
+    """Build the reference nn.Module (edgecomp.models.load_model), or the in-memory one it holds."""
     from edgecomp.models import load_model
+
+    if ref.module is not None:
+        return ref.module.eval()
     from edgecomp.models.loading import spec_kind
 
     if not ref.trusted and spec_kind(ref.spec) == "code":

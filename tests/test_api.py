@@ -93,8 +93,10 @@ def test_data_forms_and_bad_arguments(loader):
         edgecomp.compress(_net(), input_shape=(1, 1, 28, 28), data=loader)
     with pytest.raises(UserInputError, match="the options are"):
         edgecomp.compress(_net(), device="jetson", input_shape=(1, 1, 28, 28), data=loader, cobla={"iters": 3})
-    with pytest.raises(UserInputError, match="spec string"):
-        edgecomp.export(_net(), device="jetson")
+    with pytest.raises(UserInputError, match="input_shape"):
+        edgecomp.export(_net(), device="jetson", target="local")
+    with pytest.raises(UserInputError, match="data spec string"):
+        edgecomp.export(_net(), device="jetson", data=loader)
 
 
 def test_import_edgecomp_is_light_and_lists_its_api():

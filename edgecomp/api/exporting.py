@@ -25,7 +25,7 @@ class ExportResult:
 
 
 def export(
-    model: str | None = None,
+    model: Any = None,
     *,
     device: Any,
     outdir: str | os.PathLike = "edgecomp-out",
@@ -40,23 +40,28 @@ def export(
     **options: Any,
 ) -> ExportResult:
     """Run the pipeline for `device` into `outdir`, resumable like the CLI (finished stages whose inputs
-    and files are unchanged are reused).
+    and files are unchanged are reused; an in-memory model is recognised by its structure and weights).
 
-    model    a model spec as on the command line ("zoo:resnet18", "net.py:Net", "model.pt"), or None
-             for the built-in reference model. The pipeline rebuilds the model in each stage and on
-             re-runs, so it takes a spec, not an nn.Module: for an in-memory model use
-             edgecomp.compress, then edgecomp.convert and edgecomp.verify.
+    model    an nn.Module (input_shape required), a model spec as on the command line
+             ("zoo:resnet18", "net.py:Net", "model.pt"), or None for the built-in reference model
+    data, eval_data   data spec strings (the pipeline records and fingerprints them)
     Budgets as in edgecomp.compress (None: the device's; math.inf: unconstrained). Other keywords are
     edgecomp.pipeline.ExportRequest fields (method, scheme, latency_budget_ms, percentile,
     max_accuracy_drop, cost, max_rounds, finetune_epochs, cobla, distill, seed, force, precision,
-    measure, trust_pickle).
+    calibration_samples, measure, trust_pickle).
     """
+    from torch import nn
+
     from edgecomp.pipeline import ExportRequest, run_export
 
-    if model is not None and not isinstance(model, str):
-        raise UserInputError(f"export takes a model spec string (or None for the built-in model), got "
-                             f"{type(model).__name__}; for an in-memory nn.Module use edgecomp.compress, "
-                             "edgecomp.convert and edgecomp.verify")
+    module = model if isinstance(model, nn.Module) else None
+    if module is None and model is not None and not isinstance(model, str):
+        raise UserInputError(f"model must be an nn.Module, a model spec string, or None (the built-in model), "
+                             f"got {type(model).__name__}")
+    for value, name in ((data, "data"), (eval_data, "eval_data")):
+        if value is not None and not isinstance(value, str):
+            raise UserInputError(f"export takes {name} as a data spec string (e.g. 'fashion-mnist:train', "
+                                 "'npz:train.npz'); for a Dataset or DataLoader use edgecomp.compress")
     shape = None
     if input_shape is not None:
         shapes = as_input_shape(input_shape)
@@ -66,9 +71,9 @@ def export(
     options.setdefault("progress", False)
     try:
         request = ExportRequest(
-            profile=as_profile(device), outdir=os.fspath(outdir), model=model,
-            weights=None if weights is None else os.fspath(weights), input_shape=shape, target=target, data=data,
-            eval_data=eval_data, mac_budget=budget_text(mac_budget, "mac_budget"),
+            profile=as_profile(device), outdir=os.fspath(outdir), model=None if module is not None else model,
+            module=module, weights=None if weights is None else os.fspath(weights), input_shape=shape, target=target,
+            data=data, eval_data=eval_data, mac_budget=budget_text(mac_budget, "mac_budget"),
             memory_budget=budget_text(memory_budget, "memory_budget"), **options)
     except TypeError as exc:
         raise UserInputError(f"export: {exc}") from exc

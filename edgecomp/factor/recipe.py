@@ -116,12 +116,12 @@ def rebuild_spec(outdir: str | Path, recipe: dict, *, model_spec: str | None = N
 
 
 def load_compressed(outdir: str | Path, *, model_spec: str | None = None, trust_code: bool = False,
-                    trust_pickle: bool = False, allow_hint: str = "--trust-code"):
+                    trust_pickle: bool = False, allow_hint: str = "--trust-code", source_module=None):
     """Rebuild the compressed model saved in `outdir`; returns edgecomp.models.LoadedModel.
 
     The source architecture comes from `model_spec` (the caller's, e.g. the spec on the user's
     command line) or the recipe's spec as rebuild_spec allows; `trust_pickle` is the caller's, never
-    the recipe's.
+    the recipe's. `source_module` (an in-memory nn.Module, the Python API's) replaces both.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -131,9 +131,12 @@ def load_compressed(outdir: str | Path, *, model_spec: str | None = None, trust_
 
     outdir = Path(outdir)
     recipe = read_recipe(outdir)
-    spec = rebuild_spec(outdir, recipe, model_spec=model_spec, trust_code=trust_code, trust_pickle=trust_pickle,
-                        allow_hint=allow_hint)
-    source = load_model(spec, trust_pickle=trust_pickle)
+    if source_module is not None:
+        spec, source = str(model_spec or "<in-memory model>"), LoadedModel(module=source_module, spec=str(model_spec))
+    else:
+        spec = rebuild_spec(outdir, recipe, model_spec=model_spec, trust_code=trust_code, trust_pickle=trust_pickle,
+                            allow_hint=allow_hint)
+        source = load_model(spec, trust_pickle=trust_pickle)
     module = factored_skeleton(source.module, {k: int(v) for k, v in recipe["ranks"].items()}, recipe["scheme"])
     weights = outdir / WEIGHTS_FILE
     try:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from edgecomp.errors import UserInputError
-from edgecomp.pipeline.fingerprints import check_stage_files, model_fingerprint, sha256_file
+from edgecomp.pipeline.fingerprints import check_stage_files, model_fingerprint, module_fingerprint, sha256_file
 from edgecomp.pipeline.stages import Stages
 
 DEFAULT_MODEL = "zoo:fmnist_cnn"
@@ -63,10 +63,17 @@ class ExportRequest:
     progress: bool = True
     settings_note: str | None = None  # set by resolved() when the built-in run's lighter settings apply
     target_environment: dict | None = None  # a remote target's agent report (run_export contacts it first)
+    module: object | None = None  # an in-memory nn.Module (Python API only); `model` then only labels it
 
     def resolved(self) -> "ExportRequest":
         """Fill the built-in defaults: the reference model trains and evaluates on Fashion-MNIST."""
-        if self.model is None:
+        if self.module is not None:
+            if self.input_shape is None:
+                raise UserInputError("an in-memory model needs input_shape=(N, C, H, W)")
+            if self.weights is not None:
+                raise UserInputError("weights= is for a model spec; an in-memory model carries its own")
+            self.model = self.model or f"<in-memory {type(self.module).__name__}>"
+        elif self.model is None:
             if not DEFAULT_WEIGHTS.is_file():
                 raise UserInputError(f"the built-in reference weights are missing ({DEFAULT_WEIGHTS}); reinstall edgecomp")
             self.model, self.weights = DEFAULT_MODEL, str(DEFAULT_WEIGHTS)
@@ -129,7 +136,8 @@ def run_export(request: ExportRequest, log: Callable[[str], None] = print) -> di
         check_stage_files(outdir)
     check_target_reachable(req, log)
     stages = Stages(outdir, force=req.force, log=log)
-    source = {"model": model_fingerprint(req.model), "weights": req.weights, "weights_sha": sha256_file(req.weights),
+    model = module_fingerprint(req.module) if req.module is not None else model_fingerprint(req.model)
+    source = {"model": model, "weights": req.weights, "weights_sha": sha256_file(req.weights),
               "input_shape": req.input_shape}
     analysis = stages.run("analyze", "analyze", {**source, "profile": req.profile.to_dict(), "scheme": req.scheme,
                                                   "precision": req.precision, "mac_budget": req.mac_budget,

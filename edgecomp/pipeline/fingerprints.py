@@ -113,6 +113,19 @@ def model_fingerprint(spec: str | None) -> dict | None:
     return _code_digest(text)
 
 
+def module_fingerprint(module) -> dict:
+    """Digest of an in-memory nn.Module (the Python API's edgecomp.export): its structure (repr) and
+    every state-dict tensor's dtype, shape and bytes."""
+    import torch
+
+    h = hashlib.sha256(repr(module).encode())
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous().reshape(-1)
+        h.update(f"\0{name}\0{t.dtype}\0{tuple(tensor.shape)}\0".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return {"in_memory": type(module).__name__, "sha256": h.hexdigest()}
+
+
 def _imagefolder_digest(directory: Path) -> str | None:
     if not directory.is_dir():
         return None

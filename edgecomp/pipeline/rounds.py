@@ -11,8 +11,13 @@ ANALYZE_FOLDER = "analyze"
 
 
 def _load_source(req):
-    from edgecomp.models import load_model
+    """The source model: built from its spec, or a copy of the in-memory module (Python API)."""
+    from edgecomp.models import LoadedModel, load_model
 
+    if req.module is not None:
+        import copy
+
+        return LoadedModel(module=copy.deepcopy(req.module).eval(), spec=req.model, input_shape=tuple(req.input_shape))
     return load_model(req.model, req.weights, trust_pickle=req.trust_pickle)
 
 
@@ -158,7 +163,8 @@ def next_mac_budget(req, entry: dict, analysis: dict, budget_ms: float | None) -
 def compress_stage(req, folder: Path, mac_budget: str | None, table, budget_ms, log) -> dict:
     from edgecomp.compression.cobla import CoblaOptions
     from edgecomp.compression.methods import LCOptions
-    from edgecomp.compression.run import CompressRequest, run_compress
+    from edgecomp.compression.run import CompressRequest, compress_loaded, write_outdir
+    from edgecomp.data import load_dataset
 
     method = req.method
     if method in ("cobla", "lc") and req.data is None:
@@ -172,7 +178,9 @@ def compress_stage(req, folder: Path, mac_budget: str | None, table, budget_ms, 
         finetune_epochs=req.finetune_epochs if req.data else 0.0, distill=req.distill, progress=req.progress,
         latency_table=table, latency_budget_ms=budget_ms if table else None,
     )
-    report = run_compress(request, log=log)
+    data = load_dataset(req.data) if req.data else None
+    eval_data = load_dataset(req.eval_data) if req.eval_data else None
+    report = write_outdir(folder, compress_loaded(request, _load_source(req), data, eval_data, log), log)
     return {
         "outdir": str(folder),
         "method": method,
@@ -235,11 +243,13 @@ def export_stage(req, folder: Path, compressed: str | None, analysis: dict, log)
     from edgecomp.factor import load_compressed
 
     # The spec on this command's own command line rebuilds the architecture (the recipe's never decides what runs).
-    loaded = (load_compressed(compressed, model_spec=req.model, trust_pickle=req.trust_pickle) if compressed
-              else _load_source(req))
+    loaded = (load_compressed(compressed, model_spec=req.model, trust_pickle=req.trust_pickle,
+                              source_module=_load_source(req).module if req.module is not None else None)
+              if compressed else _load_source(req))
     input_shape = tuple(analysis["input_shape"])
     recipe = loaded.recipe or {}
-    metadata = build_metadata(source_model=req.model, weights=req.weights, device=req.profile.name,
+    # An in-memory model has no spec that could rebuild it: the metadata names none.
+    metadata = build_metadata(source_model=req.model if req.module is None else None, weights=req.weights, device=req.profile.name,
                               scheme=recipe.get("scheme"), ranks=recipe.get("ranks"), input_shape=input_shape)
     notes = []
     tensorrt = req.profile.runtime == "tensorrt"
@@ -307,7 +317,8 @@ def verify_stage(req, folder: Path, export: dict, budget_ms: float | None, log) 
     result = runtime.verify(
         artifact, req.profile, target=req.target, data_spec=req.eval_data, latency_budget_ms=budget_ms,
         percentile=req.percentile, max_accuracy_drop=req.max_accuracy_drop if req.eval_data else None,
-        reference=ReferenceSpec(req.model, req.weights, req.trust_pickle), settings=MeasureSettings(**req.measure),
+        reference=ReferenceSpec(req.model, req.weights, req.trust_pickle, module=_load_source(req).module
+                                if req.module is not None else None), settings=MeasureSettings(**req.measure),
         providers=providers,
     )
     paths = {"json": folder / "verify.json", "markdown": folder / "verify.md", "junit": folder / "junit.xml",
