@@ -131,7 +131,9 @@ def echo_summary(result: VerifyResult | ProfileReport) -> None:
     click.echo(f"  latency ms: n={s.n} min {s.min:.4g} mean {s.mean:.4g} p50 {s.p50:.4g} p90 {s.p90:.4g} "
                f"p95 {s.p95:.4g} p99 {s.p99:.4g} max {s.max:.4g}  CV {s.cv:.3f} robust CV "
                f"{s.robust_cv:.3f}{' (UNSTABLE)' if s.unstable else ''}  throughput {s.throughput_per_s:.4g}/s")
-    if report.accuracy:
+    if report.accuracy and report.accuracy.get("top1") is None:
+        click.echo(f"  accuracy: metric {report.accuracy['metric']:.6g} on {report.accuracy['samples']} samples")
+    elif report.accuracy:
         top5 = report.accuracy.get("top5")
         click.echo(f"  accuracy: top-1 {report.accuracy['top1']:.4f}"
                    + (f" top-5 {top5:.4f}" if top5 is not None else "") + f" on {report.accuracy['samples']} samples")

@@ -145,15 +145,16 @@ def latency_gate(stats: LatencyStats, budget_ms: float, percentile: float, *,
 
 
 def accuracy_gate(target_top1: float, reference_top1: float, max_drop: float, *, samples: int,
-                  reference_source: str, paired: bool) -> GateResult:
+                  reference_source: str, paired: bool, metric: str = "top-1") -> GateResult:
+    """PASS when reference - target <= max_drop, in `metric` (top-1, or a user metric: higher is better)."""
     drop = reference_top1 - target_top1
     status = PASS if drop <= max_drop else FAIL
     relation = "<=" if status == PASS else ">"
-    msg = (f"top-1 {target_top1:.4f} vs reference {reference_top1:.4f} ({reference_source}): drop {drop:+.4f} "
+    msg = (f"{metric} {target_top1:.4f} vs reference {reference_top1:.4f} ({reference_source}): drop {drop:+.4f} "
            f"{relation} {max_drop:g} over {samples} samples")
     if not paired:
         msg += " (reference measured on a different sample set: unpaired)"
-    return GateResult("accuracy drop", status, drop, max_drop, "top-1", msg,
+    return GateResult("accuracy drop", status, drop, max_drop, metric, msg,
                       {"target_top1": target_top1, "reference_top1": reference_top1, "samples": samples,
                        "reference_source": reference_source, "paired": paired})
 

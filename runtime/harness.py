@@ -175,9 +175,11 @@ def measure(
     rtol: float = 1e-3,
     target_options: TargetOptions | None = None,
     trust_code: bool = False,
+    metric=None,
 ) -> Measurement:
     """Run one measurement and build its report (profile_artifact/verify call this). `trust_code` allows
-    running the code an OUTDIR's recipe (or an ONNX file's metadata) names (runtime.reference)."""
+    running the code an OUTDIR's recipe (or an ONNX file's metadata) names (runtime.reference).
+    `metric(outputs, labels) -> float` (Python API; higher is better) replaces top-1 in the accuracy."""
     settings = settings or MeasureSettings()
     settings.validate()
     check_gate_options(percentile=percentile)
@@ -267,7 +269,7 @@ def measure(
     if run.result.get("stopped_by") == "max_duration":
         notes.append(f"the timed phase stopped at --max-duration after {latency.n} of {iterations} iterations")
 
-    accuracy = (accuracy_report(run.outputs, pool.y, data=_data_name(pool), model=artifact.path.name)
+    accuracy = (accuracy_report(run.outputs, pool.y, data=_data_name(pool), model=artifact.path.name, metric=metric)
                 if (pool.has_labels and run.outputs is not None) else None)
     if ref is not None and reference_outputs is None and pool.x is not None:
         reference_outputs, ref = _reference_outputs(ref, pool, explicit=reference is not None, notes=notes,
@@ -277,7 +279,7 @@ def measure(
         reference_info = {"model": ref.describe(), "origin": ref.origin, "ran_on": "host (PyTorch)"}
         if pool.has_labels:
             reference_info["accuracy"] = accuracy_report(reference_outputs, pool.y, data=_data_name(pool),
-                                                         model=f"the reference model {ref.describe()}")
+                                                         model=f"the reference model {ref.describe()}", metric=metric)
         if run.outputs is not None:
             agreement = agreement_report(run.outputs, reference_outputs, model=artifact.path.name,
                                          reference_name=f"the reference model {ref.describe()}")
@@ -394,6 +396,7 @@ def profile_artifact(
     rtol: float = 1e-3,
     target_options: TargetOptions | None = None,
     trust_code: bool = False,
+    metric=None,
 ) -> ProfileReport:
     """Measure ARTIFACT (.onnx/.ort/.engine or compress OUTDIR) on the profile's target without gating.
 
@@ -403,4 +406,5 @@ def profile_artifact(
     """
     return measure(artifact_path, profile, target=target, data_spec=data_spec, batch_size=batch_size,
                    percentile=percentile, settings=settings, providers=providers, reference=reference,
-                   compare=compare, atol=atol, rtol=rtol, target_options=target_options, trust_code=trust_code).report
+                   compare=compare, atol=atol, rtol=rtol, target_options=target_options, trust_code=trust_code,
+                   metric=metric).report

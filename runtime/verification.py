@@ -43,12 +43,15 @@ def verify(
     rtol: float = 1e-3,
     target_options: TargetOptions | None = None,
     trust_code: bool = False,
+    metric=None,
 ) -> VerifyResult:
     """Measure and gate. Budget/percentile default to the profile's; max_accuracy_drop None skips accuracy.
 
     Exit codes: 0 all gates pass, 1 a budget is exceeded, 3 inconclusive; could-not-run raises an
-    EdgecompError (exit 2). `reference_outputs` (outputs of the reference model on the same pool:
-    same data spec, samples and seed) replace running the reference model for the agreement gate.
+    EdgecompError (exit 2). `reference_outputs` (outputs of the reference model on the same pool: same
+    data spec, samples and seed) replace running the reference model for the agreement gate.
+    `metric(outputs, labels) -> float` (Python API; higher is better) replaces top-1 in the accuracy
+    gate, whose drop is then in the metric's units.
     """
     settings = settings or MeasureSettings()
     budget = profile.latency_budget_ms if latency_budget_ms is None else latency_budget_ms
@@ -62,7 +65,7 @@ def verify(
     m = measure(artifact_path, profile, target=target, data_spec=data_spec, batch_size=batch_size,
                 percentile=pct if budget is not None else None, settings=settings, providers=providers,
                 reference=reference, need_reference=need_reference, compare=compare, atol=atol, rtol=rtol,
-                target_options=target_options, trust_code=trust_code)
+                target_options=target_options, trust_code=trust_code, metric=metric)
     results: list[G.GateResult] = []
     if budget is None:
         results.append(G.skipped("latency", f"no latency budget (profile {profile.name!r} has none; pass "
@@ -74,30 +77,36 @@ def verify(
     elif data_spec is None:
         results.append(G.skipped("accuracy drop", "random inputs; pass --data to gate accuracy"))
     else:
-        results.append(_accuracy_gate(m, max_accuracy_drop, reference_accuracy, reference_outputs))
+        results.append(_accuracy_gate(m, max_accuracy_drop, reference_accuracy, reference_outputs, metric))
     if compare:
         results.append(G.compare_gate(m.report.compare) if m.report.compare is not None
                        else G.skipped("output agreement", "fewer than two runtimes could run the model"))
     return VerifyResult(G.exit_code(results), results, m.report)
 
 
-def _accuracy_gate(m: Measurement, max_drop: float, reference_accuracy, reference_outputs) -> G.GateResult:
-    """Labelled data: given accuracy > given outputs > reference model on the same samples > report.json.
-    Unlabelled data: agreement with given outputs > with the reference model."""
+def _accuracy_gate(m: Measurement, max_drop: float, reference_accuracy, reference_outputs, metric=None) -> G.GateResult:
+    """Labelled data: given accuracy > given outputs > reference model on the same samples > report.json
+    (top-1 only: a user metric has no recorded reference). Unlabelled data: agreement with given
+    outputs > with the reference model. With `metric`, the drop is in the metric's units."""
     report = m.report
+    key, name = ("metric", "metric") if metric is not None else ("top1", "top-1")
     if m.pool.has_labels and report.accuracy is not None:
-        target_top1 = report.accuracy["top1"]
+        target_top1 = report.accuracy[key]
         n = report.accuracy["samples"]
         if reference_accuracy is not None:
             return G.accuracy_gate(target_top1, reference_accuracy, max_drop, samples=n,
-                                   reference_source="given", paired=False)
+                                   reference_source="given", paired=False, metric=name)
         if reference_outputs is not None:
-            ref_top1 = accuracy_report(_check_ref(reference_outputs, m), m.pool.y)["top1"]
+            ref_top1 = accuracy_report(_check_ref(reference_outputs, m), m.pool.y, metric=metric)[key]
             return G.accuracy_gate(target_top1, ref_top1, max_drop, samples=n, reference_source="given outputs",
-                                   paired=True)
+                                   paired=True, metric=name)
         if report.reference and report.reference.get("accuracy"):
-            return G.accuracy_gate(target_top1, report.reference["accuracy"]["top1"], max_drop, samples=n,
-                                   reference_source=f"{report.reference['model']} on the same samples", paired=True)
+            return G.accuracy_gate(target_top1, report.reference["accuracy"][key], max_drop, samples=n,
+                                   reference_source=f"{report.reference['model']} on the same samples", paired=True,
+                                   metric=name)
+        if metric is not None:
+            raise UserInputError("cannot gate a user metric without a reference: pass reference= (a model spec) or "
+                                 "reference_accuracy= (the metric's value for the original model)")
         if m.artifact.outdir is not None:  # a newer edgecomp's report.json: say so, rather than misread it
             read_optional(Path(m.artifact.outdir) / REPORT_FILE, "compress-report")
         from_report = report_accuracy(m.artifact.outdir)

@@ -147,3 +147,33 @@ def test_regression_model_with_own_loss_training_loop_and_metric():
     assert len(calls["train"]) >= 3  # two L steps and the fine-tuning
     assert any(p > 0 for p in calls["train"]) and calls["train"][-1] == 0.0  # LC's penalty; none when fine-tuning
     assert lc.report["finetune"]["mode"] == "train_fn" and lc.report["macs"] <= 0.5 * lc.report["original_macs"]
+
+
+def test_verify_gates_a_user_metric_in_its_own_units(tmp_path):
+    import numpy as np
+
+    model = _net()
+    onnx_path = edgecomp.convert(model, tmp_path / "m.onnx", input_shape=(1, 1, 28, 28)).onnx_path
+    calls = []
+
+    def top1(outputs, labels):
+        calls.append(len(labels))
+        return float(np.mean(np.argmax(outputs, axis=1) == labels))
+
+    quick = {"warmup_s": 0.0, "iterations": 20, "min_duration_s": 0.0}
+    plain = edgecomp.verify(onnx_path, device="x86-host", target="local", data="fashion-mnist:test",
+                            latency_budget_ms=1000, max_accuracy_drop=1.0, reference_accuracy=1.0, settings=quick)
+    mine = edgecomp.verify(onnx_path, device="x86-host", target="local", data="fashion-mnist:test",
+                           latency_budget_ms=1000, max_accuracy_drop=1.0, reference_accuracy=1.0, settings=quick,
+                           metric=top1)
+    assert calls and mine.report.accuracy["metric"] == pytest.approx(plain.report.accuracy["top1"])
+    gate = {g.name: g for g in mine.gates}["accuracy drop"]
+    assert gate.unit == "metric" and gate.status == "PASS"
+    assert gate.measured == pytest.approx(1.0 - plain.report.accuracy["top1"])
+    strict = edgecomp.verify(onnx_path, device="x86-host", target="local", data="fashion-mnist:test",
+                             latency_budget_ms=1000, max_accuracy_drop=0.0, reference_accuracy=1.0, settings=quick,
+                             metric=top1)
+    assert strict.exit_code == 1  # an untrained net is far below a perfect reference
+    with pytest.raises(UserInputError, match="user metric without a reference"):
+        edgecomp.verify(onnx_path, device="x86-host", target="local", data="fashion-mnist:test",
+                        latency_budget_ms=1000, settings=quick, metric=top1)

@@ -34,7 +34,9 @@ def verify(
 
     device   a profile name, YAML path or DeviceProfile; target: local | ssh://user@host | adb[://SERIAL]
              (default: the profile's); data: a data spec for the accuracy gate (None: latency only);
-             budgets default to the profile's. Other keywords go to edgecomp.runtime.verify.
+             budgets default to the profile's. metric=(outputs, labels) -> float (higher is better)
+             replaces top-1 in the accuracy gate (with reference= or reference_accuracy= in its units).
+             Other keywords go to edgecomp.runtime.verify (reference, reference_accuracy, providers, ...).
     """
     from edgecomp.runtime.verification import verify as run_verify
 

@@ -59,7 +59,14 @@ def latency_section(report: ProfileReport) -> list[str]:
 
 def accuracy_section(report: ProfileReport) -> list[str]:
     lines: list[str] = []
-    if report.accuracy:
+    if report.accuracy and report.accuracy.get("top1") is None:  # a user metric (Python API)
+        ref = (report.reference or {}).get("accuracy") or {}
+        lines += ["### Accuracy", "", "| model | samples | metric |", "|---|---|---|",
+                  f"| artifact on target | {report.accuracy['samples']} | {report.accuracy['metric']:.6g} |"]
+        if ref.get("metric") is not None:
+            lines.append(f"| reference ({_cell(report.reference['model'])}) | {ref['samples']} | {ref['metric']:.6g} |")
+        lines.append("")
+    elif report.accuracy:
         a = report.accuracy
         top5 = "n/a" if a.get("top5") is None else f"{a['top5']:.4f}"
         lines += ["### Accuracy", "", "| model | samples | top-1 (95% CI) | top-5 |", "|---|---|---|---|",
