@@ -279,8 +279,9 @@ def convert(
     the ONNX export (exporters.onnx_export); metadata: edgecomp.* entries to stamp (over the recipe's for an
     output directory). workspace_mb, timing_cache: the TensorRT build.
     engine_builder: builds the engine elsewhere instead of here (see EngineBuilder). When no engine can
-    be built (no TensorRT or GPU here, or the build fails), the trtexec script is written instead and
-    the result says why (engine_error); nothing is raised for that. `log` gets a line saying so.
+    be built (no TensorRT or GPU here, or engine_builder's build fails), the trtexec script is written
+    instead and the result says why (engine_error); nothing is raised for that, and `log` gets a line
+    saying so. A build that fails here, with TensorRT present, raises its error.
     Returns a ConvertResult; raises UserInputError / VerificationError (nothing half-written) otherwise.
     """
     from edgecomp.outdir import check_replaceable, is_outdir, record
@@ -297,6 +298,8 @@ def convert(
         "onnx": [], "ort": ["ort", "config"], "tensorrt": ["engine", "script"]}[format]
     if is_outdir(layout.folder):  # an output directory: never over a file of the user's
         check_replaceable(layout.folder, [names[k].name for k in wanted])
+    else:
+        _check_onnx_siblings([names[k] for k in wanted], out, source if kind == "onnx" else None)
     if kind == "onnx":
         shapes = shapes or ([shape] if (shape := _onnx_shape(model)) else None)
 
@@ -367,11 +370,35 @@ def _to_engine(names, found, onnx_path: Path, shape, precision, workspace_mb, ti
         found.update(trtexec_script=exc.script_path, engine_error=exc.reason)
         log(f"no TensorRT here ({exc.reason}); wrote {exc.script_path}: run it on the device")
     except EdgecompError as exc:
+        if engine_builder is None:
+            raise  # TensorRT is here and the build failed: that is the answer, not a script for elsewhere
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         script = write_trtexec_script(onnx_path, command, reason=f"building the engine failed: {reason}",
                                       engine_path=names["engine"])
         found.update(trtexec_script=script, engine_error=reason)
         log(f"could not build the engine ({reason}); wrote {script}: run it on the device")
+
+
+def _written_by_edgecomp(path: Path) -> bool:
+    """An ONNX file with edgecomp's metadata (what this function writes); False for anything else."""
+    try:
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - not an ONNX file we can read: not ours
+        return False
+    return any(prop.key.startswith("edgecomp.") for prop in model.metadata_props)
+
+
+def _check_onnx_siblings(paths: list[Path], out, source) -> None:
+    """Outside an output directory, the ONNX files written beside `out` (the float STEM.onnx beside an
+    INT8, .ort or engine output; STEM.int8.onnx beside .ort or an engine) may replace only a file that
+    edgecomp wrote, `out` itself, or the source being converted."""
+    keep = {Path(out).resolve()} | ({Path(source).resolve()} if source is not None else set())
+    for path in paths:
+        if path.suffix == ".onnx" and path.exists() and path.resolve() not in keep and not _written_by_edgecomp(path):
+            raise UserInputError(f"{path} exists and edgecomp did not write it; converting to {out} writes that file "
+                                 "too: move it, or give another output name")
 
 
 def _paths(names, found) -> list[Path]:

@@ -174,12 +174,15 @@ def int8_settings(runs_on="host") -> Int8Settings:
                         f"{where}: int8 kernel accumulation unknown, 7-bit weights are exact on every CPU")
 
 
-def int8_runs_on(runtime: str | None, local: bool) -> str:
-    """What runs an INT8 model made for `runtime` ("tensorrt" | "onnxruntime" | None): "gpu", "host" or "unknown".
+def int8_runs_on(runtime: str | None, local: bool, environment: Mapping | None = None):
+    """What runs an INT8 model made for `runtime` ("tensorrt" | "onnxruntime" | None): "gpu", "host",
+    the remote target's CpuInfo (from its agent's `environment` report), or "unknown".
 
-    A local run (no device, or a stand-in on this machine) is the host; a remote CPU is unknown
-    until its agent reports (then pass `cpu_from_agent(...)` to quantize_int8 instead).
+    A local run (no device, or a stand-in on this machine) is the host; a remote CPU is unknown until
+    its agent reports. The one decision the convert command, the API and the pipeline all use.
     """
     if runtime == "tensorrt":
         return "gpu"
-    return "host" if local else "unknown"
+    if local:
+        return "host"
+    return cpu_from_agent(environment) if environment else "unknown"

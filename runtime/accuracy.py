@@ -22,6 +22,7 @@ import numpy as np
 
 from edgecomp.data.fit import check_labels
 from edgecomp.errors import UserInputError
+from edgecomp.metrics import score
 from edgecomp.runtime.stats import wilson_interval
 
 
@@ -68,11 +69,7 @@ def metric_report(outputs: np.ndarray, targets: Any, metric: Callable[[Any, Any]
     n = len(outputs)
     if n == 0:
         raise UserInputError("no outputs to score")
-    value = metric(outputs, targets)
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise UserInputError(f"metric must return a number, got {type(value).__name__}") from None
+    value = score(metric, outputs, targets)
     return {"samples": n, "metric": value, "top1": None, "top1_ci95": None, "top5": None}
 
 

@@ -99,11 +99,12 @@ def run_reference(ref: ReferenceSpec, x: np.ndarray, batch_size: int = 64) -> np
 
 
 def report_accuracy(outdir: Path | None) -> float | None:
-    """original_accuracy from an OUTDIR's report.json (a fraction in [0, 1]), or None."""
+    """original_accuracy from an OUTDIR's report.json (a top-1 fraction in [0, 1]), or None (also when
+    compress measured a user metric instead)."""
     from edgecomp.runtime.artifacts import outdir_report
 
     report = outdir_report(outdir)
-    if not report:
+    if not report or report.get("accuracy_metric", "top1") != "top1":  # a user metric's value is not a top-1
         return None
     value = report.get("original_accuracy")
     if isinstance(value, dict):  # tolerate {"top1": ...}

@@ -116,6 +116,9 @@ def _accuracy_gate(m: Measurement, max_drop: float, reference_accuracy, referenc
                                    reference_source="report.json original_accuracy", paired=False)
         raise UserInputError("cannot gate accuracy: no reference accuracy (pass --reference MODEL_SPEC, or verify an "
                              "output directory whose report.json has original_accuracy)")
+    if metric is not None:
+        raise UserInputError("a user metric needs labelled data (its targets): this data has no labels, so only the "
+                             "top-1 agreement bound with a reference model applies; drop metric= to use it")
     # unlabelled: agreement bound
     if reference_outputs is not None:
         agreement = agreement_report(m.outputs, _check_ref(reference_outputs, m))

@@ -177,3 +177,80 @@ def test_verify_gates_a_user_metric_in_its_own_units(tmp_path):
     with pytest.raises(UserInputError, match="user metric without a reference"):
         edgecomp.verify(onnx_path, device="x86-host", target="local", data="fashion-mnist:test",
                         latency_budget_ms=1000, settings=quick, metric=top1)
+
+
+def test_review_fixes_data_labels_and_regression_targets():
+    import numpy as np
+    from torch.utils.data import Subset
+
+    from edgecomp.data import ArrayDataset
+
+    class NumpyLabels(torch.utils.data.Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return torch.zeros(1, 28, 28), np.int64(i % 3)
+
+    labelled = as_dataset(NumpyLabels())
+    assert labelled.has_labels and labelled.get_batch([0, 1, 2, 3])[1].tolist() == [0, 1, 2, 0]
+    unlabelled = ArrayDataset(np.zeros((6, 1, 28, 28), np.float32), None, name="u")
+    assert not as_dataset(DataLoader(Subset(unlabelled, [0, 1, 2]))).has_labels  # -1 is not a class
+    regression = TensorDataset(torch.randn(32, 8), torch.randn(32, 2))
+    mlp = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 2))
+    with pytest.raises(UserInputError, match="loss_fn"):
+        edgecomp.compress(mlp, input_shape=(1, 8), data=regression, mac_budget=0.5)
+    with pytest.raises(UserInputError, match="train_fn"):
+        edgecomp.compress(mlp, input_shape=(1, 8), data=regression, mac_budget=0.5, method="uniform",
+                          finetune_epochs=1.0)
+    with pytest.raises(UserInputError, match="unknown option bogus"):
+        edgecomp.verify("model.onnx", device="x86-host", bogus=1)
+
+
+def test_saved_in_memory_model_names_no_spec_and_is_re_evaluated_after_own_training(loader, tmp_path):
+    import torch.nn.functional as F
+
+    from edgecomp.factor import load_compressed
+
+    result = edgecomp.compress(_net(), device="jetson", input_shape=(1, 1, 28, 28), data=loader, eval_data=loader,
+                               mac_budget=0.5, method="uniform")
+    opt = torch.optim.SGD(result.model.parameters(), lr=0.05)
+    for x, y in loader:  # the user's own training changes the weights
+        opt.zero_grad()
+        F.cross_entropy(result.model(x), y).backward()
+        opt.step()
+    saved = result.save(tmp_path / "out")
+    report = json.loads((saved / "report.json").read_text())
+    assert report["trained_after_compress"] and report["accuracy_at_compress"] is not None
+    from edgecomp.compression.run import evaluate_accuracy
+
+    assert report["accuracy"] == pytest.approx(evaluate_accuracy(result.model, as_dataset(loader)))  # measured again
+    recipe = json.loads((saved / "recipe.json").read_text())
+    assert recipe["source"]["spec"] is None and recipe["source"]["in_memory"] == "Sequential"
+    with pytest.raises(UserInputError, match="in-memory Sequential"):
+        load_compressed(saved, trust_code=True)
+    rebuilt = load_compressed(saved, source_module=_net()).module
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.allclose(rebuilt(x), result.model.eval()(x), atol=1e-5)
+
+
+def test_verify_never_reads_a_user_metric_as_top1(tmp_path):
+    """compress measured a user metric: verify DIR must not gate top-1 against that number."""
+    import numpy as np
+
+    gen = torch.Generator().manual_seed(3)
+    data = TensorDataset(torch.rand(64, 1, 28, 28, generator=gen), torch.randint(0, 10, (64,), generator=gen))
+    result = edgecomp.compress(_net(), device="jetson", input_shape=(1, 1, 28, 28), data=data, eval_data=data,
+                               mac_budget=0.5, method="uniform", metric=lambda out, y: 0.02 + 0 * float(np.mean(y)))
+    saved = result.save(tmp_path / "out")
+    with pytest.raises(UserInputError, match="no reference accuracy"):
+        edgecomp.verify(saved, device="x86-host", target="local", data="fashion-mnist:test", latency_budget_ms=1000,
+                        settings={"warmup_s": 0.0, "iterations": 20, "min_duration_s": 0.0})
+
+
+def test_convert_never_replaces_a_users_onnx_file_beside_its_output(tmp_path):
+    (tmp_path / "net.onnx").write_text("the user's own file")
+    with pytest.raises(UserInputError, match="edgecomp did not write it"):
+        edgecomp.convert(_net(), tmp_path / "net.int8.onnx", input_shape=(1, 1, 28, 28), precision="int8",
+                         calibration=torch.rand(16, 1, 28, 28).numpy())
+    assert (tmp_path / "net.onnx").read_text() == "the user's own file"

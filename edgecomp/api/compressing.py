@@ -19,6 +19,7 @@ from edgecomp.compression.methods import LCOptions
 from edgecomp.compression.run import CompressRequest, Compressed, compress_loaded, write_outdir
 from edgecomp.errors import UserInputError
 from edgecomp.models import LoadedModel
+from edgecomp.models.loading import in_memory_label
 
 
 @dataclass
@@ -34,6 +35,9 @@ class CompressionResult:
     ranks: dict[str, int]
     report: dict
     _done: Compressed = dataclasses.field(repr=False)
+    _eval_data: Any = dataclasses.field(default=None, repr=False)
+    _metric: Callable | None = dataclasses.field(default=None, repr=False)
+    _weights_sha: str = dataclasses.field(default="", repr=False)
 
     @property
     def macs(self) -> int:
@@ -46,11 +50,41 @@ class CompressionResult:
     def save(self, outdir: str | os.PathLike, log: Callable[[str], None] = lambda _line: None) -> Path:
         """Write the directory `edgecomp compress -o OUTDIR` writes (model.safetensors, recipe.json,
         model.onnx, report.json, ranks.png), atomically. The current weights of `self.model` are saved,
-        so fine-tune first, then save. Returns the directory."""
+        so fine-tune first, then save: when the weights changed since compress (your own training), the
+        accuracy is measured again on eval_data, and report.json keeps the earlier one as
+        accuracy_at_compress. Returns the directory."""
+        from edgecomp.compression.run import evaluate_accuracy
+
         self._done.result.model = self.model
+        if _weights_sha(self.model) != self._weights_sha:
+            self.report = {**self.report, "accuracy_at_compress": self.report.get("accuracy"),
+                           "accuracy": evaluate_accuracy(self.model, self._eval_data, self._metric),
+                           "trained_after_compress": True}
+            self._done.report = self.report
+            self._weights_sha = _weights_sha(self.model)
         report = write_outdir(outdir, self._done, log=log)
         self.report = {k: v for k, v in report.items() if k != "outdir"}
         return Path(outdir)
+
+
+def _weights_sha(model: nn.Module) -> str:
+    from edgecomp.pipeline.fingerprints import module_fingerprint
+
+    return module_fingerprint(model)["sha256"]
+
+
+def _check_targets(data, method: str, loss_fn, train_fn, finetune_epochs: float) -> None:
+    """Targets that are not class labels need the user's own loss: the built-in ones are cross-entropy
+    or distillation on class scores."""
+    if not getattr(data, "has_targets", False):
+        return
+    needs = [what for what, missing in (("loss_fn= (COBLA's loss)", method == "cobla" and loss_fn is None),
+                                        ("train_fn= (LC's L steps)", method == "lc" and train_fn is None),
+                                        ("train_fn= (fine-tuning)", finetune_epochs > 0 and train_fn is None))
+             if missing]
+    if needs:
+        raise UserInputError(f"data has targets that are not class labels (e.g. regression values), and the built-in "
+                             f"losses are cross-entropy or distillation on class scores: pass {' and '.join(needs)}")
 
 
 def _options(kind, value, what: str):
@@ -125,7 +159,7 @@ def compress(
         raise UserInputError("compress takes one input shape; models with several inputs can be converted "
                              "(edgecomp.convert) and verified, but not yet compressed")
     req = CompressRequest(
-        model=f"<in-memory {type(model).__name__}>", outdir="", input_shape=shape[0], profile=profile,
+        model=in_memory_label(model), outdir="", input_shape=shape[0], profile=profile,
         mac_budget=budget_text(mac_budget, "mac_budget"), memory_budget=budget_text(memory_budget, "memory_budget"),
         precision=precision, method=method, scheme=scheme,
         data=data if isinstance(data, str) else None, eval_data=eval_data if isinstance(eval_data, str) else None,
@@ -137,10 +171,13 @@ def compress(
         req.lc = dataclasses.replace(req.lc, train_fn=train_fn)
     if profile is None and req.mac_budget is None and req.memory_budget is None:
         raise UserInputError("no budget: pass device=... or mac_budget=/memory_budget=")
+    train, test = as_dataset(data, "data"), as_dataset(eval_data, "eval_data")
+    _check_targets(train, method, loss_fn, train_fn, finetune_epochs)
     was_training = model.training
     loaded = LoadedModel(module=model.eval(), spec=req.model, input_shape=shape[0])
     try:
-        done = compress_loaded(req, loaded, as_dataset(data, "data"), as_dataset(eval_data, "eval_data"), log=log)
+        done = compress_loaded(req, loaded, train, test, log=log)
     finally:
         model.train(was_training)
-    return CompressionResult(model=done.result.model, ranks=dict(done.result.factored), report=done.report, _done=done)
+    return CompressionResult(model=done.result.model, ranks=dict(done.result.factored), report=done.report, _done=done,
+                             _eval_data=test, _metric=metric, _weights_sha=_weights_sha(done.result.model))

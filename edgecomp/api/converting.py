@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from edgecomp.api.devices import as_profile
+from edgecomp.api.keywords import keywords_checked
 from edgecomp.exporters.convert import ConvertResult, for_device
 from edgecomp.exporters.convert import convert as _convert
 from edgecomp.exporters.from_outdir import OutputDir
@@ -54,6 +55,6 @@ def convert(
     fmt = format or ("tensorrt" if profile is not None and profile.runtime == "tensorrt" else "onnx")
     if profile is not None and "runs_on" not in options:
         precision, options["runs_on"] = for_device(fmt, precision, profile)
-    return _convert(source, out, input_shape=input_shape, format=fmt, precision=precision,
-                    calibration=_calibration_array(calibration, calibration_samples),
-                    calibration_samples=calibration_samples, **options)
+    return keywords_checked(_convert, "convert", source, out, input_shape=input_shape, format=fmt,
+                            precision=precision, calibration=_calibration_array(calibration, calibration_samples),
+                            calibration_samples=calibration_samples, **options)

@@ -14,18 +14,29 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from edgecomp.data import EdgeDataset, load_dataset
+from edgecomp.data import EdgeDataset, SubsetDataset, load_dataset
 from edgecomp.data.dataset import UNLABELED
 from edgecomp.errors import UserInputError
 
 
 
-def _is_class_label(y: Any) -> bool:
+def _class_label(y: Any) -> int | None:
+    """y as a class index if it is one (a Python or numpy integer, or an integer tensor/array with
+    one element), else None. Negative labels mean "unlabelled" (edgecomp's -1)."""
+    import numbers
+
+    import numpy as np
+
     if isinstance(y, bool):
-        return False
-    if isinstance(y, int):
-        return True
-    return isinstance(y, torch.Tensor) and y.ndim == 0 and not y.is_floating_point() and not y.is_complex()
+        return None
+    if isinstance(y, (numbers.Integral, np.integer)):
+        return int(y)
+    if isinstance(y, torch.Tensor) and y.numel() == 1:
+        integral = not (y.is_floating_point() or y.is_complex() or y.dtype == torch.bool)
+        return int(y.reshape(-1)[0]) if integral else None
+    if isinstance(y, np.ndarray) and y.size == 1:
+        return int(y.reshape(-1)[0]) if np.issubdtype(y.dtype, np.integer) else None
+    return None
 
 
 class TorchDataset(EdgeDataset):
@@ -42,7 +53,11 @@ class TorchDataset(EdgeDataset):
         self.name = name
         x, y = self._split(dataset[0])
         self.sample_shape = tuple(int(d) for d in x.shape)
-        self.has_labels = y is not None and _is_class_label(y)
+        label = _class_label(y) if y is not None else None
+        self.has_labels = label is not None and label >= 0
+        # Targets that are not class labels (regression values, boxes): only the user's own loss_fn,
+        # train_fn and metric know what to do with them.
+        self.has_targets = y is not None and label is None
         self.num_classes = None
         self._n = n
 
@@ -68,7 +83,8 @@ class TorchDataset(EdgeDataset):
         if y is None:
             return x, torch.tensor(UNLABELED, dtype=torch.int64)
         if self.has_labels:
-            return x, torch.as_tensor(y, dtype=torch.int64).reshape(())
+            label = _class_label(y)
+            return x, torch.tensor(UNLABELED if label is None else label, dtype=torch.int64)
         return x, torch.as_tensor(y) if not isinstance(y, torch.Tensor) else y
 
     def get_batch(self, indices):
@@ -84,13 +100,22 @@ class TorchDataset(EdgeDataset):
 
 
 def as_dataset(data, what: str = "data") -> EdgeDataset | None:
-    """`data` as an EdgeDataset (None stays None). See the module docstring for the accepted forms."""
+    """`data` as an EdgeDataset (None stays None). See the module docstring for the accepted forms.
+    A DataLoader or Subset over an EdgeDataset keeps that dataset's metadata (labels, classes)."""
+    from torch.utils.data import Subset
+
     if data is None or isinstance(data, EdgeDataset):
         return data
     if isinstance(data, str):
         return load_dataset(data)
     if isinstance(data, DataLoader):
         data = data.dataset
+    if isinstance(data, Subset):
+        base = as_dataset(data.dataset, what)
+        if isinstance(base, EdgeDataset) and not isinstance(base, TorchDataset):
+            return SubsetDataset(base, list(data.indices))
+    if isinstance(data, EdgeDataset):
+        return data
     if isinstance(data, Dataset):
         return TorchDataset(data, name=f"{what}: {type(data).__name__}")
     raise UserInputError(f"{what} must be a data spec string, a torch Dataset or a DataLoader, got {type(data).__name__}")

@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from edgecomp.api.budgets import budget_text
 from edgecomp.api.devices import as_profile
+from edgecomp.api.keywords import keywords_checked
 from edgecomp.exporters.onnx_export import input_shapes as as_input_shape
 from edgecomp.errors import UserInputError
 
@@ -69,14 +70,11 @@ def export(
             raise UserInputError("export takes one input shape")
         shape = shapes[0]
     options.setdefault("progress", False)
-    try:
-        request = ExportRequest(
-            profile=as_profile(device), outdir=os.fspath(outdir), model=None if module is not None else model,
-            module=module, weights=None if weights is None else os.fspath(weights), input_shape=shape, target=target,
-            data=data, eval_data=eval_data, mac_budget=budget_text(mac_budget, "mac_budget"),
-            memory_budget=budget_text(memory_budget, "memory_budget"), **options)
-    except TypeError as exc:
-        raise UserInputError(f"export: {exc}") from exc
+    request = keywords_checked(
+        ExportRequest, "export", profile=as_profile(device), outdir=os.fspath(outdir),
+        model=None if module is not None else model, module=module, weights=None if weights is None else os.fspath(weights),
+        input_shape=shape, target=target, data=data, eval_data=eval_data, mac_budget=budget_text(mac_budget, "mac_budget"),
+        memory_budget=budget_text(memory_budget, "memory_budget"), **options)
     report = run_export(request, log=log)
     artifact = (report.get("final") or {}).get("export", {}).get("artifact")
     return ExportResult(exit_code=int(report["exit_code"]), verdict=str(report.get("verdict", "")),

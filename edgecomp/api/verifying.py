@@ -6,12 +6,15 @@ import os
 from typing import Any
 
 from edgecomp.api.devices import as_profile
+from edgecomp.api.keywords import keywords_checked
 from edgecomp.runtime.harness import MeasureSettings, TargetOptions
 from edgecomp.runtime.report import ProfileReport, VerifyResult
 
 
 def _settings(settings: MeasureSettings | dict | None) -> MeasureSettings | None:
-    return MeasureSettings(**settings) if isinstance(settings, dict) else settings
+    if isinstance(settings, dict):
+        return keywords_checked(MeasureSettings, "settings", **settings)
+    return settings
 
 
 def verify(
@@ -40,10 +43,10 @@ def verify(
     """
     from edgecomp.runtime.verification import verify as run_verify
 
-    return run_verify(os.fspath(artifact), as_profile(device), target=target, data_spec=data,
-                      latency_budget_ms=latency_budget_ms, percentile=percentile,
-                      max_accuracy_drop=max_accuracy_drop, settings=_settings(settings),
-                      target_options=target_options, **options)
+    return keywords_checked(run_verify, "verify", os.fspath(artifact), as_profile(device), target=target,
+                            data_spec=data, latency_budget_ms=latency_budget_ms, percentile=percentile,
+                            max_accuracy_drop=max_accuracy_drop, settings=_settings(settings),
+                            target_options=target_options, **options)
 
 
 def profile(
@@ -60,5 +63,5 @@ def profile(
     with confidence bounds, memory, and accuracy when `data` has labels."""
     from edgecomp.runtime.harness import profile_artifact
 
-    return profile_artifact(os.fspath(artifact), as_profile(device), target=target, data_spec=data,
-                            settings=_settings(settings), target_options=target_options, **options)
+    return keywords_checked(profile_artifact, "profile", os.fspath(artifact), as_profile(device), target=target,
+                            data_spec=data, settings=_settings(settings), target_options=target_options, **options)

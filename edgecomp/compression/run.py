@@ -80,8 +80,9 @@ def _export_onnx(model, path: Path, input_shape, recipe: dict, log) -> dict:
             "folded_batchnorms": result.folded_batchnorms}
 
 
-def _evaluate(model, dataset, metric=None) -> float | None:
-    """Top-1 on labelled data, or the user's metric(outputs, targets) (Python API) on any data."""
+def evaluate_accuracy(model, dataset, metric=None) -> float | None:
+    """Top-1 on labelled data, or the user's metric(outputs, targets) (Python API) on any data; None
+    without data (or without labels and a metric)."""
     if dataset is None or (metric is None and not dataset.has_labels):
         return None
     from edgecomp.finetune import evaluate
@@ -216,13 +217,13 @@ def compress_loaded(req: CompressRequest, loaded, data=None, eval_data=None, log
         if bar is not None:
             bar.close()
     t_eval = time.perf_counter()
-    original_accuracy = _evaluate(loaded.module, eval_data, req.metric)
-    accuracy = _evaluate(result.model, eval_data, req.metric)
+    original_accuracy = evaluate_accuracy(loaded.module, eval_data, req.metric)
+    accuracy = evaluate_accuracy(result.model, eval_data, req.metric)
     result.timings["evaluate_s"] = time.perf_counter() - t_eval
     extra = {"accuracy_before_finetune": accuracy, "finetune": None}
     if req.finetune_epochs > 0:
         extra["finetune"] = _finetune(req, result, loaded.module, data)
-        accuracy = _evaluate(result.model, eval_data, req.metric)
+        accuracy = evaluate_accuracy(result.model, eval_data, req.metric)
     result.timings["wall_s"] = time.perf_counter() - t0
     report = build_report(
         result, method=req.method, scheme=req.scheme, budgets=budgets,
@@ -233,8 +234,13 @@ def compress_loaded(req: CompressRequest, loaded, data=None, eval_data=None, log
                "cost": "latency" if req.latency_table else "macs", "latency_budget_ms": req.latency_budget_ms,
                "accuracy_metric": "user metric" if req.metric is not None else "top1", **extra},
     )
+    from edgecomp.models.loading import is_in_memory
+
+    # An in-memory model (the Python API) has no spec that rebuilds it: the recipe says so instead.
+    source = ({"spec": None, "weights": None, "in_memory": type(loaded.module).__name__} if is_in_memory(loaded.spec)
+              else {"spec": loaded.spec, "weights": loaded.weights})
     recipe = {
-        "source": {"spec": loaded.spec, "weights": loaded.weights},
+        "source": source,
         "input_shape": list(input_shape),
         "num_classes": loaded.num_classes,
         "scheme": req.scheme,

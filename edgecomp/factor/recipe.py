@@ -79,7 +79,13 @@ def is_outdir_target(target: str, weights: str | None = None) -> bool:
 
 
 def source_spec(recipe: dict, outdir: str | Path) -> str:
-    spec = (recipe.get("source") or {}).get("spec")
+    source = recipe.get("source") or {}
+    if source.get("in_memory"):
+        raise UserInputError(
+            f"{outdir}'s model was compressed from an in-memory {source['in_memory']} (the Python API), which no "
+            f"spec rebuilds: use its {ONNX_FILE}, which needs no code, name the model's spec (--reference SPEC, "
+            f"model_spec=), or load it with edgecomp.factor.load_compressed(DIR, source_module=YourModel())")
+    spec = source.get("spec")
     if not isinstance(spec, str) or not spec.strip():
         raise UserInputError(f"{Path(outdir) / RECIPE_FILE} names no source model spec")
     return spec.strip()

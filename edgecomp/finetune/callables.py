@@ -16,7 +16,8 @@ the LC toolkit (the L step is the user's training code plus a penalty) and AIMET
                   returns it), computed through model(...) so that it is differentiable w.r.t. the masks.
   metric(outputs, targets) -> float               higher is better; outputs and targets of the whole
                   evaluation set, gathered over batches (tensors concatenated on dim 0, lists joined,
-                  tuples and dicts entry by entry). Default everywhere: top-1 accuracy.
+                  tuples and dicts entry by entry), as numpy arrays: the same types here as in the
+                  harness, which gets the runtime's outputs. Default everywhere: top-1 accuracy.
 """
 
 from __future__ import annotations
@@ -27,11 +28,11 @@ import torch
 from torch import nn
 
 from edgecomp.errors import UserInputError
+from edgecomp.metrics import MetricFn, score
 
 PenaltyFn = Callable[[], torch.Tensor]
 TrainFn = Callable[[nn.Module, PenaltyFn, int], None]
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
-MetricFn = Callable[[Any, Any], float]
 
 
 class ZeroPenalty:
@@ -65,12 +66,8 @@ def run_train_fn(train_fn: TrainFn, model: nn.Module, penalty_fn: PenaltyFn, ste
 
 
 def user_metric(metric: MetricFn, outputs, targets) -> float:
-    """metric(outputs, targets) as a float (a 0-dim tensor or numpy scalar is accepted)."""
-    value = metric(outputs, targets)
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise UserInputError(f"metric must return a number, got {type(value).__name__}") from None
+    """metric(outputs, targets) on numpy arrays, as a float (edgecomp.metrics.score)."""
+    return score(metric, outputs, targets)
 
 
 def gather(parts: list):

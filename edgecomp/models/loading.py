@@ -39,6 +39,17 @@ from edgecomp.models.zoo import ZOO, get_entry
 SPEC_FORMS = "zoo:NAME, path/to/file.py:Factory, package.module:Factory, or a pickled model path/to/model.pt"
 
 
+IN_MEMORY = "<in-memory "  # the label of a model the Python API was handed as an nn.Module (no spec rebuilds it)
+
+
+def in_memory_label(module: nn.Module) -> str:
+    return f"{IN_MEMORY}{type(module).__name__}>"
+
+
+def is_in_memory(spec: str | None) -> bool:
+    return isinstance(spec, str) and spec.startswith(IN_MEMORY)
+
+
 @dataclass
 class LoadedModel:
     """A built model (in eval mode) and what is known about it."""

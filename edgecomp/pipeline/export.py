@@ -72,7 +72,9 @@ class ExportRequest:
                 raise UserInputError("an in-memory model needs input_shape=(N, C, H, W)")
             if self.weights is not None:
                 raise UserInputError("weights= is for a model spec; an in-memory model carries its own")
-            self.model = self.model or f"<in-memory {type(self.module).__name__}>"
+            from edgecomp.models.loading import in_memory_label
+
+            self.model = self.model or in_memory_label(self.module)
         elif self.model is None:
             if not DEFAULT_WEIGHTS.is_file():
                 raise UserInputError(f"the built-in reference weights are missing ({DEFAULT_WEIGHTS}); reinstall edgecomp")

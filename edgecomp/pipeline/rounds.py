@@ -214,14 +214,11 @@ def stand_in_providers(req) -> list[str]:
 def int8_runs_on(req):
     """Which CPU (or GPU) an INT8 artifact of this run is quantized for (exporters.cpu_features): the
     remote target's CPU as its agent reported it, else "gpu", "host" or "unknown"."""
-    from edgecomp.exporters.cpu_features import cpu_from_agent, int8_runs_on as runs_on
+    from edgecomp.exporters.cpu_features import int8_runs_on as runs_on
     from edgecomp.runtime.transport import parse_target
 
     local = parse_target(req.target_url()).kind == "local"  # host or stand-in
-    where = runs_on(req.profile.runtime, local=local)
-    if where == "unknown" and req.target_environment:
-        return cpu_from_agent(req.target_environment)
-    return where
+    return runs_on(req.profile.runtime, local=local, environment=req.target_environment)
 
 
 def int8_choice(req) -> dict | None:

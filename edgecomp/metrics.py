@@ -1,0 +1,32 @@
+"""The user's metric(outputs, targets) -> float (higher is better), called the same way by fine-tuning,
+the compression report and the harness's accuracy gate: on numpy arrays, returning a number."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from edgecomp.errors import UserInputError
+
+MetricFn = Callable[[Any, Any], float]
+
+
+def as_numpy(value: Any) -> Any:
+    """Every tensor in `value` (nested lists, tuples, dicts) as a numpy array; anything else as is."""
+    if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch.Tensor, without importing torch
+        return value.detach().cpu().numpy()
+    if isinstance(value, list):
+        return [as_numpy(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(as_numpy(v) for v in value)
+    if isinstance(value, dict):
+        return {k: as_numpy(v) for k, v in value.items()}
+    return value
+
+
+def score(metric: MetricFn, outputs: Any, targets: Any) -> float:
+    """metric(outputs, targets) on numpy arrays, as a float (a 0-dim tensor or numpy scalar is accepted)."""
+    value = metric(as_numpy(outputs), as_numpy(targets))
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise UserInputError(f"metric must return a number, got {type(value).__name__}") from None
