@@ -8,6 +8,7 @@ from edgecomp.cli.common import (COUNT, NON_NEGATIVE, POSITIVE, SEED, OutputPath
                                  json_option, model_options, parse_input_shape, progress_enabled, resolve_profile)
 from edgecomp.compression.cobla import CoblaOptions
 from edgecomp.compression.methods import METHODS
+from edgecomp.factor.schemes import CP_SOLVERS
 from edgecomp.graph.cost import BYTES_PER_PARAM, SCHEMES
 
 
@@ -45,7 +46,8 @@ def _human(report: dict) -> None:
 @click.option("--memory-budget", default=None, help="Parameter-memory budget: a fraction (0.5, 50%) or absolute (2MB, 512KiB); a plain number above 1 is bytes; none = unconstrained. Overrides the device's.")
 @click.option("--precision", type=click.Choice(sorted(BYTES_PER_PARAM)), default=None, help="Bytes per parameter for the memory budget (default: the device's).")
 @click.option("--method", type=click.Choice(METHODS), default="cobla", show_default=True, help="Rank-selection method.")
-@click.option("--scheme", type=click.Choice(SCHEMES), default="spatial", show_default=True, help="Conv decomposition scheme.")
+@click.option("--scheme", type=click.Choice(SCHEMES), default="spatial", show_default=True, help="Conv decomposition scheme (cp: four convs from a CP fit of the kernel; 1x1 convs and Linear layers use an SVD).")
+@click.option("--cp-solver", type=click.Choice(CP_SOLVERS), default="als", show_default=True, help="--scheme cp: the CP fit at each layer's largest rank (exact ALS, or SPALS: sampled ALS).")
 @click.option("--data", "data_spec", default=None, help="Training data for COBLA's gradients: fashion-mnist[:train], npz:FILE, imagefolder:DIR, module:callable.")
 @click.option("--eval-data", default=None, help="Data to report top-1 accuracy on (e.g. fashion-mnist:test).")
 @click.option("--seed", type=SEED, default=0, show_default=True)
@@ -63,7 +65,7 @@ def _human(report: dict) -> None:
 @click.option("-o", "--output", "outdir", required=True, type=OutputPath("dir"), help="Output directory.")
 @json_option
 def command(model, weights, trust_pickle, input_shape, device, profile_file, mac_budget, memory_budget, precision,
-            method, scheme, data_spec, eval_data, seed, sample, max_iter, draws, no_shrink, finetune_epochs, finetune_lr,
+            method, scheme, cp_solver, data_spec, eval_data, seed, sample, max_iter, draws, no_shrink, finetune_epochs, finetune_lr,
             distill, ranks_from, lc_n_mu, lc_steps_per_mu, outdir, as_json):
     """Compress MODEL under a device's MAC and memory budgets, then optionally fine-tune.
 
@@ -83,7 +85,7 @@ def command(model, weights, trust_pickle, input_shape, device, profile_file, mac
     request = CompressRequest(
         model=model, outdir=outdir, weights=weights, trust_pickle=trust_pickle, input_shape=parse_input_shape(input_shape),
         profile=profile, mac_budget=mac_budget, memory_budget=memory_budget, precision=precision, method=method,
-        scheme=scheme, data=data_spec, eval_data=eval_data, seed=seed,
+        scheme=scheme, cp_solver=cp_solver, data=data_spec, eval_data=eval_data, seed=seed,
         cobla=CoblaOptions(max_iter=max_iter, sample=sample, draws=draws, shrink=not no_shrink, seed=seed),
         lc=LCOptions(ranks_from=ranks_from, n_mu=lc_n_mu, steps_per_mu=lc_steps_per_mu, seed=seed,
                      progress=progress_enabled() and not as_json),

@@ -4,6 +4,12 @@ For the layer's matricization M = sum_j P_j V_j^T (P = U diag(sigma)), the gradi
 respect to mask j is dE/dm_j = P_j^T (dE/dM) V_j (COBLA, Li & Shi, section 3): autograd computes it
 through W = unmatricize((P * m) V^T). All layers read slices of one flat mask vector, so a single
 backward pass fills the whole gradient in the problem's variable order.
+
+Scheme "cp": P_j V_j^T is the j-th CP term lambda_j a_j o b_j o c_j o d_j in the channel matricization
+(edgecomp.factor.schemes.cp_spectrum), so the layer runs one conv with the kernel sum_j m_j (term j),
+exact and differentiable in the masks. CP at the largest rank does not reproduce W, and all masks at 1
+means "left unfactored" (the original weights): then the constant residual W - sum_j (term j) is added,
+so the masked model computes the model that will be built (the gradient is unchanged by a constant).
 """
 
 from __future__ import annotations
@@ -30,10 +36,17 @@ class MaskedLayer(nn.Module):
         self.register_buffer("V", spectrum.V.to(dtype))
         self.masks = masks
         self.start, self.stop = start, stop
+        residual = None
+        if scheme == "cp":
+            full = unmatricize(spectrum.P @ spectrum.V.T, scheme, self.weight_shape)
+            residual = (module.weight.detach().to(full.dtype) - full).to(dtype)
+        self.register_buffer("residual", residual)
 
     def forward(self, x):
         m = self.masks.value[self.start : self.stop]
         weight = unmatricize((self.P * m) @ self.V.T, self.scheme, self.weight_shape)
+        if self.residual is not None and bool(torch.all(m >= 1)):
+            weight = weight + self.residual
         mod = self.module
         if isinstance(mod, nn.Linear):
             return F.linear(x, weight, mod.bias)

@@ -164,6 +164,8 @@ def compress(
     latency_budget_ms: float | None = None,
     loss_fn: LossFn | None = None,
     finetune: FinetuneOptions | None = None,
+    cp_solver: str = "als",
+    seed: int = 0,
 ) -> CompressResult:
     """Choose ranks under the budgets and build the factored model; costs are checked on the built model.
 
@@ -172,10 +174,13 @@ def compress(
     loss_fn(model, batch): COBLA's loss (also for cobla ranks under --ranks-from) in place of
     cross-entropy / distillation. finetune: fine-tune the built model afterwards (finetune_compressed;
     result.finetune says how); the costs do not change.
+    scheme "cp": conv layers are CP-factored (edgecomp.factor.cp_conv), fitted at their largest rank by
+    `cp_solver` ("als" or "spals", seeded by `seed`) and refitted at the chosen rank; each such layer's
+    report row has "cp_refit" (relative errors and fits before/after the refit).
     """
     check_callable(loss_fn, "loss_fn")
     result = _compress(model, input_shape, budgets, method, scheme, data, cobla, lc, heldout, callback,
-                       latency_table, latency_budget_ms, loss_fn)
+                       latency_table, latency_budget_ms, loss_fn, cp_solver, seed)
     if finetune is not None:
         result.finetune = finetune_compressed(result, model, data, finetune)
         result.timings["total_s"] += result.timings["finetune_s"]
@@ -183,16 +188,19 @@ def compress(
 
 
 def _compress(model, input_shape, budgets, method, scheme, data, cobla, lc, heldout, callback, latency_table,
-              latency_budget_ms, loss_fn) -> CompressResult:
+              latency_budget_ms, loss_fn, cp_solver="als", seed=0) -> CompressResult:
     if method not in METHODS:
         raise UserInputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if scheme == "cp" and method in REPORTED_METHODS:
+        raise UserInputError(f"--method {method} estimates ranks from singular values; --scheme cp has CP term "
+                             f"weights instead: use one of {', '.join(BUDGETED_METHODS)}")
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     model = model.eval()
     cost = analyze_model(model, input_shape, scheme)
     if not cost.decomposable:
         raise UserInputError("no layer of this model can be decomposed (see `edgecomp inspect`)")
-    spectra = compute_spectra(model, cost)
+    spectra = compute_spectra(model, cost, cp_solver=cp_solver, seed=seed)
     problem = build_problem(cost, spectra, budgets.macs, budgets.params)
     cost_problem = problem  # MACs: what the built model is checked against
     if latency_table is not None:
@@ -207,7 +215,7 @@ def _compress(model, input_shape, budgets, method, scheme, data, cobla, lc, held
     t1 = time.perf_counter()
     if method == "lc":
         return _compress_lc(model, input_shape, budgets, problem, scheme, data, cobla, lc or LCOptions(), heldout,
-                            callback, timings, t0, loss_fn)
+                            callback, timings, t0, loss_fn, cp_solver, seed)
     components = scales = None
     if method == "cobla":
         if data is None:
@@ -241,7 +249,7 @@ def _compress(model, input_shape, budgets, method, scheme, data, cobla, lc, held
 
 
 def _compress_lc(model, input_shape, budgets, problem, scheme, data, cobla, options: LCOptions, heldout, callback,
-                 timings, t0, loss_fn) -> CompressResult:
+                 timings, t0, loss_fn, cp_solver="als", seed=0) -> CompressResult:
     """LC with ranks fixed by another method (options.ranks_from) or chosen in each C step under the budgets.
     With options.train_fn the L steps are the user's and need no data here."""
     from edgecomp.lc import run_lc
@@ -253,7 +261,8 @@ def _compress_lc(model, input_shape, budgets, problem, scheme, data, cobla, opti
         if options.ranks_from == "lc" or options.ranks_from not in BUDGETED_METHODS:
             raise UserInputError(f"--ranks-from must be one of {', '.join(m for m in BUDGETED_METHODS if m != 'lc')}")
         fixed = compress(model, input_shape, budgets, method=options.ranks_from, scheme=scheme, data=data,
-                         cobla=cobla, heldout=heldout, callback=callback, loss_fn=loss_fn).factored
+                         cobla=cobla, heldout=heldout, callback=callback, loss_fn=loss_fn, cp_solver=cp_solver,
+                         seed=seed).factored
     t1 = time.perf_counter()
     result = run_lc(model, data, scheme=scheme, input_shape=input_shape, ranks=fixed,
                     problem_budgets=None if fixed is not None else (budgets.macs, budgets.params), **options.kwargs())
@@ -353,6 +362,7 @@ def finish(built: nn.Module, problem: RankProblem, selection: RankSelection, inp
             "original_params": int(layer.original_params),
             "energy": layer.energy(int(r)),
             **_layer_shape(infos.get(layer.name)),
+            **_cp_refit(built, layer.name),
         })
     if selection_problem is not problem:
         selection.info["predicted_latency_ms"] = selection_problem.cost(selection.ranks)[0]
@@ -361,6 +371,22 @@ def finish(built: nn.Module, problem: RankProblem, selection: RankSelection, inp
         factored={row["name"]: row["rank"] for row in layers if row["factored"]},
         macs=built_cost.total_macs, params=built_cost.total_params, layers=layers, timings=timings,
     )
+
+
+def _cp_refit(built: nn.Module, name: str) -> dict:
+    """{"cp_refit": ...} for a CP-factored layer (edgecomp.factor.build.cp_refitted): the kernel's relative
+    error ||K - K_r|| / ||K|| of the kept terms before the refit and after it, and the fits (1 - error)."""
+    from edgecomp.factor.cp_conv import CPConv2d
+
+    try:
+        module = built.get_submodule(name)
+    except AttributeError:
+        return {}
+    if not isinstance(module, CPConv2d) or not hasattr(module, "relative_error_before"):
+        return {}
+    before, after = float(module.relative_error_before), float(module.relative_error)
+    return {"cp_refit": {"error_before": before, "error_after": after, "fit_before": 1.0 - before,
+                         "fit_after": 1.0 - after}}
 
 
 def _layer_shape(info) -> dict:

@@ -4,16 +4,25 @@ from __future__ import annotations
 
 from torch import nn
 
-from edgecomp.factor.schemes import Spectrum, svd_factors
+from edgecomp.factor.schemes import Spectrum, cp_factors, svd_factors
 from edgecomp.graph.cost import ModelCost
 from edgecomp.ranks.problem import RankProblem
 
 
-def compute_spectra(model: nn.Module, cost: ModelCost) -> dict[str, Spectrum]:
-    """SVD (float64) of every decomposable layer's matricization, keyed by layer name."""
+def compute_spectra(model: nn.Module, cost: ModelCost, *, cp_solver: str = "als", seed: int = 0) -> dict[str, Spectrum]:
+    """Every decomposable layer's spectrum, keyed by layer name: the SVD (float64) of its matricization, or
+    for a "cp" layer a CP fit at its largest rank (Decomposition.max_rank, the break-even rank) by
+    `cp_solver` ("als" or "spals", seeded by `seed`), whose term weights lambda are the sigma and whose
+    fit (Spectrum.cp) the masked layers and the build reuse."""
     modules = dict(model.named_modules())
-    return {lc.name: svd_factors(modules[lc.name].weight, lc.decomposition.scheme, name=lc.name)
-            for lc in cost.decomposable}
+    spectra = {}
+    for lc in cost.decomposable:
+        weight, dec = modules[lc.name].weight, lc.decomposition
+        if dec.scheme == "cp":
+            spectra[lc.name] = cp_factors(weight, dec.max_rank, cp_solver, seed=seed, name=lc.name)
+        else:
+            spectra[lc.name] = svd_factors(weight, dec.scheme, name=lc.name)
+    return spectra
 
 
 def build_problem(cost: ModelCost, spectra: dict[str, Spectrum], mac_budget: float, param_budget: float) -> RankProblem:

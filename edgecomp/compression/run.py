@@ -38,6 +38,7 @@ class CompressRequest:
     precision: str | None = None
     method: str = "cobla"
     scheme: str = "spatial"
+    cp_solver: str = "als"  # scheme "cp": the CP fit at each layer's largest rank, "als" or "spals"
     data: str | None = None
     eval_data: str | None = None
     seed: int = 0
@@ -160,6 +161,13 @@ def _check_data(loaded, input_shape, data, eval_data) -> None:
 def _check_method(req: CompressRequest) -> None:
     if req.method not in METHODS:
         raise UserInputError(f"unknown method {req.method!r}; choose one of {', '.join(METHODS)}")
+    from edgecomp.factor.schemes import CP_SOLVERS
+    from edgecomp.graph.cost import SCHEMES
+
+    if req.scheme not in SCHEMES:
+        raise UserInputError(f"unknown scheme {req.scheme!r}; choose one of {', '.join(SCHEMES)}")
+    if req.cp_solver not in CP_SOLVERS:
+        raise UserInputError(f"unknown CP solver {req.cp_solver!r}; choose one of {', '.join(CP_SOLVERS)}")
     if req.latency_table is not None and req.method == "lc":
         raise UserInputError("--cost latency works with the rank-selection methods, not lc (use --ranks-from with lc)")
     _check_options(req)
@@ -211,7 +219,7 @@ def compress_loaded(req: CompressRequest, loaded, data=None, eval_data=None, log
         result = compress(
             loaded.module, input_shape, budgets, method=req.method, scheme=req.scheme, data=data,
             cobla=req.cobla, lc=req.lc, callback=callback, latency_table=req.latency_table,
-            latency_budget_ms=req.latency_budget_ms, loss_fn=req.loss_fn,
+            latency_budget_ms=req.latency_budget_ms, loss_fn=req.loss_fn, cp_solver=req.cp_solver, seed=req.seed,
         )
     finally:
         if bar is not None:
@@ -232,7 +240,8 @@ def compress_loaded(req: CompressRequest, loaded, data=None, eval_data=None, log
         input_shape=input_shape, device=req.profile.name if req.profile else None,
         extra={"original_fits": fits, "data": req.data, "eval_data": req.eval_data, "seed": req.seed,
                "cost": "latency" if req.latency_table else "macs", "latency_budget_ms": req.latency_budget_ms,
-               "accuracy_metric": "user metric" if req.metric is not None else "top1", **extra},
+               "accuracy_metric": "user metric" if req.metric is not None else "top1",
+               **({"cp_solver": req.cp_solver} if req.scheme == "cp" else {}), **extra},
     )
     from edgecomp.models.loading import is_in_memory
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from edgecomp.errors import UserInputError
 from edgecomp.factor.modules import make_factored
-from edgecomp.factor.schemes import Spectrum, factor_weights, svd_factors
+from edgecomp.factor.schemes import Spectrum, cp_factors, factor_weights, svd_factors
 from edgecomp.graph.cost import layer_scheme
 from edgecomp.graph.trace import describe_module
 
@@ -44,6 +44,12 @@ def factorize_model(
     components[name]: which singular components to keep (default: the first `rank`);
     scales[name]: per-kept-component multipliers folded into P (COBLA's m_hat scaling);
     spectra[name]: a precomputed SVD (saves recomputing it).
+
+    Scheme "cp" (conv layers that are not 1x1): the kept terms of the layer's CP fit (spectra[name].cp;
+    without one, a fresh ALS fit at the rank), their weights times `scales`, are refitted at that rank by
+    ALS warm-started from them (edgecomp.factor.cp.refit: CP terms are not nested, so the kept terms are not
+    the best fit of their rank) and built as a CPConv2d. The module records its kernel's relative error
+    before the refit (`relative_error_before`) and after (`relative_error`, <= before).
     """
     out = _copy.deepcopy(model) if copy else model
     for name, rank in ranks.items():
@@ -56,9 +62,14 @@ def factorize_model(
         keep = np.arange(int(rank)) if components is None or name not in components else np.asarray(components[name])
         spec = spectra.get(name) if spectra else None
         if spec is None:
-            spec = svd_factors(weight, applied)
+            spec = cp_factors(weight, int(rank), name=name) if applied == "cp" else svd_factors(weight, applied)
         if len(keep) < 1 or int(np.max(keep)) >= spec.sigma.numel():
             raise UserInputError(f"layer {name!r}: rank {len(keep)} outside 1..{spec.sigma.numel()}")
+        if applied == "cp":
+            factored = cp_refitted(module, spec, keep, None if scales is None else scales.get(name))
+            factored.train(module.training)
+            set_module(out, name, factored)
+            continue
         first_w, second_w = factor_weights(
             weight, applied, torch.as_tensor(keep), None if scales is None else scales.get(name), spec
         )
@@ -71,6 +82,25 @@ def factorize_model(
         factored.train(module.training)
         set_module(out, name, factored)
     return out
+
+
+def cp_refitted(conv: nn.Conv2d, spectrum: Spectrum, keep: np.ndarray, scales=None) -> nn.Module:
+    """CPConv2d of the terms `keep` of spectrum.cp (weights times `scales`), refitted at their number by
+    warm-started ALS (factorize_model); relative_error_before / relative_error say what the refit gained."""
+    from edgecomp.factor.cp import CPResult, refit
+    from edgecomp.factor.cp_conv import CPConv2d
+
+    fit = spectrum.cp
+    if fit is None:
+        raise ValueError("a cp layer needs a Spectrum made by cp_factors / cp_spectrum")
+    keep = np.asarray(keep, dtype=np.int64)
+    weights = fit.weights[keep] * (1.0 if scales is None else np.asarray(scales, dtype=np.float64).reshape(-1))
+    kept = CPResult(weights, [a[:, keep] for a in fit.factors], [], float("nan"), 0, 0.0, "kept", True)
+    kernel = conv.weight.detach().to("cpu", torch.float64).numpy()
+    result = refit(kernel, kept, len(keep))
+    module = CPConv2d(conv, result.result)
+    module.relative_error_before = float(result.before)
+    return module
 
 
 def factored_skeleton(model: nn.Module, ranks: Mapping[str, int], scheme: str) -> nn.Module:

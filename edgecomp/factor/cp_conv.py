@@ -64,28 +64,45 @@ def _check_conv(conv: nn.Module) -> None:
 class CPConv2d(nn.Sequential):
     """The four convolutions of a rank-R CP fit of `conv`'s kernel (module docstring), in `conv`'s dtype and
     device. `result` must be a fit of conv.weight's shape [f, c, kh, kw]; lambda goes into the last 1x1.
-    `relative_error` is the fit's ||K - K_R|| / ||K||."""
+    `relative_error` is the fit's ||K - K_R|| / ||K||. Without a result, `rank` gives the architecture only
+    (weights uninitialized: a skeleton to load a state dict into; relative_error is then NaN)."""
 
-    def __init__(self, conv: nn.Conv2d, result: CPResult):
+    def __init__(self, conv: nn.Conv2d, result: CPResult | None = None, *, rank: int | None = None):
         _check_conv(conv)
         f, c, kh, kw = conv.weight.shape
-        if result.shape != (f, c, kh, kw):
+        if result is not None and result.shape != (f, c, kh, kw):
             raise CPInputError(f"the CP fit is of a {result.shape} kernel, the conv's is {(f, c, kh, kw)}")
-        rank = result.rank
+        if (result is None) == (rank is None):
+            raise CPInputError("give exactly one of a CP fit and a rank")
+        rank = result.rank if result is not None else int(rank)
         (sh, sw), (dh, dw) = conv.stride, conv.dilation
         pad_h: Any = conv.padding if isinstance(conv.padding, str) else (conv.padding[0], 0)
         pad_w: Any = conv.padding if isinstance(conv.padding, str) else (0, conv.padding[1])
         like = {"dtype": conv.weight.dtype, "device": conv.weight.device}
         mode = conv.padding_mode
+        skip = nn.utils.skip_init
         super().__init__(
-            nn.Conv2d(c, rank, 1, bias=False, **like),
-            nn.Conv2d(rank, rank, (kh, 1), stride=(sh, 1), padding=pad_h, dilation=(dh, 1), groups=rank,
-                      bias=False, padding_mode=mode, **like),
-            nn.Conv2d(rank, rank, (1, kw), stride=(1, sw), padding=pad_w, dilation=(1, dw), groups=rank,
-                      bias=False, padding_mode=mode, **like),
-            nn.Conv2d(rank, f, 1, bias=conv.bias is not None, **like),
+            skip(nn.Conv2d, c, rank, 1, bias=False, **like),
+            skip(nn.Conv2d, rank, rank, (kh, 1), stride=(sh, 1), padding=pad_h, dilation=(dh, 1), groups=rank,
+                 bias=False, padding_mode=mode, **like),
+            skip(nn.Conv2d, rank, rank, (1, kw), stride=(1, sw), padding=pad_w, dilation=(1, dw), groups=rank,
+                 bias=False, padding_mode=mode, **like),
+            skip(nn.Conv2d, rank, f, 1, bias=conv.bias is not None, **like),
         )
+        self.rank = rank
+        self.relative_error = float("nan")
+        if result is not None:
+            self.load_fit(result, conv.bias)
+
+    def load_fit(self, result: CPResult, bias: torch.Tensor | None = None) -> None:
+        """Set the four weights from a rank-R fit of this layer's kernel (and the last conv's bias)."""
+        f, c = self[3].out_channels, self[0].in_channels
+        kh, kw, rank = self[1].kernel_size[0], self[2].kernel_size[1], self.rank
+        if result.shape != (f, c, kh, kw) or result.rank != rank:
+            raise CPInputError(f"a rank-{result.rank} fit of a {result.shape} kernel does not fit a rank-{rank} "
+                               f"CPConv2d of a {(f, c, kh, kw)} kernel")
         a_f, a_c, a_h, a_w = result.factors
+        like = {"dtype": self[0].weight.dtype, "device": self[0].weight.device}
 
         def tensor(array: np.ndarray, shape: tuple[int, ...]) -> torch.Tensor:
             return torch.as_tensor(np.ascontiguousarray(array).reshape(shape), **like)
@@ -95,9 +112,8 @@ class CPConv2d(nn.Sequential):
             self[1].weight.copy_(tensor(a_h.T, (rank, 1, kh, 1)))
             self[2].weight.copy_(tensor(a_w.T, (rank, 1, 1, kw)))
             self[3].weight.copy_(tensor(a_f * result.weights, (f, rank, 1, 1)))
-            if conv.bias is not None:
-                self[3].bias.copy_(conv.bias.detach())
-        self.rank = rank
+            if bias is not None and self[3].bias is not None:
+                self[3].bias.copy_(bias.detach())
         self.relative_error = float(result.relative_error)
 
     @classmethod

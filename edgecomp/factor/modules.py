@@ -1,4 +1,5 @@
-"""Factored replacements: plain Conv2d/Linear pairs, so exported graphs are ordinary Conv/Gemm nodes."""
+"""Factored replacements: plain Conv2d/Linear pairs (or CP's four convs), so exported graphs are ordinary
+Conv/Gemm nodes."""
 
 from __future__ import annotations
 
@@ -43,7 +44,21 @@ class FactoredLinear(nn.Sequential):
         return f"scheme=linear, rank={self.rank}"
 
 
+def cp_skeleton(layer: LayerInfo, rank: int, dtype=torch.float32) -> nn.Module:
+    """The rank-`rank` CPConv2d (edgecomp.factor.cp_conv) of a conv layer, weights uninitialized."""
+    from edgecomp.factor.cp_conv import CPConv2d
+
+    conv = nn.utils.skip_init(
+        nn.Conv2d, layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
+        padding=layer.padding, dilation=layer.dilation, bias=layer.bias, padding_mode=layer.padding_mode, dtype=dtype,
+    )
+    return CPConv2d(conv, rank=rank)
+
+
 def make_factored(layer: LayerInfo, scheme: str, rank: int, dtype=torch.float32) -> nn.Module:
+    """The factored replacement of `layer` under its applied scheme (uninitialized weights for cp)."""
     if layer.kind == "linear":
         return FactoredLinear(layer, rank, dtype)
+    if scheme == "cp":
+        return cp_skeleton(layer, rank, dtype)
     return FactoredConv2d(layer, scheme, rank, dtype)

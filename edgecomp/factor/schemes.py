@@ -7,20 +7,31 @@ For a conv weight W of shape (f, c, kh, kw):
 With M = U diag(sigma) V^T, each factored layer carries P = U diag(sigma) and V, so that any subset
 J of components with per-component scales m_j gives the weight sum_{j in J} m_j P_j V_j^T
 (COBLA eq. 5-6). The factor weights below are exact: at full rank the factored layer reproduces W.
+
+cp (edgecomp.factor.cp): a rank-R CP fit W ~ sum_r lambda_r a_r o b_r o c_r o d_r (f, c, kh, kw modes)
+is the same kind of sum in the channel matricization M[f, (c,i,j)]: P_r = lambda_r a_r and
+V_r = b_r (x) c_r (x) d_r (one column of the Khatri-Rao product), with sigma = lambda (descending).
+The terms are not orthogonal, so sum_{j>r} sigma_j^2 is only a proxy of the truncation error, and
+`Spectrum.cp` keeps the fit itself for the build (which refits at the chosen rank).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+
+from edgecomp.factor.cp import CPResult
+
+CP_SOLVERS = ("als", "spals")
 
 
 def matricize(weight: torch.Tensor, scheme: str) -> torch.Tensor:
     if scheme == "spatial":
         f, c, kh, kw = weight.shape
         return weight.permute(1, 2, 0, 3).reshape(c * kh, f * kw)
-    if scheme in ("channel", "linear"):
+    if scheme in ("channel", "linear", "cp"):
         return weight.reshape(weight.shape[0], -1)
     raise ValueError(f"unknown scheme {scheme!r}")
 
@@ -35,11 +46,14 @@ def unmatricize(matrix: torch.Tensor, scheme: str, weight_shape: torch.Size | tu
 
 @dataclass
 class Spectrum:
-    """P = U diag(sigma) (rows x K), V (cols x K), sigma (K,) of one layer's matricization."""
+    """P = U diag(sigma) (rows x K), V (cols x K), sigma (K,) of one layer's matricization.
+
+    cp: the CP fit these were made from (scheme "cp" only; module docstring)."""
 
     P: torch.Tensor
     V: torch.Tensor
     sigma: torch.Tensor
+    cp: CPResult | None = None
 
 
 def check_finite(tensor: torch.Tensor, what: str) -> None:
@@ -57,10 +71,47 @@ def check_finite(tensor: torch.Tensor, what: str) -> None:
                          "(e.g. a diverged training run); load finite weights")
 
 
+def cp_spectrum(result: CPResult) -> Spectrum:
+    """A CP fit of an (f, c, kh, kw) kernel as a Spectrum of the channel matricization (module docstring):
+    P = A_f diag(lambda), V = the Khatri-Rao product of A_c, A_kh, A_kw, sigma = lambda."""
+    from edgecomp.factor.cp import khatri_rao
+
+    a_f, *rest = result.factors
+    P = torch.from_numpy(np.ascontiguousarray(a_f * result.weights))
+    V = torch.from_numpy(np.ascontiguousarray(khatri_rao(rest)))
+    return Spectrum(P=P, V=V, sigma=torch.from_numpy(np.array(result.weights, dtype=np.float64)), cp=result)
+
+
+def cp_factors(weight: torch.Tensor, rank: int, solver: str = "als", seed: int = 0, name: str | None = None,
+               **options) -> Spectrum:
+    """Rank-`rank` CP fit (float64) of a conv kernel by `solver` ("als": cp_als, "spals": cp_spals; seeded,
+    `options` go to the solver), as a Spectrum (cp_spectrum)."""
+    from edgecomp.errors import UserInputError
+    from edgecomp.factor.cp import cp_als, cp_spals
+
+    if solver not in CP_SOLVERS:
+        raise UserInputError(f"unknown CP solver {solver!r}; choose one of {', '.join(CP_SOLVERS)}")
+    check_finite(weight.detach(), f"layer {name!r} weight" if name else "a layer weight")
+    kernel = weight.detach().to("cpu", torch.float64).numpy()
+    fit = (cp_als if solver == "als" else cp_spals)(kernel, int(rank), seed=seed, **options)
+    return cp_spectrum(fit)
+
+
+def cp_default_rank(shape: tuple[int, ...]) -> int:
+    """The CP rank fitted when only the kernel's shape is known (svd_factors(w, "cp"), e.g. in LC's C step):
+    the parameter break-even rank ceil(f c kh kw / (f + c + kh + kw)), capped at min(f c, c kh kw, f kh kw).
+    It is >= the layer's cost-based rank bound (edgecomp.graph.cost.cp_rank_bound), which also counts MACs."""
+    f, c, kh, kw = (int(d) for d in shape)
+    return max(1, min(-(-(f * c * kh * kw) // (f + c + kh + kw)), f * c, c * kh * kw, f * kh * kw))
+
+
 def svd_factors(weight: torch.Tensor, scheme: str, name: str | None = None) -> Spectrum:
     """SVD of the matricization in float64 (accuracy matters more than speed here).
 
+    Scheme "cp": a CP fit by ALS at cp_default_rank instead (the spectrum's sigma are its weights).
     `name` (the layer's) goes into the error raised for NaN or infinite weights."""
+    if scheme == "cp":
+        return cp_factors(weight, cp_default_rank(tuple(weight.shape)), name=name)
     check_finite(weight.detach(), f"layer {name!r} weight" if name else "a layer weight")
     matrix = matricize(weight.detach().to(torch.float64), scheme)
     U, S, Vh = torch.linalg.svd(matrix, full_matrices=False)

@@ -12,6 +12,14 @@ Factored forms keep r components; their cost is exactly linear in r (COBLA, Li &
         MACs/rank = (c*kh*kw + f) * H_out*W_out,         params/rank = c*kh*kw + f
   linear (Linear, and 1x1 convs): in -> r -> out:
         MACs/rank = positions * (in + out),              params/rank = in + out
+  cp (Lebedev et al. 2015; edgecomp.factor.cp_conv): 1x1 c -> r, depthwise kh x 1, depthwise 1 x kw,
+      1x1 r -> f; per rank-1 term (edgecomp.factor.cp_conv.cp_costs, summed over calls):
+        MACs/rank = c*H_in*W_in + kh*H_out*W_in + kw*H_out*W_out + f*H_out*W_out,
+        params/rank = c + kh + kw + f
+      CP has no matricization rank, so its largest rank is the break-even rank itself (the rank at
+      which the layer stays unfactored), capped at min(f*c, c*kh*kw, f*kh*kw) (the largest rank of
+      the kernel's three matricizations that pair one output/input mode with the kernel window) so
+      that the fit at that rank stays tractable; see `cp_rank_bound`.
 The bias stays on the second factor (a constant f params). The break-even rank is the smallest rank
 at which the factored layer is no cheaper than the original in MACs or in parameters; a layer kept
 at or above it stays unfactored (see edgecomp.ranks.problem.LayerSpectrum).
@@ -26,7 +34,7 @@ from torch import nn
 from edgecomp.graph.trace import LayerInfo, trace_layers
 from edgecomp.ranks.problem import LayerSpectrum
 
-SCHEMES = ("spatial", "channel")
+SCHEMES = ("spatial", "channel", "cp")
 BYTES_PER_PARAM = {"fp32": 4, "fp16": 2, "int8": 1}
 
 
@@ -34,17 +42,18 @@ BYTES_PER_PARAM = {"fp32": 4, "fp16": 2, "int8": 1}
 class Decomposition:
     """How one layer factors: its matricization and exact per-rank costs."""
 
-    scheme: str  # "spatial" | "channel" | "linear"
-    matrix_shape: tuple[int, int]  # (rows, cols) of the matricization
+    scheme: str  # "spatial" | "channel" | "linear" | "cp"
+    matrix_shape: tuple[int, int]  # (rows, cols) of the matricization (cp: the channel one, f x c*kh*kw)
     macs_per_rank: int
     params_per_rank: int
     bias_params: int
     original_macs: int
     original_params: int
+    rank_cap: int | None = None  # cp: the largest rank fitted (cp_rank_bound); None: min(matrix_shape)
 
     @property
     def max_rank(self) -> int:
-        return min(self.matrix_shape)
+        return min(self.matrix_shape) if self.rank_cap is None else int(self.rank_cap)
 
     def spectrum(self, name: str, sigma) -> LayerSpectrum:
         return LayerSpectrum(
@@ -66,8 +75,25 @@ class Decomposition:
         return int(max(1, min(r_mac, r_par, self.max_rank + 1)))
 
 
+def cp_tractable_rank(f: int, c: int, kh: int, kw: int) -> int:
+    """min(f*c, c*kh*kw, f*kh*kw): the cap on a CP layer's largest rank (a bound on the rank a fit of
+    an f x c x kh x kw kernel needs in practice, and what keeps ALS at that rank tractable)."""
+    return int(min(f * c, c * kh * kw, f * kh * kw))
+
+
+def cp_rank_bound(macs_per_rank: int, params_per_rank: int, original_macs: int, weight_params: int,
+                  tractable: int) -> int:
+    """The largest CP rank worth fitting: the break-even rank min(ceil(MACs / MACs per term),
+    ceil(weight params / params per term)) -- the smallest rank no cheaper than the dense layer, which the
+    rank problem reads as "left unfactored" -- capped at `tractable` (cp_tractable_rank)."""
+    r_mac = -(-original_macs // macs_per_rank)
+    r_par = -(-weight_params // params_per_rank)
+    return int(max(1, min(r_mac, r_par, tractable)))
+
+
 def layer_scheme(layer: LayerInfo, scheme: str) -> str:
-    """The scheme actually applied: pointwise layers always use 'linear'; kx1 / 1xk kernels use 'channel'."""
+    """The scheme actually applied: pointwise layers always use 'linear'; under 'spatial', kx1 / 1xk
+    kernels use 'channel'; under 'cp' every other (ungrouped) conv is 'cp'."""
     if scheme not in SCHEMES:
         raise ValueError(f"unknown scheme {scheme!r}; choose one of {SCHEMES}")
     if layer.is_pointwise:
@@ -95,6 +121,8 @@ def decompose_layer(layer: LayerInfo, scheme: str) -> tuple[Decomposition | None
         shape = (f, c * kh * kw)
         macs = sum((c * kh * kw + f) * layer.output_positions(call) for call in layer.calls)
         params = c * kh * kw + f
+    elif applied == "cp":
+        return _cp_decomposition(layer)
     else:
         shape = (f, c)
         macs = sum((c + f) * layer.output_positions(call) for call in layer.calls)
@@ -108,6 +136,24 @@ def decompose_layer(layer: LayerInfo, scheme: str) -> tuple[Decomposition | None
         original_macs=int(layer.macs),
         original_params=int(layer.params),
     )
+    if dec.break_even_rank <= 1:
+        return None, "too small to gain: even rank 1 is no cheaper than the original layer"
+    return dec, ""
+
+
+def _cp_decomposition(layer: LayerInfo) -> tuple[Decomposition | None, str]:
+    from edgecomp.factor.cp_conv import cp_costs  # lazy: edgecomp.factor imports this module
+
+    c, f = layer.in_channels, layer.out_channels
+    kh, kw = layer.kernel_size
+    macs = params = 0
+    for call in layer.calls:
+        macs_call, params = cp_costs(f, c, kh, kw, call.in_shape[1], call.in_shape[2], layer.stride, layer.padding,
+                                     layer.dilation)
+        macs += macs_call
+    cap = cp_rank_bound(macs, params, layer.macs, layer.weight_params, cp_tractable_rank(f, c, kh, kw))
+    dec = Decomposition("cp", (f, c * kh * kw), int(macs), int(params), f if layer.bias else 0, int(layer.macs),
+                        int(layer.params), rank_cap=cap)
     if dec.break_even_rank <= 1:
         return None, "too small to gain: even rank 1 is no cheaper than the original layer"
     return dec, ""
