@@ -112,6 +112,7 @@ def compress(
     memory_budget: float | str | None = None,
     method: str = "cobla",
     scheme: str = "spatial",
+    cp_solver: str = "als",
     precision: str | None = None,
     finetune_epochs: float = 0.0,
     finetune_lr: float = 0.01,
@@ -138,6 +139,7 @@ def compress(
                    a number > 1: absolute MACs; or a string as on the command line ("50%", "30M", "none")
     memory_budget  the same for parameter memory (absolute values in bytes at `precision`)
     method         cobla (default), lc, uniform, cptv, pos-greedy, pos-cvx, vbmf, gavish-donoho
+    scheme         spatial (default), channel, or cp (CP terms fitted by cp_solver "als" or "spals")
     cobla, lc      CoblaOptions / LCOptions (or dicts of their fields)
     loss_fn        loss_fn(model, batch) -> scalar tensor: COBLA's loss in place of cross-entropy, for
                    models whose loss is not classification (batch: what the data yields, stacked)
@@ -161,7 +163,7 @@ def compress(
     req = CompressRequest(
         model=in_memory_label(model), outdir="", input_shape=shape[0], profile=profile,
         mac_budget=budget_text(mac_budget, "mac_budget"), memory_budget=budget_text(memory_budget, "memory_budget"),
-        precision=precision, method=method, scheme=scheme,
+        precision=precision, method=method, scheme=scheme, cp_solver=cp_solver,
         data=data if isinstance(data, str) else None, eval_data=eval_data if isinstance(eval_data, str) else None,
         seed=seed, cobla=_options(CoblaOptions, cobla, "cobla"), lc=_options(LCOptions, lc, "lc"),
         finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, distill=distill, progress=progress,

@@ -8,6 +8,7 @@ from edgecomp.cli.common import (COUNT, FRACTION, NON_NEGATIVE, PERCENTILE, POSI
                                  emit, json_option, model_options, parse_input_shape, progress_enabled, resolve_profile)
 from edgecomp.compression.cobla import CoblaOptions
 from edgecomp.compression.methods import METHODS
+from edgecomp.factor.schemes import CP_SOLVERS
 from edgecomp.pipeline.export import BUILTIN_QUICK, DEFAULT_FINETUNE_EPOCHS
 from edgecomp.graph.cost import SCHEMES
 
@@ -54,6 +55,8 @@ def _accuracy_line(comp: dict) -> str | None:
 @click.option("--eval-data", default=None, help="Labelled data for accuracy on the target (default for the built-in model: fashion-mnist:test).")
 @click.option("--method", type=click.Choice(METHODS), default="cobla", show_default=True)
 @click.option("--scheme", type=click.Choice(SCHEMES), default="spatial", show_default=True)
+@click.option("--cp-solver", type=click.Choice(CP_SOLVERS), default="als", show_default=True,
+              help="--scheme cp: the CP fit at each layer's largest rank (exact ALS, or SPALS: sampled ALS).")
 @click.option("--mac-budget", default=None, help="Override the device's MAC budget: a fraction (0.5, 50%) or absolute MACs (30M); a plain number above 1 is absolute; none = unconstrained.")
 @click.option("--memory-budget", default=None, help="Override the device's memory budget (fraction or absolute; none = unconstrained).")
 @click.option("--latency-budget-ms", type=POSITIVE, default=None, help="Latency budget; enables latency-driven rounds (default: the profile's).")
@@ -87,7 +90,7 @@ def _accuracy_line(comp: dict) -> str | None:
 @click.option("--force", is_flag=True, help="Redo every stage even if OUTDIR has it finished.")
 @click.option("-o", "--output", "outdir", default="edgecomp-out", show_default=True, type=OutputPath("dir"))
 @json_option
-def command(model, weights, trust_pickle, input_shape, device, profile_file, target, data_spec, eval_data, method, scheme,
+def command(model, weights, trust_pickle, input_shape, device, profile_file, target, data_spec, eval_data, method, scheme, cp_solver,
             mac_budget, memory_budget, latency_budget_ms, percentile, max_accuracy_drop, cost, max_rounds, finetune_epochs,
             max_iter, sample, draws, distill, precision, calib_samples, seed, warmup, iterations, min_duration, cv_threshold, allow_unstable, force, outdir, as_json):
     """Compress MODEL for a device, export its artifact, verify it on the target and report.
@@ -110,7 +113,7 @@ def command(model, weights, trust_pickle, input_shape, device, profile_file, tar
     request = ExportRequest(
         profile=profile, outdir=outdir, model=model, weights=weights, trust_pickle=trust_pickle,
         input_shape=parse_input_shape(input_shape), target=target, data=data_spec, eval_data=eval_data, method=method,
-        scheme=scheme, mac_budget=mac_budget, memory_budget=memory_budget, latency_budget_ms=latency_budget_ms,
+        scheme=scheme, cp_solver=cp_solver, mac_budget=mac_budget, memory_budget=memory_budget, latency_budget_ms=latency_budget_ms,
         percentile=percentile, max_accuracy_drop=max_accuracy_drop, cost=cost, max_rounds=max_rounds,
         finetune_epochs=finetune_epochs, distill=distill,
         cobla={k: v for k, v in (("max_iter", max_iter), ("sample", sample), ("draws", draws)) if v is not None}, seed=seed, force=force, precision=precision,

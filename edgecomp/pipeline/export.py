@@ -45,6 +45,7 @@ class ExportRequest:
     eval_data: str | None = None
     method: str = "cobla"
     scheme: str = "spatial"
+    cp_solver: str = "als"  # scheme "cp": "als" or "spals"
     mac_budget: str | None = None
     memory_budget: str | None = None
     latency_budget_ms: float | None = None

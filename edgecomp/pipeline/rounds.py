@@ -80,6 +80,7 @@ def run_rounds(req, stages: Stages, analysis: dict, source: dict, log) -> list[d
         compressed = None
         if compress_needed:
             inputs = {**source, "profile": req.profile.to_dict(), "method": req.method, "scheme": req.scheme,
+                      "cp_solver": req.cp_solver if req.scheme == "cp" else None,
                       "mac_budget": mac_budget, "memory_budget": req.memory_budget, "precision": req.precision,
                       "data": data_fingerprint(req.data), "eval_data": data_fingerprint(req.eval_data),
                       "finetune_epochs": req.finetune_epochs, "cobla": req.cobla,
@@ -173,7 +174,8 @@ def compress_stage(req, folder: Path, mac_budget: str | None, table, budget_ms, 
     request = CompressRequest(
         model=req.model, outdir=str(folder), weights=req.weights, trust_pickle=req.trust_pickle,
         input_shape=req.input_shape, profile=req.profile, mac_budget=mac_budget, memory_budget=req.memory_budget,
-        precision=req.precision, method=method, scheme=req.scheme, data=req.data, eval_data=req.eval_data,
+        precision=req.precision, method=method, scheme=req.scheme, cp_solver=req.cp_solver, data=req.data,
+        eval_data=req.eval_data,
         seed=req.seed, cobla=CoblaOptions(**{**req.cobla, "seed": req.seed}), lc=LCOptions(seed=req.seed),
         finetune_epochs=req.finetune_epochs if req.data else 0.0, distill=req.distill, progress=req.progress,
         latency_table=table, latency_budget_ms=budget_ms if table else None,

@@ -75,3 +75,20 @@ def test_verify_on_an_ssh_board(reference_onnx, sshd, tmp_path):
     assert result["verdict"] == "PASS"
     assert "ssh://" in json.dumps(result["report"])  # measured on the board, and the report says so
     assert (tmp_path / "board").is_dir()  # the agent really ran there
+
+
+def test_compress_with_cp_scheme_and_unconstrained_memory_then_verify_the_directory(tmp_path):
+    """A CP-factored model under a MAC budget, memory explicitly unconstrained, verified from its ONNX file."""
+    run = edgecomp("compress", "zoo:fmnist_cnn", "--weights", shipped_weights(), "--device", "pizero2",
+                   "--scheme", "cp", "--mac-budget", "0.5", "--memory-budget", "none", "--data", "fashion-mnist:train",
+                   "--eval-data", "fashion-mnist:test", "--max-iter", "3", "--sample", "0.01", "--draws", "4",
+                   "-o", "cp", "--json", cwd=tmp_path)
+    assert run.returncode == 0, str(run)
+    report = run.json()
+    assert report["scheme"] == "cp" and report["macs"] <= 0.5 * report["original_macs"]
+    assert report["memory_budget_source"] == "--memory-budget none"
+    refits = [row["cp_refit"] for row in report["layers"] if row.get("cp_refit")]
+    assert refits and all(r["error_after"] <= r["error_before"] + 1e-9 for r in refits)
+    verified = edgecomp("verify", "cp", "--device", "x86-host", "--target", "local", "--data", "fashion-mnist:test",
+                        "--latency-budget-ms", "1000", "--max-accuracy-drop", "0.5", cwd=tmp_path)
+    assert verified.returncode == 0, str(verified)  # from model.onnx: no code named by recipe.json runs
