@@ -34,18 +34,20 @@ def build_metadata(
     weights: str | None = None,
     device: str | None = None,
     scheme: str | None = None,
-    ranks: Mapping[str, int] | None = None,
+    ranks: Mapping[str, int | Sequence[int]] | None = None,
     input_shape: tuple[int, ...] | Sequence[tuple[int, ...]] | None = None,
 ) -> dict[str, str]:
     """The agreed metadata dict for an artifact (keys with no value are left out). INPUT_SHAPE is a list of
-    ints, or a list of such lists for a model with several inputs."""
+    ints, or a list of such lists for a model with several inputs. A rank is an int, or [r1, r2] for a
+    Tucker-2 layer."""
     raw: dict[str, Any] = {
         VERSION: __version__,
         SOURCE_MODEL: source_model,
         WEIGHTS: weights,
         DEVICE: device,
         SCHEME: scheme,
-        RANKS: None if ranks is None else {str(k): int(v) for k, v in ranks.items()},
+        RANKS: None if ranks is None else {str(k): [int(r) for r in v] if isinstance(v, (list, tuple)) else int(v)
+                                           for k, v in ranks.items()},
         INPUT_SHAPE: None if input_shape is None else _shape_value(input_shape),
     }
     return {k: as_metadata_value(v) for k, v in raw.items() if v is not None}

@@ -46,7 +46,7 @@ def _human(report: dict) -> None:
 @click.option("--memory-budget", default=None, help="Parameter-memory budget: a fraction (0.5, 50%) or absolute (2MB, 512KiB); a plain number above 1 is bytes; none = unconstrained. Overrides the device's.")
 @click.option("--precision", type=click.Choice(sorted(BYTES_PER_PARAM)), default=None, help="Bytes per parameter for the memory budget (default: the device's).")
 @click.option("--method", type=click.Choice(METHODS), default="cobla", show_default=True, help="Rank-selection method.")
-@click.option("--scheme", type=click.Choice(SCHEMES), default="spatial", show_default=True, help="Conv decomposition scheme (cp: four convs from a CP fit of the kernel; 1x1 convs and Linear layers use an SVD).")
+@click.option("--scheme", type=click.Choice(SCHEMES), default="spatial", show_default=True, help="Conv decomposition scheme (cp: four convs from a CP fit of the kernel; tucker2: 1x1, kh x kw core, 1x1 at ranks (r1, r2) chosen by --method pos-cvx or uniform; 1x1 convs and Linear layers use an SVD).")
 @click.option("--cp-solver", type=click.Choice(CP_SOLVERS), default="als", show_default=True, help="--scheme cp: the CP fit at each layer's largest rank (exact ALS, or SPALS: sampled ALS).")
 @click.option("--data", "data_spec", default=None, help="Training data for COBLA's gradients: fashion-mnist[:train], npz:FILE, imagefolder:DIR, module:callable.")
 @click.option("--eval-data", default=None, help="Data to report top-1 accuracy on (e.g. fashion-mnist:test).")

@@ -28,6 +28,21 @@ from edgecomp.ranks.problem import RankProblem, RankSelection
 BUDGETED_METHODS = ("cobla", "lc", "uniform", "cptv", "pos-greedy", "pos-cvx")
 REPORTED_METHODS = ("vbmf", "gavish-donoho")
 METHODS = BUDGETED_METHODS + REPORTED_METHODS
+TUCKER2_METHODS = ("pos-cvx", "uniform")  # the methods that choose Tucker-2 (r1, r2) pairs
+
+
+def check_scheme_method(scheme: str, method: str, latency: bool = False) -> None:
+    """UserInputError for a method (or --cost latency) that cannot choose ranks under `scheme`."""
+    if scheme == "cp" and method in REPORTED_METHODS:
+        raise UserInputError(f"--method {method} estimates ranks from singular values; --scheme cp has CP term "
+                             f"weights instead: use one of {', '.join(BUDGETED_METHODS)}")
+    if scheme == "tucker2" and method not in TUCKER2_METHODS:
+        raise UserInputError(f"--method {method} does not support --scheme tucker2: tucker2's cost is bilinear in "
+                             f"(r1, r2): it is chosen by the knapsack (pos-cvx) or uniform; COBLA over Tucker-2 is "
+                             f"not implemented yet (use --method {' or --method '.join(TUCKER2_METHODS)})")
+    if scheme == "tucker2" and latency:
+        raise UserInputError("--cost latency is not implemented for --scheme tucker2 (its costs are per (r1, r2) "
+                             "pair, not per rank): use the MAC budget")
 
 
 @dataclass
@@ -117,7 +132,8 @@ def check_satisfiable(problem: RankProblem, precision: str, budgets: Budgets | N
         hints.append(read_as_absolute(budgets.memory_source.split(" ", 1)[1], "--memory-budget", "bytes"))
     hint = "".join(f"; {h}" for h in hints if h)
     raise InfeasibleBudgetError(
-        f"the budget is below the smallest model this scheme can build (every decomposable layer at rank 1): "
+        f"the budget is below the smallest model this scheme can build (every decomposable layer at its cheapest "
+        f"choice: rank 1, or Tucker-2 ranks (1, 1)): "
         f"minimum achievable is {_count(min_compute)} {unit} and {min_params:,.0f} parameters ({nbytes:,.0f} bytes at "
         f"{precision}); asked for {_count(problem.compute_budget)} {unit} and {_count(problem.param_budget)} parameters{hint}",
         min_macs=min_compute,
@@ -146,6 +162,27 @@ def select(method: str, problem: RankProblem, **kwargs) -> RankSelection:
     if method not in BASELINES:
         raise UserInputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     return BASELINES[method](problem)
+
+
+def select_tucker2(method: str, problem: RankProblem) -> RankSelection:
+    """Scheme tucker2: the exact knapsack over every layer's (r1, r2) choices and SVD ranks (pos-cvx:
+    edgecomp.ranks.knapsack.select_choices_min_error) or the same kept fraction everywhere (uniform)."""
+    from edgecomp.ranks.knapsack import select_choices_min_error, select_choices_uniform
+
+    if method == "pos-cvx":
+        return select_choices_min_error(problem, method=method)
+    if method == "uniform":
+        return select_choices_uniform(problem)
+    check_scheme_method("tucker2", method)
+    raise AssertionError(method)
+
+
+def _built_rank(layer, rank: int):
+    """What the build and the recipe take for a layer's selected rank: the rank, or a Tucker-2 choice's
+    [r1, r2] (edgecomp.ranks.knapsack.ChoiceLayer)."""
+    from edgecomp.ranks.knapsack import ChoiceLayer
+
+    return list(layer.pair(rank)) if isinstance(layer, ChoiceLayer) else int(rank)
 
 
 def compress(
@@ -191,9 +228,7 @@ def _compress(model, input_shape, budgets, method, scheme, data, cobla, lc, held
               latency_budget_ms, loss_fn, cp_solver="als", seed=0) -> CompressResult:
     if method not in METHODS:
         raise UserInputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    if scheme == "cp" and method in REPORTED_METHODS:
-        raise UserInputError(f"--method {method} estimates ranks from singular values; --scheme cp has CP term "
-                             f"weights instead: use one of {', '.join(BUDGETED_METHODS)}")
+    check_scheme_method(scheme, method, latency_table is not None)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     model = model.eval()
@@ -228,13 +263,16 @@ def _compress(model, input_shape, budgets, method, scheme, data, cobla, lc, held
         )
         components = {layer.name: kept[i] for i, layer in enumerate(problem.layers)}
         scales = {layer.name: m_hat[problem.offsets[i] + kept[i]] for i, layer in enumerate(problem.layers)}
+    elif scheme == "tucker2":
+        selection = select_tucker2(method, problem)
     else:
         selection = select(method, problem)
     timings["selection_s"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
-    ranks = {layer.name: int(r) for layer, r in zip(problem.layers, selection.ranks)}
-    factored = {layer.name: ranks[layer.name] for layer in problem.layers if layer.is_factored(ranks[layer.name])}
+    ranks = {layer.name: _built_rank(layer, int(r)) for layer, r in zip(problem.layers, selection.ranks)}
+    factored = {layer.name: ranks[layer.name] for layer, r in zip(problem.layers, selection.ranks)
+                if layer.is_factored(int(r))}
     built = factorize_model(
         model, factored, scheme,
         components={k: components[k] for k in factored} if components else None,
@@ -346,10 +384,13 @@ def finish(built: nn.Module, problem: RankProblem, selection: RankSelection, inp
         )
     if selection.enforces_budgets and not selection_problem.feasible(selection.ranks):
         raise RuntimeError(f"method {selection.method} returned ranks that break the budgets")
-    ranks = {layer.name: int(r) for layer, r in zip(problem.layers, selection.ranks)}
+    ranks = {layer.name: _built_rank(layer, int(r)) for layer, r in zip(problem.layers, selection.ranks)}
     layers = []
     for layer, r in zip(problem.layers, selection.ranks):
         macs, params = layer.cost(int(r))
+        if _built_rank(layer, int(r)) != int(r):
+            layers.append(_tucker2_row(built, layer, int(r), infos.get(layer.name)))
+            continue
         layers.append({
             "name": layer.name,
             "rank": int(r),
@@ -368,9 +409,30 @@ def finish(built: nn.Module, problem: RankProblem, selection: RankSelection, inp
         selection.info["predicted_latency_ms"] = selection_problem.cost(selection.ranks)[0]
     return CompressResult(
         model=built, selection=selection, problem=problem, ranks=ranks,
-        factored={row["name"]: row["rank"] for row in layers if row["factored"]},
+        factored={row["name"]: ranks[row["name"]] for row in layers if row["factored"]},
         macs=built_cost.total_macs, params=built_cost.total_params, layers=layers, timings=timings,
     )
+
+
+def _tucker2_row(built: nn.Module, layer, choice: int, info) -> dict:
+    """A Tucker-2 layer's report row: r1, r2, the squared HOSVD truncation error the knapsack saw ("error")
+    and its share of ||W||^2, the built HOOI fit's relative error; "rank" / "max_rank" are the core's
+    size r1 * r2 / c * f (what the rank chart shows), "choice" / "n_choices" the knapsack's option."""
+    r1, r2 = layer.pair(choice)
+    c, f = layer.pair(layer.max_rank)
+    macs, params = layer.cost(choice)
+    factored = layer.is_factored(choice)
+    module = built.get_submodule(layer.name) if factored else None
+    return {
+        "name": layer.name, "scheme": "tucker2", "r1": r1, "r2": r2, "rank": r1 * r2, "max_rank": c * f,
+        "break_even_rank": c * f + 1, "factored": factored, "choice": choice, "n_choices": layer.max_rank,
+        "macs": int(macs), "params": int(params), "original_macs": int(layer.original_compute),
+        "original_params": int(layer.original_params), "energy": layer.energy(choice),
+        "error": float(layer.errors[choice - 1]),
+        "relative_squared_error": 1.0 - layer.energy(choice),
+        "hooi_relative_error": float(getattr(module, "relative_error", 0.0)) if factored else 0.0,
+        **_layer_shape(info),
+    }
 
 
 def _cp_refit(built: nn.Module, name: str) -> dict:

@@ -69,8 +69,9 @@ def _export_onnx(model, path: Path, input_shape, recipe: dict, log) -> dict:
     from edgecomp.exporters.metadata import metadata_from_recipe
     from edgecomp.exporters.onnx_export import export_onnx
 
+    metadata = metadata_from_recipe(recipe)
     try:
-        result = export_onnx(model, path, tuple(input_shape), metadata=metadata_from_recipe(recipe))
+        result = export_onnx(model, path, tuple(input_shape), metadata=metadata)
     except EdgecompError as exc:
         log(f"warning: {ONNX_FILE} not written ({exc}); evaluate/verify/convert of this directory will rebuild "
             "the model in PyTorch")
@@ -168,6 +169,9 @@ def _check_method(req: CompressRequest) -> None:
         raise UserInputError(f"unknown scheme {req.scheme!r}; choose one of {', '.join(SCHEMES)}")
     if req.cp_solver not in CP_SOLVERS:
         raise UserInputError(f"unknown CP solver {req.cp_solver!r}; choose one of {', '.join(CP_SOLVERS)}")
+    from edgecomp.compression.methods import check_scheme_method
+
+    check_scheme_method(req.scheme, req.method, req.latency_table is not None)
     if req.latency_table is not None and req.method == "lc":
         raise UserInputError("--cost latency works with the rank-selection methods, not lc (use --ranks-from with lc)")
     _check_options(req)

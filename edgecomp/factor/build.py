@@ -50,6 +50,10 @@ def factorize_model(
     ALS warm-started from them (edgecomp.factor.cp.refit: CP terms are not nested, so the kept terms are not
     the best fit of their rank) and built as a CPConv2d. The module records its kernel's relative error
     before the refit (`relative_error_before`) and after (`relative_error`, <= before).
+
+    Scheme "tucker2" (conv layers that are not 1x1): ranks[name] is the pair (r1, r2); the layer is fitted
+    by HOOI (started from HOSVD) at those ranks and built as a Tucker2Conv2d, which records the kernel's
+    relative error ||W - W_hat||_F / ||W||_F (`relative_error`). components/scales do not apply to it.
     """
     out = _copy.deepcopy(model) if copy else model
     for name, rank in ranks.items():
@@ -58,6 +62,9 @@ def factorize_model(
             raise UserInputError(f"layer {name!r} is a {type(module).__name__}, not a Conv2d or Linear")
         layer = describe_module(name, module)
         applied = layer_scheme(layer, scheme)
+        if applied == "tucker2":
+            set_module(out, name, tucker2_fitted(module, *tucker2_pair(name, rank)))
+            continue
         weight = module.weight
         keep = np.arange(int(rank)) if components is None or name not in components else np.asarray(components[name])
         spec = spectra.get(name) if spectra else None
@@ -103,11 +110,31 @@ def cp_refitted(conv: nn.Conv2d, spectrum: Spectrum, keep: np.ndarray, scales=No
     return module
 
 
+def tucker2_pair(name: str, rank) -> tuple[int, int]:
+    """(r1, r2) of a tucker2 layer's rank entry (a pair of positive ints)."""
+    if isinstance(rank, (int, np.integer)) or len(rank) != 2:
+        raise UserInputError(f"layer {name!r} is factored by Tucker-2: its ranks are a pair [r1, r2], got {rank!r}")
+    return int(rank[0]), int(rank[1])
+
+
+def tucker2_fitted(conv: nn.Conv2d, r1: int, r2: int) -> nn.Module:
+    """Tucker2Conv2d of `conv` at (r1, r2) by HOOI; `relative_error` is its kernel's measured relative error."""
+    from edgecomp.factor.tucker_conv import Tucker2Conv2d
+
+    try:
+        module = Tucker2Conv2d.from_conv(conv, r1, r2, "hooi")
+    except ValueError as exc:  # ranks outside 1..c / 1..f
+        raise UserInputError(f"Tucker-2 ranks ({r1}, {r2}): {exc}") from exc
+    return module
+
+
 def factored_skeleton(model: nn.Module, ranks: Mapping[str, int], scheme: str) -> nn.Module:
     """The factored architecture with uninitialized weights (to load a saved state dict into)."""
     out = _copy.deepcopy(model)
     for name, rank in ranks.items():
         module = get_module(out, name)
         layer = describe_module(name, module)
-        set_module(out, name, make_factored(layer, layer_scheme(layer, scheme), int(rank), dtype=module.weight.dtype))
+        applied = layer_scheme(layer, scheme)
+        size = tucker2_pair(name, rank) if applied == "tucker2" else int(rank)
+        set_module(out, name, make_factored(layer, applied, size, dtype=module.weight.dtype))
     return out

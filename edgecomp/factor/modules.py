@@ -55,10 +55,32 @@ def cp_skeleton(layer: LayerInfo, rank: int, dtype=torch.float32) -> nn.Module:
     return CPConv2d(conv, rank=rank)
 
 
-def make_factored(layer: LayerInfo, scheme: str, rank: int, dtype=torch.float32) -> nn.Module:
-    """The factored replacement of `layer` under its applied scheme (uninitialized weights for cp)."""
+def tucker2_skeleton(layer: LayerInfo, r1: int, r2: int, dtype=torch.float32) -> nn.Module:
+    """The (r1, r2) Tucker2Conv2d (edgecomp.factor.tucker_conv) of a conv layer, weights zero."""
+    import numpy as np
+
+    from edgecomp.factor.tucker import Tucker2Result
+    from edgecomp.factor.tucker_conv import Tucker2Conv2d
+
+    c, f = layer.in_channels, layer.out_channels
+    kh, kw = layer.kernel_size
+    conv = nn.utils.skip_init(
+        nn.Conv2d, c, f, layer.kernel_size, stride=layer.stride, padding=layer.padding, dilation=layer.dilation,
+        bias=layer.bias, padding_mode=layer.padding_mode, dtype=dtype,
+    )
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
+    zeros = Tucker2Result(np.zeros((r2, r1, kh, kw)), np.zeros((f, r2)), np.zeros((c, r1)), float("nan"), 0)
+    return Tucker2Conv2d(conv, zeros)
+
+
+def make_factored(layer: LayerInfo, scheme: str, rank, dtype=torch.float32) -> nn.Module:
+    """The factored replacement of `layer` under its applied scheme (uninitialized weights for cp, zero for
+    tucker2, whose `rank` is the pair (r1, r2))."""
     if layer.kind == "linear":
         return FactoredLinear(layer, rank, dtype)
     if scheme == "cp":
         return cp_skeleton(layer, rank, dtype)
+    if scheme == "tucker2":
+        return tucker2_skeleton(layer, int(rank[0]), int(rank[1]), dtype)
     return FactoredConv2d(layer, scheme, rank, dtype)

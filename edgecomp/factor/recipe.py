@@ -1,7 +1,8 @@
 """Save and rebuild a compressed model without pickle: weights (safetensors) + a JSON recipe.
 
 recipe.json holds the source model spec (how to build the original architecture), the scheme and
-the rank of every factored layer; loading rebuilds the original architecture, swaps in factored
+the rank of every factored layer (a Tucker-2 layer of scheme "tucker2": the pair [r1, r2]; older recipes,
+with ints only, read as before, so the format version is unchanged); loading rebuilds the original architecture, swaps in factored
 skeletons of those ranks and loads model.safetensors strictly.
 
 An output directory may come from someone else, so its recipe never decides what code runs:
@@ -58,11 +59,19 @@ def read_recipe(outdir: str | Path) -> dict:
     missing = sorted(RECIPE_KEYS.keys() - recipe.keys())
     wrong = [key for key, kind in RECIPE_KEYS.items() if key in recipe and not isinstance(recipe[key], kind)]
     ranks = recipe.get("ranks") if isinstance(recipe.get("ranks"), dict) else {}
-    if missing or wrong or not all(isinstance(k, str) and isinstance(v, int) and v >= 1 for k, v in ranks.items()):
+    if missing or wrong or not all(isinstance(k, str) and _rank_entry(v) for k, v in ranks.items()):
         what = f"lacks {', '.join(missing)}" if missing else f"{', '.join(wrong) or 'ranks'} of the wrong type"
         raise UserInputError(f"{path}: malformed recipe ({what}); it was not written by edgecomp or was edited: "
                              "compress again")
     return recipe
+
+
+def _rank_entry(value) -> bool:
+    """A recipe rank: a positive int, or a Tucker-2 pair [r1, r2] of positive ints."""
+    def positive(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+    return positive(value) or (isinstance(value, list) and len(value) == 2 and all(positive(v) for v in value))
 
 
 is_compressed_dir = is_outdir  # the name this package has always exported
@@ -143,7 +152,8 @@ def load_compressed(outdir: str | Path, *, model_spec: str | None = None, trust_
         spec = rebuild_spec(outdir, recipe, model_spec=model_spec, trust_code=trust_code, trust_pickle=trust_pickle,
                             allow_hint=allow_hint)
         source = load_model(spec, trust_pickle=trust_pickle)
-    module = factored_skeleton(source.module, {k: int(v) for k, v in recipe["ranks"].items()}, recipe["scheme"])
+    ranks = {k: tuple(v) if isinstance(v, list) else int(v) for k, v in recipe["ranks"].items()}
+    module = factored_skeleton(source.module, ranks, recipe["scheme"])
     weights = outdir / WEIGHTS_FILE
     try:
         state = load_file(str(weights))

@@ -48,12 +48,15 @@ def unmatricize(matrix: torch.Tensor, scheme: str, weight_shape: torch.Size | tu
 class Spectrum:
     """P = U diag(sigma) (rows x K), V (cols x K), sigma (K,) of one layer's matricization.
 
-    cp: the CP fit these were made from (scheme "cp" only; module docstring)."""
+    cp: the CP fit these were made from (scheme "cp" only; module docstring).
+    tucker2: scheme "tucker2" only, the layer's choices (edgecomp.ranks.knapsack.ChoiceLayer); P, V and
+    sigma are then empty (a Tucker-2 layer has no matricization spectrum)."""
 
     P: torch.Tensor
     V: torch.Tensor
     sigma: torch.Tensor
     cp: CPResult | None = None
+    tucker2: object | None = None
 
 
 def check_finite(tensor: torch.Tensor, what: str) -> None:

@@ -52,6 +52,7 @@ class Tucker2Conv2d(nn.Sequential):
                 last.bias.copy_(conv.bias)
         super().__init__(first, core, last)
         self.r1, self.r2 = r1, r2
+        self.relative_error = float(result.rel_error)  # ||W - W_hat||_F / ||W||_F of the fit (nan: skeleton)
         self.train(conv.training)
 
     @classmethod

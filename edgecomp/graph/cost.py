@@ -20,6 +20,12 @@ Factored forms keep r components; their cost is exactly linear in r (COBLA, Li &
       which the layer stays unfactored), capped at min(f*c, c*kh*kw, f*kh*kw) (the largest rank of
       the kernel's three matricizations that pair one output/input mode with the kernel window) so
       that the fit at that rank stays tractable; see `cp_rank_bound`.
+  tucker2 (Kim et al. 2016; edgecomp.factor.tucker_conv): 1x1 c -> r1, kh x kw r1 -> r2, 1x1 r2 -> f,
+      bilinear in (r1, r2) (edgecomp.factor.tucker.tucker2_costs, summed over calls):
+        MACs = c*r1*H_in*W_in + (r1*r2*kh*kw + r2*f)*H_out*W_out,   params = c*r1 + r1*r2*kh*kw + r2*f
+      It has no per-rank cost: its Decomposition records the (1, 1) pair's cost as macs/params_per_rank
+      and the layer's choices ((r1, r2) pairs and the dense layer, which need the weights) are made by
+      edgecomp.compression.problem (`tucker2_layer_costs` gives any pair's exact cost).
 The bias stays on the second factor (a constant f params). The break-even rank is the smallest rank
 at which the factored layer is no cheaper than the original in MACs or in parameters; a layer kept
 at or above it stays unfactored (see edgecomp.ranks.problem.LayerSpectrum).
@@ -34,7 +40,7 @@ from torch import nn
 from edgecomp.graph.trace import LayerInfo, trace_layers
 from edgecomp.ranks.problem import LayerSpectrum
 
-SCHEMES = ("spatial", "channel", "cp")
+SCHEMES = ("spatial", "channel", "cp", "tucker2")
 BYTES_PER_PARAM = {"fp32": 4, "fp16": 2, "int8": 1}
 
 
@@ -42,7 +48,7 @@ BYTES_PER_PARAM = {"fp32": 4, "fp16": 2, "int8": 1}
 class Decomposition:
     """How one layer factors: its matricization and exact per-rank costs."""
 
-    scheme: str  # "spatial" | "channel" | "linear" | "cp"
+    scheme: str  # "spatial" | "channel" | "linear" | "cp" | "tucker2"
     matrix_shape: tuple[int, int]  # (rows, cols) of the matricization (cp: the channel one, f x c*kh*kw)
     macs_per_rank: int
     params_per_rank: int
@@ -93,7 +99,7 @@ def cp_rank_bound(macs_per_rank: int, params_per_rank: int, original_macs: int, 
 
 def layer_scheme(layer: LayerInfo, scheme: str) -> str:
     """The scheme actually applied: pointwise layers always use 'linear'; under 'spatial', kx1 / 1xk
-    kernels use 'channel'; under 'cp' every other (ungrouped) conv is 'cp'."""
+    kernels use 'channel'; under 'cp' / 'tucker2' every other (ungrouped) conv is 'cp' / 'tucker2'."""
     if scheme not in SCHEMES:
         raise ValueError(f"unknown scheme {scheme!r}; choose one of {SCHEMES}")
     if layer.is_pointwise:
@@ -123,6 +129,8 @@ def decompose_layer(layer: LayerInfo, scheme: str) -> tuple[Decomposition | None
         params = c * kh * kw + f
     elif applied == "cp":
         return _cp_decomposition(layer)
+    elif applied == "tucker2":
+        return _tucker2_decomposition(layer)
     else:
         shape = (f, c)
         macs = sum((c + f) * layer.output_positions(call) for call in layer.calls)
@@ -156,6 +164,31 @@ def _cp_decomposition(layer: LayerInfo) -> tuple[Decomposition | None, str]:
                         int(layer.params), rank_cap=cap)
     if dec.break_even_rank <= 1:
         return None, "too small to gain: even rank 1 is no cheaper than the original layer"
+    return dec, ""
+
+
+def tucker2_layer_costs(layer: LayerInfo, r1, r2) -> tuple:
+    """Exact (MACs, params) of `layer` as a Tucker-2 conv at ranks (r1, r2) (broadcastable int arrays or
+    ints), MACs summed over the layer's calls, params with the bias (on the last 1x1 conv)."""
+    from edgecomp.factor.tucker import tucker2_costs  # lazy: edgecomp.factor imports this module
+
+    c, f = layer.in_channels, layer.out_channels
+    kh, kw = layer.kernel_size
+    macs = params = 0
+    for call in layer.calls:
+        macs_call, params = tucker2_costs(f, c, kh, kw, call.in_shape[1], call.in_shape[2], layer.stride,
+                                          layer.padding, layer.dilation, r1, r2, bias=layer.bias)
+        macs = macs + macs_call
+    return macs, params
+
+
+def _tucker2_decomposition(layer: LayerInfo) -> tuple[Decomposition | None, str]:
+    c, f = layer.in_channels, layer.out_channels
+    macs, params = tucker2_layer_costs(layer, 1, 1)
+    if macs >= layer.macs and params >= layer.params:
+        return None, "too small to gain: even ranks (1, 1) are no cheaper than the original layer"
+    bias = f if layer.bias else 0
+    dec = Decomposition("tucker2", (f, c), int(macs), int(params - bias), bias, int(layer.macs), int(layer.params))
     return dec, ""
 
 

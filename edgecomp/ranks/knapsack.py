@@ -414,3 +414,141 @@ def select_min_error(problem: RankProblem, sigma_override: list[np.ndarray] | No
             **solver_info(sol),
         },
     )
+
+
+# ---- layers with explicit choices (scheme tucker2) -------------------------------------------------
+
+@dataclass(frozen=True)
+class ChoiceLayer(LayerSpectrum):
+    """A layer whose options are an explicit list of choices instead of ranks 1..K with linear costs
+    (a Tucker-2 conv: (r1, r2) pairs, edgecomp.factor.tucker.pareto_choices, plus the dense layer).
+
+    In a RankProblem its "rank" is the 1-based choice number k: cost(k) = (choice_compute[k-1],
+    choice_params[k-1]). Choices are ordered by compute; choice 1 is the cheapest in both costs (so
+    RankProblem.min_cost is every layer at its cheapest choice) and the last one is the dense layer
+    (max_rank = break_even_rank = the number of choices, so is_factored(k) is k < max_rank).
+    errors: the squared Frobenius truncation error of each choice (0 for the dense one);
+    weight_energy: ||W||_F^2. sigma is a placeholder (ones, one per choice) and the per-rank costs
+    are the (1, 1) pair's: methods that read them as a spectrum with linear costs do not apply.
+    """
+
+    r1s: np.ndarray = None
+    r2s: np.ndarray = None
+    choice_compute: np.ndarray = None
+    choice_params: np.ndarray = None
+    errors: np.ndarray = None
+    weight_energy: float = 0.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        n = self.sigma.size
+        for name in ("r1s", "r2s", "choice_compute", "choice_params", "errors"):
+            value = np.asarray(getattr(self, name)).reshape(-1)
+            if value.size != n:
+                raise ValueError(f"layer {self.name}: {name} needs one entry per choice ({n}), got {value.size}")
+            object.__setattr__(self, name, value)
+        if self.errors[-1] != 0:
+            raise ValueError(f"layer {self.name}: the last choice must be the dense layer (error 0)")
+        if n > 1 and (np.any(self.choice_compute[1:-1] < self.choice_compute[0])
+                      or np.any(self.choice_params[1:-1] < self.choice_params[0])):
+            raise ValueError(f"layer {self.name}: choice 1 must be the cheapest factored choice in both costs")
+
+    @property
+    def break_even_rank(self) -> int:
+        return self.max_rank
+
+    def cost(self, rank: int) -> tuple[float, float]:
+        if not 1 <= rank <= self.max_rank:
+            raise ValueError(f"layer {self.name}: choice must be in 1..{self.max_rank}, got {rank}")
+        return float(self.choice_compute[rank - 1]), float(self.choice_params[rank - 1])
+
+    def energy(self, rank: int) -> float:
+        """1 - error / ||W||^2: the share of the kernel's energy the choice keeps."""
+        if self.weight_energy <= 0:
+            return 1.0
+        return float(1.0 - self.errors[rank - 1] / self.weight_energy)
+
+    def pair(self, rank: int) -> tuple[int, int]:
+        """(r1, r2) of choice `rank` (the dense layer's is (c, f))."""
+        return int(self.r1s[rank - 1]), int(self.r2s[rank - 1])
+
+    def choice_of(self, r1: int, r2: int) -> int:
+        """The choice number of the pair (r1, r2), or the dense layer's when it is not a choice."""
+        hit = np.flatnonzero((self.r1s[:-1] == r1) & (self.r2s[:-1] == r2))
+        return int(hit[0]) + 1 if hit.size else self.max_rank
+
+
+def _candidates_and_errors(problem: RankProblem) -> tuple[list[LayerCandidates], list[np.ndarray]]:
+    """Every layer's knapsack candidates and their squared truncation errors relative to ||W||^2:
+    a ChoiceLayer's choices, an SVD layer's ranks (layer_candidates, dropped energy / total energy)."""
+    candidates, errors = [], []
+    for layer in problem.layers:
+        if isinstance(layer, ChoiceLayer):
+            ranks = np.arange(1, layer.max_rank + 1, dtype=np.int64)
+            cand = LayerCandidates(ranks, layer.choice_compute.astype(np.float64),
+                                   layer.choice_params.astype(np.float64))
+            total = layer.weight_energy
+            err = layer.errors.astype(np.float64)
+        else:
+            cand = layer_candidates(layer)
+            total = float(np.sum(layer.sigma ** 2))
+            err = truncation_errors(layer.sigma, cand.ranks, layer.max_rank)
+        candidates.append(cand)
+        errors.append(err / total if total > 0 else np.zeros_like(err))
+    return candidates, errors
+
+
+def select_choices_min_error(problem: RankProblem, *, method: str = "pos-cvx", time_limit: float | None = 30.0,
+                             mip_rel_gap: float = 1e-6) -> RankSelection:
+    """The exact multiple-choice knapsack over every layer's choices (ChoiceLayer) and ranks (SVD layers):
+
+        min  sum_i ||W_i - W_i(choice_i)||_F^2 / ||W_i||_F^2   s.t.  N_C <= N_C,max,  N_M <= N_M,max
+
+    (fixed costs of the other layers included). Each layer's error is normalised by its ||W_i||^2: a conv
+    followed by BatchNorm has an arbitrary weight scale, so raw squared errors would let the layers with
+    the largest weights decide alone; relative errors compare layers on one scale (as pos-cvx's relative
+    energies do). Tucker-2 errors are the HOSVD truncation's (HOOI, which builds the layer, is no worse).
+    Returns choice numbers / ranks per layer (ChoiceLayer: 1-based choice numbers)."""
+    if not problem.is_satisfiable():
+        raise infeasible_error(problem, method)
+    candidates, errors = _candidates_and_errors(problem)
+    ranks, sol = solve_layers(problem, errors, candidates, maximize=False, time_limit=time_limit,
+                              mip_rel_gap=mip_rel_gap)
+    compute, params = problem.cost(ranks)
+    return RankSelection(method=method, ranks=ranks, info={
+        "objective": "sum of per-layer relative squared truncation errors",
+        "relative_squared_error_sum": sol.objective, "macs": compute, "compute_unit": problem.compute_unit,
+        "params": params, **solver_info(sol)})
+
+
+def _uniform_choice(layer: LayerSpectrum, t: float) -> int:
+    """The rank (SVD layer: max(1, floor(t K))) or choice (ChoiceLayer: the pair (floor(t c), floor(t f)),
+    each at least 1, or the dense layer when that pair is no choice) of the kept fraction t."""
+    if isinstance(layer, ChoiceLayer):
+        c, f = layer.pair(layer.max_rank)
+        r1 = int(np.clip(np.floor(t * c + 1e-9), 1, c))
+        r2 = int(np.clip(np.floor(t * f + 1e-9), 1, f))
+        return layer.choice_of(r1, r2)
+    return int(np.clip(np.floor(t * layer.max_rank + 1e-9), 1, layer.max_rank))
+
+
+def select_choices_uniform(problem: RankProblem) -> RankSelection:
+    """The same kept fraction t in every layer (r1 / c = r2 / f = t for a ChoiceLayer, r / K = t for an SVD
+    layer), t the largest breakpoint (r / c, r / f, r / K) whose model meets both budgets (all are tried:
+    with the break-even rule the costs are not monotone in t)."""
+    if not problem.is_satisfiable():
+        raise infeasible_error(problem, "uniform")
+    sizes = set()
+    for layer in problem.layers:
+        sizes.update(layer.pair(layer.max_rank) if isinstance(layer, ChoiceLayer) else (layer.max_rank,))
+    breakpoints = np.unique(np.concatenate([np.arange(1, k + 1) / k for k in sizes]))[::-1]
+    for t in breakpoints:
+        ranks = np.array([_uniform_choice(layer, float(t)) for layer in problem.layers], dtype=np.int64)
+        if problem.feasible(ranks):
+            break
+    else:
+        t, ranks = 0.0, problem.min_ranks
+    compute, params = problem.cost(ranks)
+    return RankSelection(method="uniform", ranks=ranks, info={
+        "alpha": float(t), "n_breakpoints": int(breakpoints.size), "macs": compute,
+        "compute_unit": problem.compute_unit, "params": params})
