@@ -139,7 +139,8 @@ def compress(
                    a number > 1: absolute MACs; or a string as on the command line ("50%", "30M", "none")
     memory_budget  the same for parameter memory (absolute values in bytes at `precision`)
     method         cobla (default), lc, uniform, cptv, pos-greedy, pos-cvx, vbmf, gavish-donoho
-    scheme         spatial (default), channel, or cp (CP terms fitted by cp_solver "als" or "spals")
+    scheme         spatial (default), channel, cp (CP terms fitted by cp_solver "als" or "spals"), or
+                   tucker2 (with method pos-cvx or uniform)
     cobla, lc      CoblaOptions / LCOptions (or dicts of their fields)
     loss_fn        loss_fn(model, batch) -> scalar tensor: COBLA's loss in place of cross-entropy, for
                    models whose loss is not classification (batch: what the data yields, stacked)
