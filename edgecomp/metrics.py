@@ -10,17 +10,22 @@ from edgecomp.errors import UserInputError
 MetricFn = Callable[[Any, Any], float]
 
 
-def as_numpy(value: Any) -> Any:
-    """Every tensor in `value` (nested lists, tuples, dicts) as a numpy array; anything else as is."""
+def map_tensors(fn: Callable[[Any], Any], value: Any) -> Any:
+    """`value` with fn applied to every tensor in it (nested lists, tuples, dicts); anything else as is."""
     if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch.Tensor, without importing torch
-        return value.detach().cpu().numpy()
+        return fn(value)
     if isinstance(value, list):
-        return [as_numpy(v) for v in value]
+        return [map_tensors(fn, v) for v in value]
     if isinstance(value, tuple):
-        return tuple(as_numpy(v) for v in value)
+        return tuple(map_tensors(fn, v) for v in value)
     if isinstance(value, dict):
-        return {k: as_numpy(v) for k, v in value.items()}
+        return {k: map_tensors(fn, v) for k, v in value.items()}
     return value
+
+
+def as_numpy(value: Any) -> Any:
+    """Every tensor in `value` as a numpy array."""
+    return map_tensors(lambda t: t.detach().cpu().numpy(), value)
 
 
 def score(metric: MetricFn, outputs: Any, targets: Any) -> float:

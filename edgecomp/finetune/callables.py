@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from edgecomp.errors import UserInputError
-from edgecomp.metrics import MetricFn, score
+from edgecomp.metrics import MetricFn, map_tensors, score
 
 PenaltyFn = Callable[[], torch.Tensor]
 TrainFn = Callable[[nn.Module, PenaltyFn, int], None]
@@ -86,12 +86,4 @@ def gather(parts: list):
 
 def detach_cpu(value):
     """The value with every tensor detached and moved to the CPU (outputs kept for a metric)."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu()
-    if isinstance(value, list):
-        return [detach_cpu(v) for v in value]
-    if isinstance(value, tuple):
-        return tuple(detach_cpu(v) for v in value)
-    if isinstance(value, dict):
-        return {k: detach_cpu(v) for k, v in value.items()}
-    return value
+    return map_tensors(lambda t: t.detach().cpu(), value)
