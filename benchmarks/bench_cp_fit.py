@@ -3,6 +3,14 @@ control variate, edgecomp's default) vs plain SPALS (Cheng's estimator), at seve
 reference model's convs and on zoo:resnet18's 3x3 layer shapes.
 
     python benchmarks/bench_cp_fit.py [--ranks 8,16,32,64] [--max-iter 50] [--alpha 3] [--resnet-shapes all]
+                                      [--largest-iter 100]
+
+Second table (--largest-iter > 0): the fit of each reference conv at its largest rank (the cost model's,
+what `--scheme cp` fits), by ALS as before the degeneracy fix (ridge 1e-9, adaptive_ridge=False) and with
+the adaptive ridge (edgecomp's default): the largest truncation error of its top-r terms over r, how many
+steps r -> r+1 raise it, the largest lambda / ||W||, and the refit at R/4 and R/2 (error of the kept terms
+before, after). Single-threaded BLAS is advised (OMP_NUM_THREADS=1): the R x R solves gain nothing from
+threads on a shared machine.
 
 No resnet18 weights ship with edgecomp, so its kernels are the zoo's seeded random initialisation
 (kaiming normal): nearly full-rank noise, a worst case for any low-rank fit, but the right sizes for
@@ -18,7 +26,8 @@ import numpy as np
 import torch
 from common import reference_model, write_results
 
-from edgecomp.factor.cp import cp_als, cp_spals
+from edgecomp.factor.cp import cp_als, cp_spals, refit, truncation_profile
+from edgecomp.graph.cost import analyze_model
 from edgecomp.models.zoo import get_zoo_model
 
 SOLVERS = {
@@ -46,6 +55,42 @@ def kernels(resnet_shapes: str) -> list[tuple[str, str, np.ndarray]]:
     return fmnist + out[len(fmnist):][:limit]
 
 
+def largest_rank_rows(max_iter: int, seed: int) -> list[dict]:
+    """The second table (module docstring): each reference conv at its largest rank, before/after the fix."""
+    module = reference_model().module
+    cost = analyze_model(module, (1, 1, 28, 28), "cp")
+    rows = []
+    print("\n| layer | shape | R | ALS | rel. error at R | max top-r error | rising steps | max lambda/norm | "
+          "ridge | refit R/4 before -> after | refit R/2 before -> after | s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for lc in cost.decomposable:
+        if lc.decomposition.scheme != "cp":
+            continue
+        kernel = module.get_submodule(lc.name).weight.detach().double().numpy()
+        rank = lc.decomposition.max_rank
+        for label, adaptive in (("before fix (ridge 1e-9)", False), ("adaptive ridge", True)):
+            t0 = time.perf_counter()
+            fit = cp_als(kernel, rank, max_iter=max_iter, seed=seed, adaptive_ridge=adaptive)
+            profile = truncation_profile(kernel, fit)
+            halves = sorted({max(1, rank // 4), max(1, rank // 2)})
+            refits = {r: refit(kernel, fit, r, max_iter=max_iter, seed=seed, adaptive_ridge=adaptive) for r in halves}
+            row = {"layer": lc.name, "shape": list(kernel.shape), "rank": rank, "variant": label,
+                   "relative_error": fit.relative_error, "ridge": fit.ridge, "iterations": fit.iterations,
+                   "max_truncation_error": float(profile.max()),
+                   "rising_steps": int(np.sum(np.diff(profile) > 1e-9)),
+                   "max_weight_over_norm": float(fit.weights.max() / np.linalg.norm(kernel)),
+                   "truncation_errors": profile.tolist(),
+                   "refit": {str(r): {"before": o.before, "after": o.after, "ridge": o.result.ridge}
+                             for r, o in refits.items()},
+                   "seconds": time.perf_counter() - t0}
+            rows.append(row)
+            cells = " | ".join(f"{o.before:.3f} -> {o.after:.3f}" for o in refits.values())
+            print(f"| {lc.name} | {'x'.join(map(str, kernel.shape))} | {rank} | {label} | {fit.relative_error:.4f} | "
+                  f"{row['max_truncation_error']:.3f} | {row['rising_steps']} | {row['max_weight_over_norm']:.3g} | "
+                  f"{fit.ridge:.3g} | {cells} | {row['seconds']:.1f} |", flush=True)
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ranks", default="8,16,32,64")
@@ -54,6 +99,8 @@ def main():
     parser.add_argument("--alpha", type=float, default=3.0)
     parser.add_argument("--resnet-shapes", default="all", help='"all", "none" or how many distinct 3x3 shapes')
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--largest-iter", type=int, default=100, help="ALS iterations of the largest-rank table "
+                                                                         "(0: skip it)")
     parser.add_argument("--out", default="cp_fit")
     args = parser.parse_args()
     ranks = [int(r) for r in args.ranks.split(",") if r]
@@ -80,11 +127,13 @@ def main():
                 print(f"| {source} | {layer} | {'x'.join(map(str, kernel.shape))} | {rank} | {solver} | "
                       f"{fit.relative_error:.4f} | {fit.iterations} | {fit.seconds_per_iteration:.4f} | "
                       f"{'-' if drawn is None else f'{drawn:.2f}'} |", flush=True)
+    largest = largest_rank_rows(args.largest_iter, args.seed) if args.largest_iter > 0 else []
     write_results(args.out, {
         "note": "resnet18 kernels are the zoo's seeded random initialisation (no resnet18 weights ship); "
                 "s/iter = total seconds (start, iterations, final exact error) / iterations",
         "ranks": ranks, "solvers": solvers, "max_iter": args.max_iter, "alpha": args.alpha, "seed": args.seed,
-        "total_seconds": time.perf_counter() - t0, "rows": rows,
+        "largest_iter": args.largest_iter, "total_seconds": time.perf_counter() - t0, "rows": rows,
+        "largest_rank_rows": largest,
     })
 
 

@@ -1,14 +1,17 @@
-"""Train the reference Fashion-MNIST model (zoo:fmnist_cnn) and ship its weights.
+"""Train a Fashion-MNIST zoo model (default the reference, zoo:fmnist_cnn) and write its weights.
 
-    python benchmarks/train_reference.py [--epochs 4] [--lr 0.05] [--seed 0]
+    python benchmarks/train_reference.py [--model fmnist_cnn] [--epochs 4] [--lr 0.05] [--seed 0]
+    python benchmarks/train_reference.py --model fmnist_resnet --out benchmarks/weights --epochs 3
+
+(The residual benchmark net's weights live in benchmarks/weights/: they are not shipped in the package.)
 
 Trains on fashion-mnist:train (60000 images) with edgecomp.finetune.train (SGD + momentum,
 cosine schedule, no augmentation), evaluates on fashion-mnist:test (10000 images; logged once per
 epoch, never used for model selection) and writes
 
-    edgecomp/weights/fmnist_cnn.safetensors   the state dict (safetensors, atomic)
-    edgecomp/weights/fmnist_cnn.json          accuracy, hyper-parameters, command, versions, date
-    benchmarks/cache/fmnist_cnn_train.json    the same record plus the per-epoch history
+    <out>/<model>.safetensors            the state dict (safetensors, atomic; out = edgecomp/weights)
+    <out>/<model>.json                   accuracy, hyper-parameters, command, versions, date
+    benchmarks/cache/<model>_train.json  the same record plus the per-epoch history
 """
 
 from __future__ import annotations
@@ -37,13 +40,14 @@ CACHE_DIR = ROOT / "benchmarks" / "cache"
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="fmnist_cnn", choices=["fmnist_cnn", "fmnist_resnet"])
     parser.add_argument("--epochs", type=float, default=4.0)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--optimizer", default="sgd", choices=["sgd", "adam", "adamw"])
     parser.add_argument("--weight-decay", type=float, default=5e-4)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="folder for fmnist_cnn.{safetensors,json}")
+    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="folder for <model>.{safetensors,json}")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (1 is faster on a shared, oversubscribed machine)")
     parser.add_argument("--min-accuracy", type=float, default=0.91, help="refuse to ship weights below this")
@@ -54,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
     train_ds = load_dataset("fashion-mnist:train")
     test_ds = load_dataset("fashion-mnist:test")
-    model = load_model("zoo:fmnist_cnn").module  # seeded initialisation (seed 0 inside the zoo)
+    model = load_model(f"zoo:{args.model}").module  # seeded initialisation (seed 0 inside the zoo)
 
     start = time.perf_counter()
     result = train(
@@ -72,10 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"accuracy {metrics['top1']:.4f} < {args.min_accuracy}: weights not written", file=sys.stderr)
         return 1
 
-    weights = save_weights(model, args.out / "fmnist_cnn.safetensors",
-                           metadata={"model": "zoo:fmnist_cnn", "test_top1": f"{metrics['top1']:.4f}"})
+    weights = save_weights(model, args.out / f"{args.model}.safetensors",
+                           metadata={"model": f"zoo:{args.model}", "test_top1": f"{metrics['top1']:.4f}"})
     record = {
-        "model": "zoo:fmnist_cnn",
+        "model": f"zoo:{args.model}",
         "weights": weights.name,
         "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
         "dataset": {"train": "fashion-mnist:train", "test": "fashion-mnist:test",
@@ -98,9 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         "python_version": platform.python_version(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    write_json(args.out / "fmnist_cnn.json", record)
-    write_json(CACHE_DIR / "fmnist_cnn_train.json", {**record, "history": result.history})
-    print(f"wrote {weights} and {args.out / 'fmnist_cnn.json'}")
+    write_json(args.out / f"{args.model}.json", record)
+    write_json(CACHE_DIR / f"{args.model}_train.json", {**record, "history": result.history})
+    print(f"wrote {weights} and {args.out / (args.model + '.json')}")
     return 0
 
 

@@ -34,23 +34,28 @@ def build_metadata(
     weights: str | None = None,
     device: str | None = None,
     scheme: str | None = None,
-    ranks: Mapping[str, int | Sequence[int]] | None = None,
+    ranks: Mapping[str, int | Sequence[int] | Mapping[str, Any]] | None = None,
     input_shape: tuple[int, ...] | Sequence[tuple[int, ...]] | None = None,
 ) -> dict[str, str]:
     """The agreed metadata dict for an artifact (keys with no value are left out). INPUT_SHAPE is a list of
-    ints, or a list of such lists for a model with several inputs. A rank is an int, or [r1, r2] for a
-    Tucker-2 layer."""
+    ints, or a list of such lists for a model with several inputs. A rank is an int, [r1, r2] for a
+    Tucker-2 layer, or under scheme "auto" {"scheme": S, "rank": R}: the scheme each layer took and its rank."""
     raw: dict[str, Any] = {
         VERSION: __version__,
         SOURCE_MODEL: source_model,
         WEIGHTS: weights,
         DEVICE: device,
         SCHEME: scheme,
-        RANKS: None if ranks is None else {str(k): [int(r) for r in v] if isinstance(v, (list, tuple)) else int(v)
-                                           for k, v in ranks.items()},
+        RANKS: None if ranks is None else {str(k): _rank_value(v) for k, v in ranks.items()},
         INPUT_SHAPE: None if input_shape is None else _shape_value(input_shape),
     }
     return {k: as_metadata_value(v) for k, v in raw.items() if v is not None}
+
+
+def _rank_value(value):
+    if isinstance(value, Mapping):
+        return {"scheme": str(value["scheme"]), "rank": _rank_value(value["rank"])}
+    return [int(r) for r in value] if isinstance(value, (list, tuple)) else int(value)
 
 
 def _shape_value(shape) -> list:

@@ -6,6 +6,7 @@ import click
 
 from edgecomp.errors import UserInputError
 from edgecomp.option_types import COUNT, NON_NEGATIVE, POSITIVE, SEED, FiniteFloat, OutputPath
+from edgecomp.runtime.fleet import Board, FleetResult, board_latency, boards_from_targets, read_fleet_file
 from edgecomp.runtime.harness import MeasureSettings, TargetOptions
 from edgecomp.runtime.report import ProfileReport, VerifyResult
 from edgecomp.runtime.stats import CV_THRESHOLD_CPU, CV_THRESHOLD_GPU
@@ -19,9 +20,14 @@ def _opts(func, specs):
 
 _SPECS = [
     click.argument("artifact", metavar="ARTIFACT_OR_OUTDIR", type=click.Path()),
-    click.option("--target", default=None,
+    click.option("--target", "targets", multiple=True,
                  help="local | ssh://[user@]host[:port] | adb[://SERIAL] (default: the profile's target; "
-                      "'local' measures this machine as a labelled stand-in)."),
+                      "'local' measures this machine as a labelled stand-in). Repeat it to measure a fleet: "
+                      "every board at once, each reported on its own and in aggregate."),
+    click.option("--fleet", "fleet_file", type=click.Path(dir_okay=False), default=None,
+                 help="A YAML/JSON file listing boards (name, target, optional python, workdir, identity_file, "
+                      "ssh_options) to measure at once; see docs/fleet.md. The target options below are "
+                      "every board's defaults."),
     click.option("--data", "data_spec", default=None,
                  help="Inputs: a data spec (e.g. fashion-mnist:test); default random inputs of the model's shape."),
     click.option("--samples", type=COUNT, default=None,
@@ -100,6 +106,23 @@ def target_options_from(kw: dict) -> TargetOptions:
     )
 
 
+def target_from(kw: dict) -> str | None:
+    """The one --target of a single-board run (None: the profile's)."""
+    return kw["targets"][0] if kw["targets"] else None
+
+
+def boards_from(kw: dict) -> list[Board] | None:
+    """The fleet's boards (--fleet FILE, or --target given more than once); None for a single-board run,
+    which keeps the single-target output."""
+    if kw["fleet_file"] and kw["targets"]:
+        raise UserInputError("give either --fleet FILE or --target URL(s), not both (list every board in the file)")
+    if kw["fleet_file"]:
+        return read_fleet_file(kw["fleet_file"], defaults=target_options_from(kw))
+    if len(kw["targets"]) > 1:
+        return boards_from_targets(kw["targets"], target_options_from(kw))
+    return None
+
+
 def providers_from(text: str | None) -> list[str] | None:
     if text is None:
         return None
@@ -142,3 +165,28 @@ def echo_summary(result: VerifyResult | ProfileReport) -> None:
                    f"max |err| {report.agreement['max_abs_error']:.3g}")
     for note in report.notes:
         click.echo(f"  note: {note}")
+
+
+def echo_fleet_summary(fleet: FleetResult) -> None:
+    """One line per board and the aggregate, on stdout."""
+    agg = fleet.aggregate()
+    click.echo(f"fleet {fleet.command} on {len(fleet.boards)} boards ({fleet.device}): {fleet.verdict} "
+               f"(exit {fleet.exit_code})")
+    for b in fleet.boards:
+        row = board_latency(b, fleet.percentile)
+        if b.error is not None:
+            click.echo(f"  [{b.verdict}] {b.board.name}: could not run: {b.error}")
+            continue
+        bound = "" if row is None else (f": p{fleet.percentile:g} {row['estimate_ms']:.4g} ms, upper bound "
+                                        f"{row['upper_bound_ms']:.4g} ms")
+        where = "" if b.board.target == b.board.name else f" ({b.board.target})"
+        click.echo(f"  [{b.verdict}] {b.board.name}{where}{bound}")
+        if isinstance(b.result, VerifyResult):
+            for g in b.result.gates:
+                click.echo(f"      [{g.status}] {g.name}: {g.message}")
+    worst = agg["worst_latency"]
+    if worst is not None:
+        click.echo(f"worst p{fleet.percentile:g}: {worst['board']} at {worst['estimate_ms']:.4g} ms "
+                   f"(upper bound {worst['upper_bound_ms']:.4g} ms)")
+    click.echo(f"{agg['passed']} passed, {agg['failed']} failed, {agg['inconclusive']} inconclusive, "
+               f"{agg['could_not_run']} could not run")

@@ -5,10 +5,14 @@ One measurement: resolve the artifact -> build the input pool -> open the transp
 comparison needs outputs), warms up, times -> statistics, accuracy, agreement, comparison on the
 host. When a percentile is gated, the iteration count is raised to MLPerf's early-stopping minimum
 for it (64 for p90, 662 for p99 at 99% confidence) so its upper bound exists.
+
+Two halves: prepare_measurement (host only: artifact, inputs, reference outputs) and measure_prepared
+(one target). measure() is both; a fleet (runtime.fleet) prepares once and measures every board.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import tempfile
@@ -158,11 +162,37 @@ def resolve_target(profile, target: str | None, options: TargetOptions) -> tuple
 
 # ---- measurement ----------------------------------------------------------------------------
 
-def measure(
+@dataclass
+class PreparedRun:
+    """The host-side half of a measurement, done once and shared by every target (board) it runs on:
+    the resolved artifact, the input pool, the agent's request, the reference model's outputs. Each
+    target's run copies what it changes, so one PreparedRun can serve several threads at once."""
+
+    profile: Any
+    artifact: Artifact
+    pool: InputPool
+    request: dict[str, Any]
+    settings: MeasureSettings
+    iterations: int
+    batch_size: int
+    percentile: float | None
+    providers: Sequence[str] | None
+    explicit_reference: bool
+    ref: ReferenceSpec | None
+    reference_outputs: np.ndarray | None
+    want_outputs: bool
+    compare: bool
+    atol: float
+    rtol: float
+    trust_code: bool
+    metric: Any
+    notes: list[str]
+
+
+def prepare_measurement(
     artifact_path: str | Path,
     profile,
     *,
-    target: str | None = None,
     data_spec: str | None = None,
     batch_size: int = 1,
     percentile: float | None = None,
@@ -173,13 +203,11 @@ def measure(
     compare: bool = False,
     atol: float = 1e-4,
     rtol: float = 1e-3,
-    target_options: TargetOptions | None = None,
     trust_code: bool = False,
     metric=None,
-) -> Measurement:
-    """Run one measurement and build its report (profile_artifact/verify call this). `trust_code` allows
-    running the code an OUTDIR's recipe (or an ONNX file's metadata) names (runtime.reference).
-    `metric(outputs, labels) -> float` (Python API; higher is better) replaces top-1 in the accuracy."""
+) -> PreparedRun:
+    """Everything before the target: check the settings, resolve the artifact (an OUTDIR is exported
+    here, once), build the inputs, run the reference model on them when their shape is known."""
     settings = settings or MeasureSettings()
     settings.validate()
     check_gate_options(percentile=percentile)
@@ -215,6 +243,61 @@ def measure(
         reference_outputs, ref = _reference_outputs(ref, pool, explicit=reference is not None, notes=notes,
                                                     batch_size=batch_size)
     want_outputs = pool.has_labels or ref is not None or compare
+    request.update(
+        batch_size=batch_size,
+        warmup_s=settings.warmup_s,
+        iterations=iterations,
+        min_duration_s=settings.min_duration_s,
+        max_duration_s=settings.max_duration_s,
+    )
+    if pool.x is None:
+        request["random"] = {"seed": settings.seed, "count": pool.count}
+    return PreparedRun(profile=profile, artifact=artifact, pool=pool, request=request, settings=settings,
+                       iterations=iterations, batch_size=batch_size, percentile=percentile, providers=providers,
+                       explicit_reference=reference is not None, ref=ref, reference_outputs=reference_outputs,
+                       want_outputs=want_outputs, compare=compare, atol=atol, rtol=rtol, trust_code=trust_code,
+                       metric=metric, notes=notes)
+
+
+def measure(
+    artifact_path: str | Path,
+    profile,
+    *,
+    target: str | None = None,
+    data_spec: str | None = None,
+    batch_size: int = 1,
+    percentile: float | None = None,
+    settings: MeasureSettings | None = None,
+    providers: Sequence[str] | None = None,
+    reference: ReferenceSpec | str | None = None,
+    need_reference: bool = False,
+    compare: bool = False,
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+    target_options: TargetOptions | None = None,
+    trust_code: bool = False,
+    metric=None,
+) -> Measurement:
+    """Run one measurement and build its report (profile_artifact/verify call this). `trust_code` allows
+    running the code an OUTDIR's recipe (or an ONNX file's metadata) names (runtime.reference).
+    `metric(outputs, labels) -> float` (Python API; higher is better) replaces top-1 in the accuracy."""
+    prepared = prepare_measurement(artifact_path, profile, data_spec=data_spec, batch_size=batch_size,
+                                   percentile=percentile, settings=settings, providers=providers, reference=reference,
+                                   need_reference=need_reference, compare=compare, atol=atol, rtol=rtol,
+                                   trust_code=trust_code, metric=metric)
+    return measure_prepared(prepared, target=target, target_options=target_options)
+
+
+def measure_prepared(prepared: PreparedRun, *, target: str | None = None,
+                     target_options: TargetOptions | None = None) -> Measurement:
+    """The target's half of a measurement: run the agent there, then statistics, accuracy, agreement and
+    comparison on the host. Safe to call from several threads on one `prepared` (nothing shared is mutated)."""
+    p = prepared
+    profile, artifact, settings, batch_size = p.profile, p.artifact, p.settings, p.batch_size
+    notes = list(p.notes)
+    request = dict(p.request)
+    pool = copy.copy(p.pool)  # the agent's random inputs replace pool.x below: this run's copy only
+    ref, reference_outputs = p.ref, p.reference_outputs
 
     transport, target_info = resolve_target(profile, target, target_options or TargetOptions())
     host_cores = os.cpu_count() or 1
@@ -231,21 +314,12 @@ def measure(
         request["session_config"] = {EXACT_X86_INT8: "1"}
         notes.append(f"INT8 measured with ONNX Runtime's exact x86 int8 kernels ({EXACT_X86_INT8}=1), as the device "
                      "computes it; their latency is not the device's")
-    request.update(
-        batch_size=batch_size,
-        warmup_s=settings.warmup_s,
-        iterations=iterations,
-        min_duration_s=settings.min_duration_s,
-        max_duration_s=settings.max_duration_s,
-    )
-    if pool.x is None:
-        request["random"] = {"seed": settings.seed, "count": pool.count}
     with tempfile.TemporaryDirectory(prefix="edgecomp-run-") as scratch:
         scratch_path = Path(scratch)
         inputs_file = write_pool(pool, scratch_path / "inputs.npy")
         try:
             run = run_agent(transport, model=artifact.path, request=request, inputs=inputs_file,
-                            want_outputs=want_outputs, scratch=scratch_path, timeout=settings.timeout_s)
+                            want_outputs=p.want_outputs, scratch=scratch_path, timeout=settings.timeout_s)
         finally:
             transport.close()
     if pool.x is None and run.inputs is not None:
@@ -256,38 +330,39 @@ def measure(
 
     runner = run.result["runner"]
     providers_used = runner.get("providers_used") or []
-    gpu = artifact.runtime == "tensorrt" or any(p in GPU_PROVIDERS for p in providers_used)
+    gpu = artifact.runtime == "tensorrt" or any(x in GPU_PROVIDERS for x in providers_used)
     cv_threshold = settings.cv_threshold or default_cv_threshold(gpu)
     latency = summarize(
         run.times_ms,
         batch_size=batch_size,
-        percentiles=() if percentile is None else (percentile,),
+        percentiles=() if p.percentile is None else (p.percentile,),
         confidence=settings.confidence,
         interval_level=settings.interval_level,
         cv_threshold=cv_threshold,
     )
     if run.result.get("stopped_by") == "max_duration":
-        notes.append(f"the timed phase stopped at --max-duration after {latency.n} of {iterations} iterations")
+        notes.append(f"the timed phase stopped at --max-duration after {latency.n} of {p.iterations} iterations")
 
-    accuracy = (accuracy_report(run.outputs, pool.y, data=_data_name(pool), model=artifact.path.name, metric=metric)
+    accuracy = (accuracy_report(run.outputs, pool.y, data=_data_name(pool), model=artifact.path.name, metric=p.metric)
                 if (pool.has_labels and run.outputs is not None) else None)
     if ref is not None and reference_outputs is None and pool.x is not None:
-        reference_outputs, ref = _reference_outputs(ref, pool, explicit=reference is not None, notes=notes,
+        reference_outputs, ref = _reference_outputs(ref, pool, explicit=p.explicit_reference, notes=notes,
                                                     batch_size=batch_size)
     reference_info = agreement = None
     if ref is not None and reference_outputs is not None:
         reference_info = {"model": ref.describe(), "origin": ref.origin, "ran_on": "host (PyTorch)"}
         if pool.has_labels:
             reference_info["accuracy"] = accuracy_report(reference_outputs, pool.y, data=_data_name(pool),
-                                                         model=f"the reference model {ref.describe()}", metric=metric)
+                                                         model=f"the reference model {ref.describe()}",
+                                                         metric=p.metric)
         if run.outputs is not None:
             agreement = agreement_report(run.outputs, reference_outputs, model=artifact.path.name,
                                          reference_name=f"the reference model {ref.describe()}")
 
     comparison = None
-    if compare:
-        comparison = compare_runtimes(artifact, run, pool, reference_outputs, ref, target_info, notes, atol, rtol,
-                                      batch_size, trust_code=trust_code)
+    if p.compare:
+        comparison = compare_runtimes(artifact, run, pool, reference_outputs, ref, target_info, notes, p.atol, p.rtol,
+                                      batch_size, trust_code=p.trust_code)
 
     report = ProfileReport(
         artifact=artifact.describe(),
@@ -298,7 +373,7 @@ def measure(
             "version": runner.get("version"),
             "providers_requested": runner.get("providers_requested"),
             "providers_used": providers_used,
-            "providers_overridden": providers is not None,
+            "providers_overridden": p.providers is not None,
             "threads": runner.get("threads"),
             "graph_optimization_level": runner.get("graph_optimization_level"),
             "session_config": runner.get("session_config") or {},
@@ -308,7 +383,7 @@ def measure(
             "timed_call": "one synchronous inference incl. host<->device copies, time.perf_counter_ns",
         },
         settings=dict(asdict(settings), batch_size=batch_size, iterations_requested=settings.iterations,
-                      iterations=iterations, percentile=percentile, cv_threshold=cv_threshold),
+                      iterations=p.iterations, percentile=p.percentile, cv_threshold=cv_threshold),
         inputs=pool.describe(),
         latency=latency,
         timing={

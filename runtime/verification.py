@@ -1,4 +1,5 @@
-"""verify(): one measurement (runtime.harness.measure) followed by the gates (runtime.gates).
+"""verify(): one measurement (runtime.harness: prepare_measurement, then measure_prepared on the target)
+followed by the gates (runtime.gates). runtime.fleet runs the same plan on several targets.
 
 Accuracy reference, first that applies -- labelled data: an explicit reference accuracy; explicit
 reference outputs (same pool); the reference model run on the host on the same samples (paired);
@@ -8,8 +9,9 @@ explicit reference outputs or with the reference model, which bounds the accurac
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -18,9 +20,65 @@ from edgecomp.formats import read_optional
 from edgecomp.outdir import REPORT_FILE
 from edgecomp.runtime import gates as G
 from edgecomp.runtime.accuracy import accuracy_report, agreement_report
-from edgecomp.runtime.harness import MeasureSettings, Measurement, TargetOptions, check_gate_options, measure
+from edgecomp.runtime.harness import (MeasureSettings, Measurement, PreparedRun, TargetOptions, check_gate_options,
+                                      measure_prepared, prepare_measurement)
 from edgecomp.runtime.reference import ReferenceSpec, report_accuracy
 from edgecomp.runtime.report import VerifyResult
+
+
+@dataclass(frozen=True)
+class GatePlan:
+    """The gates a verification applies, resolved from the arguments and the profile before any work."""
+
+    device: str
+    budget_ms: float | None
+    percentile: float
+    max_accuracy_drop: float | None
+    data_spec: str | None
+    reference_accuracy: float | None
+    reference_outputs: np.ndarray | None
+    compare: bool
+    unstable_policy: str
+    metric: Any = None
+
+
+def prepare_verify(
+    artifact_path: str | Path,
+    profile,
+    *,
+    data_spec: str | None = None,
+    batch_size: int = 1,
+    latency_budget_ms: float | None = None,
+    percentile: float | None = None,
+    max_accuracy_drop: float | None = 0.01,
+    reference: ReferenceSpec | str | None = None,
+    reference_accuracy: float | None = None,
+    reference_outputs: np.ndarray | None = None,
+    settings: MeasureSettings | None = None,
+    providers: Sequence[str] | None = None,
+    compare: bool = False,
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+    trust_code: bool = False,
+    metric=None,
+) -> tuple[GatePlan, PreparedRun]:
+    """verify()'s checks and host-side preparation, shared by every target it then runs on (runtime.fleet)."""
+    settings = settings or MeasureSettings()
+    budget = profile.latency_budget_ms if latency_budget_ms is None else latency_budget_ms
+    pct = profile.latency_percentile if percentile is None else percentile
+    check_gate_options(budget, pct, max_accuracy_drop)
+    if reference_accuracy is not None and not 0 <= reference_accuracy <= 1:
+        raise UserInputError(f"reference accuracy must be a fraction in [0, 1], got {reference_accuracy}")
+
+    gated_accuracy = max_accuracy_drop is not None and data_spec is not None
+    need_reference = gated_accuracy and reference_accuracy is None and reference_outputs is None
+    prepared = prepare_measurement(artifact_path, profile, data_spec=data_spec, batch_size=batch_size,
+                                   percentile=pct if budget is not None else None, settings=settings,
+                                   providers=providers, reference=reference, need_reference=need_reference,
+                                   compare=compare, atol=atol, rtol=rtol, trust_code=trust_code, metric=metric)
+    plan = GatePlan(profile.name, budget, pct, max_accuracy_drop, data_spec, reference_accuracy, reference_outputs,
+                    compare, settings.unstable_policy, metric)
+    return plan, prepared
 
 
 def verify(
@@ -53,32 +111,31 @@ def verify(
     `metric(outputs, labels) -> float` (Python API; higher is better) replaces top-1 in the accuracy
     gate, whose drop is then in the metric's units.
     """
-    settings = settings or MeasureSettings()
-    budget = profile.latency_budget_ms if latency_budget_ms is None else latency_budget_ms
-    pct = profile.latency_percentile if percentile is None else percentile
-    check_gate_options(budget, pct, max_accuracy_drop)
-    if reference_accuracy is not None and not 0 <= reference_accuracy <= 1:
-        raise UserInputError(f"reference accuracy must be a fraction in [0, 1], got {reference_accuracy}")
+    plan, prepared = prepare_verify(
+        artifact_path, profile, data_spec=data_spec, batch_size=batch_size, latency_budget_ms=latency_budget_ms,
+        percentile=percentile, max_accuracy_drop=max_accuracy_drop, reference=reference,
+        reference_accuracy=reference_accuracy, reference_outputs=reference_outputs, settings=settings,
+        providers=providers, compare=compare, atol=atol, rtol=rtol, trust_code=trust_code, metric=metric)
+    return gate(plan, measure_prepared(prepared, target=target, target_options=target_options))
 
-    gated_accuracy = max_accuracy_drop is not None and data_spec is not None
-    need_reference = gated_accuracy and reference_accuracy is None and reference_outputs is None
-    m = measure(artifact_path, profile, target=target, data_spec=data_spec, batch_size=batch_size,
-                percentile=pct if budget is not None else None, settings=settings, providers=providers,
-                reference=reference, need_reference=need_reference, compare=compare, atol=atol, rtol=rtol,
-                target_options=target_options, trust_code=trust_code, metric=metric)
+
+def gate(plan: GatePlan, m: Measurement) -> VerifyResult:
+    """Apply the plan's gates to one measurement; their exit code is G.exit_code's."""
     results: list[G.GateResult] = []
-    if budget is None:
-        results.append(G.skipped("latency", f"no latency budget (profile {profile.name!r} has none; pass "
+    if plan.budget_ms is None:
+        results.append(G.skipped("latency", f"no latency budget (profile {plan.device!r} has none; pass "
                                             "--latency-budget-ms)"))
     else:
-        results.append(G.latency_gate(m.report.latency, budget, pct, unstable_policy=settings.unstable_policy))
-    if max_accuracy_drop is None:
+        results.append(G.latency_gate(m.report.latency, plan.budget_ms, plan.percentile,
+                                      unstable_policy=plan.unstable_policy))
+    if plan.max_accuracy_drop is None:
         results.append(G.skipped("accuracy drop", "not requested"))
-    elif data_spec is None:
+    elif plan.data_spec is None:
         results.append(G.skipped("accuracy drop", "random inputs; pass --data to gate accuracy"))
     else:
-        results.append(_accuracy_gate(m, max_accuracy_drop, reference_accuracy, reference_outputs, metric))
-    if compare:
+        results.append(_accuracy_gate(m, plan.max_accuracy_drop, plan.reference_accuracy, plan.reference_outputs,
+                                      plan.metric))
+    if plan.compare:
         results.append(G.compare_gate(m.report.compare) if m.report.compare is not None
                        else G.skipped("output agreement", "fewer than two runtimes could run the model"))
     return VerifyResult(G.exit_code(results), results, m.report)

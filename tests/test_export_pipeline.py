@@ -114,7 +114,8 @@ def test_failing_stage_is_named_and_earlier_stages_are_kept(tmp_path):
     assert not (out / "round-1" / "compress" / "stage.json").exists()
 
 
-def test_cost_latency_measures_a_per_layer_table_and_budgets_latency(tmp_path, data):
+def test_cost_latency_measures_a_per_layer_table_and_budgets_latency(tmp_path, data, monkeypatch):
+    monkeypatch.setenv("EDGECOMP_CACHE_DIR", str(tmp_path / "cache"))  # never the user's own cache
     out = tmp_path / "lat"
     result = _run(["zoo:tiny_cnn", "--device", "x86-host", "--target", "local", "--data", data, "--method", "pos-cvx",
                    "--cost", "latency", "--latency-budget-ms", "5", "--finetune-epochs", "0", "-o", str(out), "--json"])
@@ -123,6 +124,7 @@ def test_cost_latency_measures_a_per_layer_table_and_budgets_latency(tmp_path, d
     assert set(table["layers"]) == {"conv1", "conv2", "fc"}
     for row in table["layers"].values():
         assert row["slope_ms"] > 0 and row["original_ms"] > 0 and len(row["ranks"]) == len(row["latency_ms"]) >= 2
+    assert table["cache"]["misses"] == len(list((tmp_path / "cache" / "latency-v1").glob("*.json"))) > 0
     compress_report = json.loads((out / "round-1" / "compress" / "report.json").read_text())
     assert compress_report["cost"] == "latency"
     assert compress_report["selection_info"]["predicted_latency_ms"] <= 5

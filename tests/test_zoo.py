@@ -130,7 +130,7 @@ def test_seeded_init_is_deterministic_and_leaves_global_rng_alone():
     assert not torch.equal(a.features[1][0].weight, c.features[1][0].weight)
 
 
-@pytest.mark.parametrize("name", ["fmnist_cnn", "tiny_cnn", "mlp_fmnist"])
+@pytest.mark.parametrize("name", ["fmnist_cnn", "fmnist_resnet", "tiny_cnn", "mlp_fmnist"])
 def test_small_models_forward_and_normalize_inside(name):
     entry = ZOO[name]
     assert entry.input_shape == (1, 1, 28, 28) and entry.num_classes == 10
@@ -160,6 +160,11 @@ def test_small_model_sizes_and_decomposable_layers():
     assert sum(isinstance(m, nn.BatchNorm2d) for m in cnn.modules()) == 4
     assert sum(isinstance(m, nn.Linear) for m in cnn.modules()) == 2
 
+    resnet = get_zoo_model("fmnist_resnet")
+    shortcuts = [m for m in resnet.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)]
+    assert len(shortcuts) == 2  # the two downsampling blocks; the first block's shortcut is the identity
+    assert 150_000 <= n_params(resnet) <= 200_000
+
     mlp = get_zoo_model("mlp_fmnist")
     assert [(m.in_features, m.out_features) for m in mlp.modules() if isinstance(m, nn.Linear)] == [
         (784, 256), (256, 128), (128, 10)]
@@ -169,7 +174,7 @@ def test_small_model_sizes_and_decomposable_layers():
 def test_registry():
     entries = list_zoo()
     assert [e.name for e in entries] == list(ZOO)
-    assert set(TORCHVISION_PARAMS) | {"fmnist_cnn", "tiny_cnn", "mlp_fmnist"} == set(ZOO)
+    assert set(TORCHVISION_PARAMS) | {"fmnist_cnn", "fmnist_resnet", "tiny_cnn", "mlp_fmnist"} == set(ZOO)
     for entry in entries:
         assert isinstance(entry, ZooEntry) and entry.description
         assert entry.input_shape[0] == 1 and len(entry.input_shape) == 4

@@ -1,6 +1,11 @@
-"""Peer benchmark: AIMET spatial SVD with greedy compression-ratio selection on the reference CNN.
+"""Peer benchmark: AIMET spatial SVD with greedy compression-ratio selection on a Fashion-MNIST CNN.
 
     /work/aimet-venv/bin/python benchmarks/aimet/bench_aimet_svd.py [--etas 0.3,0.4,0.5,0.6,0.7]
+    /work/aimet-venv/bin/python benchmarks/aimet/bench_aimet_svd.py --model fmnist_resnet --etas 0.3
+
+--model: fmnist_cnn (the reference, weights edgecomp/weights/fmnist_cnn.safetensors) or fmnist_resnet
+(the residual benchmark net, weights benchmarks/weights/fmnist_resnet.safetensors from
+`python benchmarks/train_reference.py --model fmnist_resnet --out benchmarks/weights --epochs 3`).
 
 Runs in the separate AIMET virtualenv (see setup_venv.sh): aimet-torch pulls torchvision and a
 stack of plotting/solver packages that the edgecomp environment must not carry.
@@ -48,8 +53,13 @@ sys.path.insert(0, str(ROOT))  # the venv has no editable edgecomp install; only
 
 from edgecomp.io import write_json  # noqa: E402  (pure stdlib + json)
 from edgecomp.models.zoo.fmnist_cnn import fmnist_cnn  # noqa: E402
+from edgecomp.models.zoo.fmnist_resnet import fmnist_resnet  # noqa: E402
 
-DEFAULT_WEIGHTS = ROOT / "edgecomp" / "weights" / "fmnist_cnn.safetensors"
+MODELS = {"fmnist_cnn": fmnist_cnn, "fmnist_resnet": fmnist_resnet}
+DEFAULT_WEIGHTS = {
+    "fmnist_cnn": ROOT / "edgecomp" / "weights" / "fmnist_cnn.safetensors",
+    "fmnist_resnet": ROOT / "benchmarks" / "weights" / "fmnist_resnet.safetensors",
+}
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "aimet_svd.json"
 DATA_DIR = Path(os.environ.get("EDGECOMP_FASHION_MNIST_DIR") or "/usr/share/datasets/fashion-mnist")
 INPUT_SHAPE = (1, 1, 28, 28)
@@ -139,9 +149,9 @@ def split_ranks(model: nn.Module) -> dict[str, dict[str, int]]:
 
 # ----------------------------------------------------------------------------- model
 
-def load_reference(weights: Path, wait_minutes: float, random_weights: bool) -> tuple[nn.Module, str]:
-    """The reference fmnist_cnn with the shipped weights (polling for them), or its seeded init."""
-    model = fmnist_cnn()
+def load_reference(name: str, weights: Path, wait_minutes: float, random_weights: bool) -> tuple[nn.Module, str]:
+    """The zoo model `name` with its trained weights (polling for them), or its seeded init."""
+    model = MODELS[name]()
     if random_weights:
         return model.eval(), "random (seeded zoo init; development only)"
     start = time.monotonic()
@@ -218,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--independent", action="store_true",
                         help="run every eta from scratch instead of passing the first run's per-layer "
                              "eval-score dict to the others (saved_eval_scores_dict; same selection, slower)")
-    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
+    parser.add_argument("--model", default="fmnist_cnn", choices=sorted(MODELS))
+    parser.add_argument("--weights", type=Path, default=None, help="default: the model's trained weights")
     parser.add_argument("--wait-minutes", type=float, default=30.0, help="poll this long for --weights")
     parser.add_argument("--random-weights", action="store_true", help="use the seeded init (development only)")
     parser.add_argument("--threads", type=int, default=2)
@@ -235,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
 
     AimetLogger.set_level_for_all_areas(logging.WARNING)
 
-    model, weights_desc = load_reference(args.weights, args.wait_minutes, args.random_weights)
+    model, weights_desc = load_reference(args.model, args.weights or DEFAULT_WEIGHTS[args.model], args.wait_minutes,
+                                         args.random_weights)
     train_x, train_y = fashion_mnist("train")
     test_x, test_y = fashion_mnist("t10k")
     pick = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(args.seed))[: args.eval_images]
@@ -300,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
 
     payload = {
         "benchmark": "AIMET spatial SVD + greedy comp-ratio selection (CostMetric.mac), no fine-tuning",
-        "model": "zoo:fmnist_cnn",
+        "model": f"zoo:{args.model}",
         "weights": weights_desc,
         "input_shape": list(INPUT_SHAPE),
         "aimet_version": getattr(aimet_torch, "__version__", "unknown"),

@@ -14,7 +14,7 @@ from edgecomp.api.budgets import budget_text
 from edgecomp.api.data import as_dataset
 from edgecomp.api.devices import as_profile
 from edgecomp.exporters.onnx_export import input_shapes as as_input_shape
-from edgecomp.compression.cobla import CoblaOptions
+from edgecomp.compression.cobla import CoblaOptions, check_time_budget
 from edgecomp.compression.methods import LCOptions
 from edgecomp.compression.run import CompressRequest, Compressed, compress_loaded, write_outdir
 from edgecomp.errors import UserInputError
@@ -119,6 +119,7 @@ def compress(
     distill: bool = False,
     cobla: CoblaOptions | dict | None = None,
     lc: LCOptions | dict | None = None,
+    time_budget_s: float | None = None,
     seed: int = 0,
     loss_fn: Callable | None = None,
     train_fn: Callable | None = None,
@@ -142,6 +143,9 @@ def compress(
     scheme         spatial (default), channel, cp (CP terms fitted by cp_solver "als" or "spals"), or
                    tucker2 (with method pos-cvx or uniform)
     cobla, lc      CoblaOptions / LCOptions (or dicts of their fields)
+    time_budget_s  COBLA: wall-clock seconds for the whole rank selection (SQP and rounding; overrides
+                   cobla's time_limit_s); when it runs out the best feasible ranks found so far are used
+                   and report["time_budget"] says what it cut short
     loss_fn        loss_fn(model, batch) -> scalar tensor: COBLA's loss in place of cross-entropy, for
                    models whose loss is not classification (batch: what the data yields, stacked)
     train_fn       train_fn(model, penalty_fn, steps) -> None: your own training loop, run for LC's
@@ -156,6 +160,7 @@ def compress(
     if not isinstance(model, nn.Module):
         raise UserInputError(f"model must be a torch.nn.Module, got {type(model).__name__} "
                              "(the CLI's `edgecomp compress SPEC` takes model specs)")
+    check_time_budget(time_budget_s, "time_budget_s")
     profile = as_profile(device, required=False)
     shape = as_input_shape(input_shape)
     if len(shape) != 1:
@@ -170,6 +175,8 @@ def compress(
         finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, distill=distill, progress=progress,
         loss_fn=loss_fn, finetune_fn=train_fn, metric=metric,
     )
+    if time_budget_s is not None:
+        req.cobla = dataclasses.replace(req.cobla, time_limit_s=float(time_budget_s))
     if train_fn is not None and req.lc.train_fn is None:
         req.lc = dataclasses.replace(req.lc, train_fn=train_fn)
     if profile is None and req.mac_budget is None and req.memory_budget is None:

@@ -37,6 +37,7 @@ def export(
     eval_data: str | None = None,
     mac_budget: float | str | None = None,
     memory_budget: float | str | None = None,
+    time_budget_s: float | None = None,
     log: Callable[[str], None] = lambda _line: None,
     **options: Any,
 ) -> ExportResult:
@@ -46,15 +47,23 @@ def export(
     model    an nn.Module (input_shape required), a model spec as on the command line
              ("zoo:resnet18", "net.py:Net", "model.pt"), or None for the built-in reference model
     data, eval_data   data spec strings (the pipeline records and fingerprints them)
-    Budgets as in edgecomp.compress (None: the device's; math.inf: unconstrained). Other keywords are
+    Budgets as in edgecomp.compress (None: the device's; math.inf: unconstrained).
+    time_budget_s    COBLA: wall-clock seconds for each compression's rank selection (`--time-budget`).
+    Other keywords are
     edgecomp.pipeline.ExportRequest fields (method, scheme, latency_budget_ms, percentile,
     max_accuracy_drop, cost, max_rounds, finetune_epochs, cobla, distill, seed, force, precision,
     calibration_samples, measure, trust_pickle).
     """
     from torch import nn
 
+    from edgecomp.compression.cobla import check_time_budget
     from edgecomp.pipeline import ExportRequest, run_export
 
+    if check_time_budget(time_budget_s, "time_budget_s") is not None:
+        cobla = options.get("cobla") or {}
+        if not isinstance(cobla, dict):
+            raise UserInputError(f"cobla must be a dict of CoblaOptions fields, got {type(cobla).__name__}")
+        options["cobla"] = {**cobla, "time_limit_s": float(time_budget_s)}
     module = model if isinstance(model, nn.Module) else None
     if module is None and model is not None and not isinstance(model, str):
         raise UserInputError(f"model must be an nn.Module, a model spec string, or None (the built-in model), "

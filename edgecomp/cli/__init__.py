@@ -36,6 +36,7 @@ COMMAND_MODULES = [
     "edgecomp.cli.export",
     "edgecomp.cli.profile",
     "edgecomp.cli.verify",
+    "edgecomp.cli.cache",
 ]
 
 # What an interrupted command leaves behind ({out}: its output option's value).

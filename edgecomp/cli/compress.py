@@ -11,6 +11,13 @@ from edgecomp.compression.methods import METHODS
 from edgecomp.factor.schemes import CP_SOLVERS
 from edgecomp.graph.cost import BYTES_PER_PARAM, SCHEMES
 
+_COBLA = CoblaOptions()
+STOP_HELP = (f"it stops earlier once every layer's expected rank has moved by at most {_COBLA.stable_tol:g} for "
+             f"{_COBLA.stable_iters} iterations in a row")
+THREADS_HELP = "Torch CPU threads for this run (torch.set_num_threads); default: torch's own choice."
+TIME_BUDGET_HELP = ("COBLA: wall-clock budget in seconds for the rank selection (SQP and rounding); when it runs "
+                    "out, the best feasible ranks found so far are used and the report says so.")
+
 
 def _budget(value: float) -> str:
     return "none" if value == float("inf") else f"{value:,.0f}"
@@ -32,6 +39,9 @@ def _human(report: dict) -> None:
                        f"after {tuned['mode']} fine-tuning ({tuned['epochs']:g} epochs)")
         else:
             click.echo(f"  top-1  {report['original_accuracy']:.4f} -> {report['accuracy']:.4f} (before fine-tuning)")
+    budget = report.get("time_budget") or {}
+    if budget.get("hit"):
+        click.echo(f"  note: {budget['message']}")
     factored = sum(1 for row in report["layers"] if row["factored"])
     click.echo(f"  {factored}/{len(report['layers'])} decomposable layers factored; within budgets: {report['within_budgets']}")
     onnx = ", model.onnx" if (report.get("onnx") or {}).get("written") else ""
@@ -52,8 +62,12 @@ def _human(report: dict) -> None:
 @click.option("--eval-data", default=None, help="Data to report top-1 accuracy on (e.g. fashion-mnist:test).")
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--sample", type=SampleAmount(), default=0.05, show_default=True, help="COBLA: fraction of the training data per gradient (or a count > 1); 1 = full batch.")
-@click.option("--max-iter", type=COUNT, default=40, show_default=True, help="COBLA: maximum SQP iterations.")
-@click.option("--draws", type=COUNT, default=16, show_default=True, help="COBLA: randomized-rounding draws (best on held-out training data).")
+@click.option("--max-iter", type=COUNT, default=_COBLA.max_iter, show_default=True, help=f"COBLA: maximum SQP iterations; {STOP_HELP}.")
+@click.option("--draws", type=COUNT, default=_COBLA.draws, show_default=True,
+              help=f"COBLA: randomized-rounding draws; each distinct one is scored on {_COBLA.screen} held-out training "
+                   f"samples, the best {_COBLA.finalists} on the whole held-out set.")
+@click.option("--time-budget", type=POSITIVE, default=None, help=TIME_BUDGET_HELP)
+@click.option("--threads", type=COUNT, default=None, help=THREADS_HELP)
 @click.option("--no-shrink", is_flag=True, help="COBLA: do not fix the masks every heuristic agrees on.")
 @click.option("--finetune-epochs", type=NON_NEGATIVE, default=0.0, show_default=True, help="Fine-tune the compressed model for N epochs of --data (fractions allowed).")
 @click.option("--finetune-lr", type=POSITIVE, default=0.01, show_default=True, help="Fine-tuning learning rate (SGD, cosine schedule).")
@@ -65,8 +79,8 @@ def _human(report: dict) -> None:
 @click.option("-o", "--output", "outdir", required=True, type=OutputPath("dir"), help="Output directory.")
 @json_option
 def command(model, weights, trust_pickle, input_shape, device, profile_file, mac_budget, memory_budget, precision,
-            method, scheme, cp_solver, data_spec, eval_data, seed, sample, max_iter, draws, no_shrink, finetune_epochs, finetune_lr,
-            distill, ranks_from, lc_n_mu, lc_steps_per_mu, outdir, as_json):
+            method, scheme, cp_solver, data_spec, eval_data, seed, sample, max_iter, draws, time_budget, threads, no_shrink,
+            finetune_epochs, finetune_lr, distill, ranks_from, lc_n_mu, lc_steps_per_mu, outdir, as_json):
     """Compress MODEL under a device's MAC and memory budgets, then optionally fine-tune.
 
     \b
@@ -81,12 +95,14 @@ def command(model, weights, trust_pickle, input_shape, device, profile_file, mac
     from edgecomp.compression.methods import LCOptions
     from edgecomp.compression.run import CompressRequest, run_compress
 
+    set_threads(threads)
     profile = resolve_profile(device, profile_file)
     request = CompressRequest(
         model=model, outdir=outdir, weights=weights, trust_pickle=trust_pickle, input_shape=parse_input_shape(input_shape),
         profile=profile, mac_budget=mac_budget, memory_budget=memory_budget, precision=precision, method=method,
         scheme=scheme, cp_solver=cp_solver, data=data_spec, eval_data=eval_data, seed=seed,
-        cobla=CoblaOptions(max_iter=max_iter, sample=sample, draws=draws, shrink=not no_shrink, seed=seed),
+        cobla=CoblaOptions(max_iter=max_iter, sample=sample, draws=draws, shrink=not no_shrink, seed=seed,
+                           time_limit_s=time_budget),
         lc=LCOptions(ranks_from=ranks_from, n_mu=lc_n_mu, steps_per_mu=lc_steps_per_mu, seed=seed,
                      progress=progress_enabled() and not as_json),
         finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, distill=distill,
@@ -94,3 +110,12 @@ def command(model, weights, trust_pickle, input_shape, device, profile_file, mac
     )
     report = run_compress(request, log=lambda msg: click.echo(msg, err=True))
     emit(report, as_json, _human)
+
+
+def set_threads(threads: int | None) -> None:
+    """--threads: the CLI's choice of torch CPU threads (the library never sets them: notebooks and
+    multi-process runs choose their own)."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)

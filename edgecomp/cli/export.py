@@ -6,6 +6,7 @@ import click
 
 from edgecomp.cli.common import (COUNT, FRACTION, NON_NEGATIVE, PERCENTILE, POSITIVE, SEED, OutputPath, SampleAmount, device_options,
                                  emit, json_option, model_options, parse_input_shape, progress_enabled, resolve_profile)
+from edgecomp.cli.compress import STOP_HELP, THREADS_HELP, TIME_BUDGET_HELP, set_threads
 from edgecomp.compression.cobla import CoblaOptions
 from edgecomp.compression.methods import METHODS
 from edgecomp.factor.schemes import CP_SOLVERS
@@ -69,7 +70,7 @@ def _accuracy_line(comp: dict) -> str | None:
               help=f"Fine-tune after compression (when --data is given). Default: {DEFAULT_FINETUNE_EPOCHS:g} "
                    f"({BUILTIN_QUICK['finetune_epochs']:g} for the built-in model).")
 @click.option("--max-iter", type=COUNT, default=None,
-              help=f"COBLA: maximum SQP iterations. Default: {_COBLA.max_iter} "
+              help=f"COBLA: maximum SQP iterations; {STOP_HELP}. Default: {_COBLA.max_iter} "
                    f"({BUILTIN_QUICK['cobla']['max_iter']} for the built-in model).")
 @click.option("--sample", type=SampleAmount(), default=None,
               help=f"COBLA: fraction of the training data per gradient (or a count > 1). Default: {_COBLA.sample:g} "
@@ -77,6 +78,8 @@ def _accuracy_line(comp: dict) -> str | None:
 @click.option("--draws", type=COUNT, default=None,
               help=f"COBLA: randomized-rounding draws. Default: {_COBLA.draws} "
                    f"({BUILTIN_QUICK['cobla']['draws']} for the built-in model).")
+@click.option("--time-budget", type=POSITIVE, default=None, help=TIME_BUDGET_HELP)
+@click.option("--threads", type=COUNT, default=None, help=THREADS_HELP)
 @click.option("--distill", is_flag=True, help="Fine-tune by distillation from the original model (no labels needed).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None, help="Default: the device's.")
 @click.option("--calib-samples", type=COUNT, default=None,
@@ -92,7 +95,7 @@ def _accuracy_line(comp: dict) -> str | None:
 @json_option
 def command(model, weights, trust_pickle, input_shape, device, profile_file, target, data_spec, eval_data, method, scheme, cp_solver,
             mac_budget, memory_budget, latency_budget_ms, percentile, max_accuracy_drop, cost, max_rounds, finetune_epochs,
-            max_iter, sample, draws, distill, precision, calib_samples, seed, warmup, iterations, min_duration, cv_threshold, allow_unstable, force, outdir, as_json):
+            max_iter, sample, draws, time_budget, threads, distill, precision, calib_samples, seed, warmup, iterations, min_duration, cv_threshold, allow_unstable, force, outdir, as_json):
     """Compress MODEL for a device, export its artifact, verify it on the target and report.
 
     \b
@@ -105,6 +108,7 @@ def command(model, weights, trust_pickle, input_shape, device, profile_file, tar
     """
     from edgecomp.pipeline import ExportRequest, run_export
 
+    set_threads(threads)
     profile = resolve_profile(device, profile_file, required=True)
     measure = {k: v for k, v in (("warmup_s", warmup), ("iterations", iterations), ("min_duration_s", min_duration),
                                  ("cv_threshold", cv_threshold)) if v is not None}
@@ -116,7 +120,9 @@ def command(model, weights, trust_pickle, input_shape, device, profile_file, tar
         scheme=scheme, cp_solver=cp_solver, mac_budget=mac_budget, memory_budget=memory_budget, latency_budget_ms=latency_budget_ms,
         percentile=percentile, max_accuracy_drop=max_accuracy_drop, cost=cost, max_rounds=max_rounds,
         finetune_epochs=finetune_epochs, distill=distill,
-        cobla={k: v for k, v in (("max_iter", max_iter), ("sample", sample), ("draws", draws)) if v is not None}, seed=seed, force=force, precision=precision,
+        cobla={k: v for k, v in (("max_iter", max_iter), ("sample", sample), ("draws", draws),
+                                 ("time_limit_s", time_budget)) if v is not None},
+        seed=seed, force=force, precision=precision,
         calibration_samples=calib_samples, measure=measure,
         progress=progress_enabled() and not as_json,
     )

@@ -11,8 +11,9 @@ import click
 
 from edgecomp.cli.common import FRACTION, PERCENTILE, POSITIVE, OutputPath, device_options, emit, json_option, resolve_profile
 from edgecomp.errors import EdgecompError
-from edgecomp.runtime.cli_support import (echo_summary, measurement_options, providers_from, reference_from, settings_from,
-                                 target_options_from)
+from edgecomp.runtime.cli_support import (boards_from, echo_fleet_summary, echo_summary, measurement_options,
+                                          providers_from, reference_from, settings_from, target_from,
+                                          target_options_from)
 
 
 @click.command("verify")
@@ -29,22 +30,24 @@ from edgecomp.runtime.cli_support import (echo_summary, measurement_options, pro
 @json_option
 def command(as_json, **kw):
     """Measure ARTIFACT_OR_OUTDIR (.onnx/.ort, TensorRT .engine/.plan, or a compress output directory)
-    on the device and gate it on the latency budget and the accuracy drop.
+    on the device and gate it on the latency budget and the accuracy drop. With --target repeated or
+    --fleet FILE, every board is measured at once and gated on its own.
 
     \b
     Exit codes: 0 within budget, 1 budget exceeded, 2 could not run,
                 3 inconclusive (too noisy to decide: run longer or on a quieter machine).
+    Fleet: 1 if any board fails, else 2 if any could not run, else 3 if any is inconclusive, else 0.
     """
     from edgecomp.runtime import verify
+    from edgecomp.runtime.fleet import verify_fleet
     from edgecomp.runtime.reports import write_error_reports, write_reports
+    from edgecomp.runtime.reports.fleet import write_fleet_reports
 
     profile = None
     try:
         profile = resolve_profile(kw["device"], kw["profile_file"], required=True)
-        result = verify(
-            kw["artifact"],
-            profile,
-            target=kw["target"],
+        boards = boards_from(kw)
+        options = dict(
             data_spec=kw["data_spec"],
             batch_size=kw["batch_size"],
             latency_budget_ms=kw["latency_budget_ms"],
@@ -57,14 +60,23 @@ def command(as_json, **kw):
             trust_code=kw["trust_code"],
             atol=kw["atol"],
             rtol=kw["rtol"],
-            target_options=target_options_from(kw),
         )
+        if boards is None:
+            result = verify(kw["artifact"], profile, target=target_from(kw), target_options=target_options_from(kw),
+                            **options)
+        else:
+            result = verify_fleet(kw["artifact"], profile, boards, **options)
     except EdgecompError as exc:
         # CI still gets files saying the run could not happen (exit code 2 comes from the CLI group)
         write_error_reports(str(exc), device=getattr(profile, "name", None), markdown_path=kw["markdown_path"],
                             junit_path=kw["junit_path"], json_path=kw["report_path"])
         raise
-    write_reports(result, json_path=kw["report_path"], markdown_path=kw["markdown_path"],
-                  junit_path=kw["junit_path"], histogram_path=kw["histogram_path"])
-    emit(result.to_dict(), as_json, lambda _: echo_summary(result))
+    paths = dict(json_path=kw["report_path"], markdown_path=kw["markdown_path"], junit_path=kw["junit_path"],
+                 histogram_path=kw["histogram_path"])
+    if boards is None:
+        write_reports(result, **paths)
+        emit(result.to_dict(), as_json, lambda _: echo_summary(result))
+    else:
+        write_fleet_reports(result, **paths)
+        emit(result.to_dict(), as_json, lambda _: echo_fleet_summary(result))
     click.get_current_context().exit(result.exit_code)

@@ -22,13 +22,18 @@ from edgecomp.profiles.profile import Budgets
 from edgecomp.errors import InfeasibleBudgetError, UserInputError
 from edgecomp.factor.build import factorize_model
 from edgecomp.finetune.callables import LossFn, MetricFn, TrainFn, check_callable
-from edgecomp.graph.cost import BYTES_PER_PARAM, analyze_model
+from edgecomp.graph.cost import BYTES_PER_PARAM, CHOICE_SCHEMES, analyze_model
 from edgecomp.ranks.problem import RankProblem, RankSelection
 
 BUDGETED_METHODS = ("cobla", "lc", "uniform", "cptv", "pos-greedy", "pos-cvx")
 REPORTED_METHODS = ("vbmf", "gavish-donoho")
 METHODS = BUDGETED_METHODS + REPORTED_METHODS
-TUCKER2_METHODS = ("pos-cvx", "uniform")  # the methods that choose Tucker-2 (r1, r2) pairs
+# The methods that choose among a layer's explicit choices (schemes tucker2 and auto: Tucker-2 (r1, r2) pairs,
+# or each conv's spatial / channel / cp ranks and Tucker-2 pairs): edgecomp.ranks.baselines on choice layers.
+CHOICE_METHODS = ("pos-cvx", "uniform", "cptv", "pos-greedy")
+# tucker2 also takes COBLA (the exact knapsack over Fisher-scored choices, edgecomp.compression.choice_scores)
+# and LC (its C step re-derives the Tucker-2 choices from w - lambda/mu, edgecomp.lc.choices)
+TUCKER2_METHODS = ("cobla", "lc", *CHOICE_METHODS)
 
 
 def check_scheme_method(scheme: str, method: str, latency: bool = False) -> None:
@@ -36,13 +41,19 @@ def check_scheme_method(scheme: str, method: str, latency: bool = False) -> None
     if scheme == "cp" and method in REPORTED_METHODS:
         raise UserInputError(f"--method {method} estimates ranks from singular values; --scheme cp has CP term "
                              f"weights instead: use one of {', '.join(BUDGETED_METHODS)}")
+    use = f"use --method {', '.join(CHOICE_METHODS[:-1])} or {CHOICE_METHODS[-1]}"
     if scheme == "tucker2" and method not in TUCKER2_METHODS:
         raise UserInputError(f"--method {method} does not support --scheme tucker2: tucker2's cost is bilinear in "
-                             f"(r1, r2): it is chosen by the knapsack (pos-cvx) or uniform; COBLA over Tucker-2 is "
-                             f"not implemented yet (use --method {' or --method '.join(TUCKER2_METHODS)})")
-    if scheme == "tucker2" and latency:
-        raise UserInputError("--cost latency is not implemented for --scheme tucker2 (its costs are per (r1, r2) "
-                             "pair, not per rank): use the MAC budget")
+                             f"(r1, r2): it is chosen among explicit (r1, r2) choices by cobla (Fisher-scored exact "
+                             f"knapsack), lc, pos-cvx (the exact knapsack), uniform, cptv or pos-greedy")
+    if scheme == "auto" and method not in CHOICE_METHODS:
+        raise UserInputError(f"--method {method} does not support --scheme auto: each layer's options are explicit "
+                             f"(scheme, rank) choices, chosen by pos-cvx (the exact knapsack), uniform, cptv or "
+                             f"pos-greedy; COBLA and LC over mixed schemes are not implemented yet ({use}; "
+                             f"--scheme tucker2 takes cobla and lc)")
+    if scheme in CHOICE_SCHEMES and latency:
+        raise UserInputError(f"--cost latency is not implemented for --scheme {scheme} (its costs are per choice, "
+                             "not per rank): use the MAC budget")
 
 
 @dataclass
@@ -133,7 +144,7 @@ def check_satisfiable(problem: RankProblem, precision: str, budgets: Budgets | N
     hint = "".join(f"; {h}" for h in hints if h)
     raise InfeasibleBudgetError(
         f"the budget is below the smallest model this scheme can build (every decomposable layer at its cheapest "
-        f"choice: rank 1, or Tucker-2 ranks (1, 1)): "
+        f"choice: rank 1, Tucker-2 ranks (1, 1), or under --scheme auto each layer's cheapest choice): "
         f"minimum achievable is {_count(min_compute)} {unit} and {min_params:,.0f} parameters ({nbytes:,.0f} bytes at "
         f"{precision}); asked for {_count(problem.compute_budget)} {unit} and {_count(problem.param_budget)} parameters{hint}",
         min_macs=min_compute,
@@ -164,24 +175,31 @@ def select(method: str, problem: RankProblem, **kwargs) -> RankSelection:
     return BASELINES[method](problem)
 
 
+def select_choices(method: str, problem: RankProblem, scheme: str = "tucker2") -> RankSelection:
+    """Schemes tucker2 and auto: a CHOICE_METHODS method over every layer's explicit choices (ChoiceLayer)
+    and SVD ranks: pos-cvx, the exact knapsack (edgecomp.ranks.choices.select_choices_min_error); uniform,
+    cptv and pos-greedy as defined on choice layers in edgecomp.ranks.baselines.on_choices (and, for
+    tucker2's uniform, edgecomp.ranks.choices.select_choices_uniform)."""
+    check_scheme_method(scheme, method)
+    return select(method, problem)
+
+
 def select_tucker2(method: str, problem: RankProblem) -> RankSelection:
-    """Scheme tucker2: the exact knapsack over every layer's (r1, r2) choices and SVD ranks (pos-cvx:
-    edgecomp.ranks.knapsack.select_choices_min_error) or the same kept fraction everywhere (uniform)."""
-    from edgecomp.ranks.knapsack import select_choices_min_error, select_choices_uniform
-
-    if method == "pos-cvx":
-        return select_choices_min_error(problem, method=method)
-    if method == "uniform":
-        return select_choices_uniform(problem)
-    check_scheme_method("tucker2", method)
-    raise AssertionError(method)
+    """Scheme tucker2 (select_choices)."""
+    return select_choices(method, problem, "tucker2")
 
 
-def _built_rank(layer, rank: int):
-    """What the build and the recipe take for a layer's selected rank: the rank, or a Tucker-2 choice's
-    [r1, r2] (edgecomp.ranks.knapsack.ChoiceLayer)."""
-    from edgecomp.ranks.knapsack import ChoiceLayer
+def _built_rank(layer, rank: int, scheme: str = ""):
+    """What the build and the recipe take for a layer's selected rank: the rank; a Tucker-2 choice's [r1, r2]
+    (edgecomp.ranks.choices.ChoiceLayer); under scheme auto {"scheme": S, "rank": R} (S the choice's scheme,
+    "linear" for an SVD layer; {"scheme": "dense"} for a layer left whole)."""
+    from edgecomp.ranks.choices import ChoiceLayer
 
+    if scheme == "auto":
+        if not isinstance(layer, ChoiceLayer):
+            return {"scheme": "linear", "rank": int(rank)}
+        entry = layer.rank_entry(rank)
+        return {"scheme": "dense"} if entry is None else {"scheme": layer.scheme(rank), "rank": entry}
     return list(layer.pair(rank)) if isinstance(layer, ChoiceLayer) else int(rank)
 
 
@@ -203,6 +221,7 @@ def compress(
     finetune: FinetuneOptions | None = None,
     cp_solver: str = "als",
     seed: int = 0,
+    never_slower_table: dict | None = None,
 ) -> CompressResult:
     """Choose ranks under the budgets and build the factored model; costs are checked on the built model.
 
@@ -214,10 +233,16 @@ def compress(
     scheme "cp": conv layers are CP-factored (edgecomp.factor.cp_conv), fitted at their largest rank by
     `cp_solver` ("als" or "spals", seeded by `seed`) and refitted at the chosen rank; each such layer's
     report row has "cp_refit" (relative errors and fits before/after the refit).
+    scheme "auto": each conv layer takes spatial, channel, cp or tucker2, whichever the method finds best
+    under the budgets (edgecomp.compression.problem.auto_choices); result.ranks / .factored hold
+    {"scheme": S, "rank": R} per layer and every report row names its "scheme".
+    never_slower_table: a per-layer latency table measured on the target (edgecomp.pipeline.latency_table);
+    each layer is left dense from the rank on where its factored form is not measurably faster
+    (edgecomp.ranks.latency.apply_latency_break_even), whatever the method.
     """
     check_callable(loss_fn, "loss_fn")
     result = _compress(model, input_shape, budgets, method, scheme, data, cobla, lc, heldout, callback,
-                       latency_table, latency_budget_ms, loss_fn, cp_solver, seed)
+                       latency_table, latency_budget_ms, loss_fn, cp_solver, seed, never_slower_table)
     if finetune is not None:
         result.finetune = finetune_compressed(result, model, data, finetune)
         result.timings["total_s"] += result.timings["finetune_s"]
@@ -225,7 +250,7 @@ def compress(
 
 
 def _compress(model, input_shape, budgets, method, scheme, data, cobla, lc, heldout, callback, latency_table,
-              latency_budget_ms, loss_fn, cp_solver="als", seed=0) -> CompressResult:
+              latency_budget_ms, loss_fn, cp_solver="als", seed=0, never_slower_table=None) -> CompressResult:
     if method not in METHODS:
         raise UserInputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     check_scheme_method(scheme, method, latency_table is not None)
@@ -243,6 +268,11 @@ def _compress(model, input_shape, budgets, method, scheme, data, cobla, lc, held
 
         problem = latency_problem(problem, latency_table, latency_budget_ms)
         cost_problem = build_problem(cost, spectra, float("inf"), budgets.params)
+    if never_slower_table is not None:
+        from edgecomp.ranks.latency import apply_latency_break_even
+
+        # both: the built model is checked against cost_problem's break-even ranks
+        problem, cost_problem = (apply_latency_break_even(p, never_slower_table) for p in (problem, cost_problem))
     timings["analysis_s"] = time.perf_counter() - t0
     if method in BUDGETED_METHODS:
         check_satisfiable(problem, budgets.precision, budgets)
@@ -252,7 +282,16 @@ def _compress(model, input_shape, budgets, method, scheme, data, cobla, lc, held
         return _compress_lc(model, input_shape, budgets, problem, scheme, data, cobla, lc or LCOptions(), heldout,
                             callback, timings, t0, loss_fn, cp_solver, seed)
     components = scales = None
-    if method == "cobla":
+    if method == "cobla" and scheme in CHOICE_SCHEMES:
+        from edgecomp.compression.choice_scores import select_choices_by_scores
+
+        if data is None:
+            raise UserInputError("--method cobla needs training data for its loss estimates: pass --data SPEC")
+        options = cobla or CoblaOptions()
+        train_idx, _ = split_heldout(len(data), heldout, options.seed)
+        selection = select_choices_by_scores(problem, model, cost, spectra, data, indices=train_idx,
+                                             sample=options.sample, seed=options.seed, loss_fn=loss_fn)
+    elif method == "cobla":
         if data is None:
             raise UserInputError("--method cobla needs training data for its gradients: pass --data SPEC")
         options = cobla or CoblaOptions()
@@ -263,14 +302,14 @@ def _compress(model, input_shape, budgets, method, scheme, data, cobla, lc, held
         )
         components = {layer.name: kept[i] for i, layer in enumerate(problem.layers)}
         scales = {layer.name: m_hat[problem.offsets[i] + kept[i]] for i, layer in enumerate(problem.layers)}
-    elif scheme == "tucker2":
-        selection = select_tucker2(method, problem)
+    elif scheme in CHOICE_SCHEMES:
+        selection = select_choices(method, problem, scheme)
     else:
         selection = select(method, problem)
     timings["selection_s"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
-    ranks = {layer.name: _built_rank(layer, int(r)) for layer, r in zip(problem.layers, selection.ranks)}
+    ranks = {layer.name: _built_rank(layer, int(r), scheme) for layer, r in zip(problem.layers, selection.ranks)}
     factored = {layer.name: ranks[layer.name] for layer, r in zip(problem.layers, selection.ranks)
                 if layer.is_factored(int(r))}
     built = factorize_model(
@@ -305,10 +344,18 @@ def _compress_lc(model, input_shape, budgets, problem, scheme, data, cobla, opti
     result = run_lc(model, data, scheme=scheme, input_shape=input_shape, ranks=fixed,
                     problem_budgets=None if fixed is not None else (budgets.macs, budgets.params), **options.kwargs())
     timings["selection_s"] = time.perf_counter() - t1
-    ranks = [
-        result.layer_ranks.get(layer.name, result.ranks.get(layer.name, max(layer.max_rank, layer.break_even_rank)))
-        for layer in problem.layers
-    ]
+    from edgecomp.ranks.choices import ChoiceLayer
+
+    if result.problem is not None:  # Tucker-2 C steps: the last one's choices are what was built
+        problem, ranks = result.problem, list(result.selection.ranks)
+    else:
+        ranks = [
+            layer.choice_of(*result.layer_ranks[layer.name])
+            if isinstance(layer, ChoiceLayer) and layer.name in result.layer_ranks
+            else result.layer_ranks.get(layer.name, result.ranks.get(layer.name,
+                                                                      max(layer.max_rank, layer.break_even_rank)))
+            for layer in problem.layers
+        ]
     selection = RankSelection("lc", ranks, info={
         "ranks_from": options.ranks_from or "budgets (exact C step)",
         "lc_history": result.history,
@@ -373,7 +420,10 @@ def finish(built: nn.Module, problem: RankProblem, selection: RankSelection, inp
     `problem` is in MACs; `selection_problem` (default: the same) is what the budgets were set on;
     `original` (the source model's ModelCost) gives each layer's kind and weight shape for the report.
     """
+    from edgecomp.ranks.choices import ChoiceLayer
+
     infos = {lc.name: lc.layer for lc in original.layers} if original is not None else {}
+    decs = {lc.name: lc.decomposition for lc in original.decomposable} if original is not None else {}
     selection_problem = selection_problem or problem
     built_cost = analyze_model(built, input_shape, scheme)
     expected = problem.cost(selection.ranks)
@@ -384,15 +434,18 @@ def finish(built: nn.Module, problem: RankProblem, selection: RankSelection, inp
         )
     if selection.enforces_budgets and not selection_problem.feasible(selection.ranks):
         raise RuntimeError(f"method {selection.method} returned ranks that break the budgets")
-    ranks = {layer.name: _built_rank(layer, int(r)) for layer, r in zip(problem.layers, selection.ranks)}
+    ranks = {layer.name: _built_rank(layer, int(r), scheme) for layer, r in zip(problem.layers, selection.ranks)}
     layers = []
     for layer, r in zip(problem.layers, selection.ranks):
         macs, params = layer.cost(int(r))
-        if _built_rank(layer, int(r)) != int(r):
-            layers.append(_tucker2_row(built, layer, int(r), infos.get(layer.name)))
+        if isinstance(layer, ChoiceLayer):
+            row_of = _choice_row if layer.mixed else _tucker2_row
+            layers.append(row_of(built, layer, int(r), infos.get(layer.name), decs.get(layer.name)))
             continue
+        dec = decs.get(layer.name)
         layers.append({
             "name": layer.name,
+            "scheme": dec.scheme if dec is not None else scheme,
             "rank": int(r),
             "max_rank": layer.max_rank,
             "break_even_rank": layer.break_even_rank,
@@ -414,7 +467,7 @@ def finish(built: nn.Module, problem: RankProblem, selection: RankSelection, inp
     )
 
 
-def _tucker2_row(built: nn.Module, layer, choice: int, info) -> dict:
+def _tucker2_row(built: nn.Module, layer, choice: int, info, dec=None) -> dict:
     """A Tucker-2 layer's report row: r1, r2, the squared HOSVD truncation error the knapsack saw ("error")
     and its share of ||W||^2, the built HOOI fit's relative error; "rank" / "max_rank" are the core's
     size r1 * r2 / c * f (what the rank chart shows), "choice" / "n_choices" the knapsack's option."""
@@ -433,6 +486,31 @@ def _tucker2_row(built: nn.Module, layer, choice: int, info) -> dict:
         "hooi_relative_error": float(getattr(module, "relative_error", 0.0)) if factored else 0.0,
         **_layer_shape(info),
     }
+
+
+def _choice_row(built: nn.Module, layer, choice: int, info, dec) -> dict:
+    """A scheme-auto layer's report row: "scheme" is the choice's (spatial, channel, cp, tucker2, or dense for
+    a layer left whole), "relative_squared_error" the error the method saw (||W - W_hat||^2 / ||W||^2 of the
+    SVD truncation, the CP fit's kept terms, or the HOSVD truncation), "choice" / "n_choices" the option.
+    A tucker2 choice's row is _tucker2_row's; a ranked one's "rank" / "max_rank" / "break_even_rank" are its
+    scheme's (and a cp one has "cp_refit"); the dense layer's are its first scheme's (the Decomposition's)."""
+    scheme = layer.scheme(choice)
+    if scheme == "tucker2":
+        return _tucker2_row(built, layer, choice, info, dec)
+    macs, params = layer.cost(choice)
+    row = {"name": layer.name, "scheme": scheme, "factored": layer.is_factored(choice), "choice": choice,
+           "n_choices": layer.max_rank, "macs": int(macs), "params": int(params),
+           "original_macs": int(layer.original_compute), "original_params": int(layer.original_params),
+           "energy": layer.energy(choice), "relative_squared_error": 1.0 - layer.energy(choice)}
+    if scheme == "dense":
+        top = dec.max_rank if dec is not None else layer.max_rank
+        return {**row, "rank": top, "max_rank": top, "break_even_rank": dec.break_even_rank if dec is not None else top,
+                **_layer_shape(info)}
+    option = next((o for o in (dec.options if dec is not None else ()) if o.scheme == scheme), None)
+    rank = int(layer.choice_ranks[choice - 1])
+    return {**row, "rank": rank, "max_rank": option.max_rank if option else rank,
+            "break_even_rank": option.break_even_rank if option else rank + 1, **_layer_shape(info),
+            **(_cp_refit(built, layer.name) if scheme == "cp" else {})}
 
 
 def _cp_refit(built: nn.Module, name: str) -> dict:

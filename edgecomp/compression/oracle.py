@@ -7,11 +7,57 @@ divergence from the original model's predictions (self-distillation), so no labe
 A user's `loss_fn(model, batch)` (the mean loss of one batch; edgecomp.finetune.callables) replaces
 both: E(m) = sum over batches B of loss_fn(masked model, B) * |B| / n, for any data whose batches
 the dataset's get_batch (or torch's default_collate of its items) makes.
+
+Less work per call (constructor switches, all off by default; each leaves E and dE/dm unchanged up
+to float rounding; benchmarks/bench_oracle.py measures them):
+* inference_mode: loss-only calls run under torch.inference_mode instead of torch.no_grad.
+* shared_weights: each masked layer's W(m) is built once per call, not once per batch
+  (edgecomp.compression.masked.SharedWeights).
+* cache_sample: the batches of the current sub-sample (and, for distillation, the teacher's
+  log-probabilities) are kept as tensors until another sub-sample is evaluated, so the trial points
+  of a line search and the loss-only calls on the same indices do not collate or run the teacher
+  again. Bounded by cache_bytes (a larger sub-sample streams as without the cache); never the
+  whole dataset unless the sub-sample is. The built-in losses only: a user's loss_fn may change
+  its batch, so its batches are always made afresh.
+* fold_batchnorm: eval-mode BatchNorms that read a masked layer's output are folded into it
+  (masked.fold_batchnorm, verified on a batch of the data; `masked` is changed in place), so their
+  forward and backward passes disappear. The built-in losses only (the check runs the model on x).
+* cache_upstream: as cache_sample, and the cached inputs are the output of the layers upstream of
+  the first masked layer, when masked.sequential_split can cut them off safely (a plain
+  nn.Sequential model); otherwise the same as cache_sample.
+
+Dynamic sample size (dynamic=True; Byrd, Chin, Nocedal & Wu 2012, "Sample size selection in
+optimization methods for machine learning", Math. Program. 134, section 3). Iteration k uses |S_k|
+samples, starting at `initial_sample` and never above `sample`. The step of iteration k follows
+g = grad E_{S_k}(m_k); the norm test asks that the noise of g be small against g itself:
+
+    E ||g - grad E(m_k)||^2 = ||Var_S(grad l)||_1 / |S_k|  <=  theta^2 ||g||^2,
+
+and the paper's practical form, eq. (3.9), replaces the population variance by the sample
+variance on S_k. Here the variance comes from the K chunk means gbar_B (one backward pass per
+chunk of b_B samples; chunks of at most |S_k| / variance_chunks samples, so K >= variance_chunks):
+Var(gbar_B) = sigma^2 / b_B, hence the unbiased per-sample variance estimate
+    sigma_j^2 = sum_B b_B (gbar_Bj - g_j)^2 / (K - 1),
+and, sampling without replacement from a pool of N, Var(g) = ||sigma^2||_1 (1/|S_k| - 1/N) (the
+finite-population factor, so the full pool has no noise; the paper's 1/|S_k| for N -> inf).
+If the test fails, iteration k+1 uses the sample size at which it would hold, as in the paper:
+    |S_{k+1}| = ceil(||sigma^2||_1 / (theta^2 ||g||^2 + ||sigma^2||_1 / N)),
+capped at `sample`; sizes never shrink. The test runs on the first gradient of each iteration
+(the one at m_k that sets the direction); every later call of iteration k (trial points, loss-only
+calls) uses the same S_k, so the L-BFGS pairs compare gradients on one sample. `test_indices`
+(default: all masks) restricts the norms to the masks the solver moves (fixed masks only shift the
+budgets, and their gradients would inflate ||g||). `sample_sizes` records |S_k| per iteration and
+`norm_tests` each test's numbers.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -19,9 +65,56 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import default_collate
 
-from edgecomp.compression.masked import MaskVector
+from edgecomp.compression.masked import MaskVector, SharedWeights, masked_layers, sequential_split
+from edgecomp.compression.masked import fold_batchnorm as fold_batchnorm_into
 from edgecomp.errors import UserInputError
 from edgecomp.finetune.callables import LossFn, check_callable
+
+
+@dataclass
+class _Batch:
+    inputs: Any  # x; the upstream layers' output (upstream=True); the user's batch (loss_fn)
+    labels: torch.Tensor | None
+    target: torch.Tensor | None  # the teacher's log-probabilities, when cached
+    size: int
+    upstream: bool = False
+
+
+@dataclass
+class NormTest:
+    """One norm test (module docstring): variance = ||Var(g)||_1, grad_norm2 = ||g||^2."""
+
+    size: int
+    chunks: int
+    variance: float
+    grad_norm2: float
+    passed: bool
+    required: int  # the sample size at which the test would hold
+
+
+def sample_count(sample: float | int, n: int) -> int:
+    """A fraction (0, 1] of n or a count, as a number of samples in [1, n]; 1.0 is all n."""
+    if sample == 1.0:
+        return n
+    return int(min(n, max(1, round(sample * n) if sample < 1 else sample)))
+
+
+def norm_test(sizes: np.ndarray, means: np.ndarray, theta: float, population: int) -> NormTest:
+    """The norm test on chunk mean gradients `means` (K x n) of chunks with `sizes` samples (module docstring)."""
+    sizes = np.asarray(sizes, dtype=np.float64)
+    s, k = float(sizes.sum()), len(sizes)
+    g = sizes @ means / s
+    grad_norm2 = float(g @ g)
+    sigma2 = float(np.sum(sizes[:, None] * (means - g) ** 2)) / (k - 1) if k > 1 else 0.0
+    variance = sigma2 * max(0.0, 1.0 / s - 1.0 / population)
+    passed = variance <= theta**2 * grad_norm2
+    if passed:
+        required = int(s)
+    elif grad_norm2 == 0.0:
+        required = population
+    else:
+        required = math.ceil(sigma2 / (theta**2 * grad_norm2 + sigma2 / population))
+    return NormTest(int(s), k, variance, grad_norm2, bool(passed), min(population, max(int(s), required)))
 
 
 class MaskLossOracle:
@@ -37,45 +130,137 @@ class MaskLossOracle:
         teacher: nn.Module | None = None,
         indices: np.ndarray | None = None,
         loss_fn: LossFn | None = None,
+        inference_mode: bool = False,
+        shared_weights: bool = False,
+        cache_sample: bool = False,
+        cache_upstream: bool = False,
+        cache_bytes: int = 256 * 2**20,
+        fold_batchnorm: bool = False,
+        dynamic: bool = False,
+        initial_sample: float | int = 0.01,
+        theta: float = 0.9,
+        variance_chunks: int = 8,
     ):
-        """sample: a fraction (0, 1] of the data or a number of samples; 1.0 = full batch."""
+        """sample: a fraction (0, 1] of the data or a number of samples; 1.0 = full batch (with
+        dynamic=True the largest sample; initial_sample the first). Other switches: module docstring."""
         check_callable(loss_fn, "loss_fn")
+        if not 0 < theta:
+            raise ValueError("theta must be positive")
+        if variance_chunks < 2:
+            raise ValueError("variance_chunks must be >= 2")
         self.loss_fn = loss_fn
         self.model = masked
         self.masks = masks
         self.data = data
         self.pool = np.arange(len(data)) if indices is None else np.asarray(indices)
         n = len(self.pool)
-        self.n_sample = n if sample == 1.0 else int(min(n, max(1, round(sample * n) if sample < 1 else sample)))
+        self.n_sample = sample_count(sample, n)
         self.batch_size = batch_size
         self.seed = seed
         self.teacher = None if (loss_fn is not None or data.has_labels) else teacher
         if loss_fn is None and not data.has_labels and teacher is None:
             raise ValueError("unlabeled data needs a teacher model for the distillation loss")
+        self.inference_mode = inference_mode
+        self.folded: list[str] = []
+        if fold_batchnorm and loss_fn is None and n:
+            example = data.get_batch(self.pool[: min(n, 32)])[0]
+            self.folded = fold_batchnorm_into(masked, example)
+        self.layers = masked_layers(masked) if shared_weights else None
+        self.cache_bytes = cache_bytes if (cache_sample or cache_upstream) and loss_fn is None else 0
+        self.split = sequential_split(masked) if cache_upstream and loss_fn is None else None
+        self.dynamic = dynamic
+        self.theta = theta
+        self.variance_chunks = variance_chunks
+        self.test_indices: np.ndarray | None = None
+        self._next_size = min(self.n_sample, sample_count(initial_sample, n)) if dynamic else self.n_sample
+        self._sizes: dict[int, int] = {}
+        self._tested: set[int] = set()
+        self.norm_tests: list[NormTest] = []
         self._cache: tuple[int, np.ndarray] | None = None
+        self._batch_cache: tuple[np.ndarray, int, list[_Batch]] | None = None
         self.seconds = 0.0
         self.calls = 0
 
+    @property
+    def sample_sizes(self) -> list[int]:
+        """|S_k| of every iteration k evaluated so far, in iteration order."""
+        return [self._sizes[k] for k in sorted(self._sizes)]
+
+    def sample_size(self, iteration: int) -> int:
+        return self._sizes.setdefault(iteration, self._next_size)
+
     def indices(self, iteration: int) -> np.ndarray:
-        if self.n_sample == len(self.pool):
+        size = self.sample_size(iteration)
+        if size == len(self.pool):
             return self.pool
-        if self._cache is None or self._cache[0] != iteration:
+        if self._cache is None or self._cache[0] != iteration or len(self._cache[1]) != size:
             rng = np.random.default_rng([self.seed, iteration])
-            self._cache = (iteration, np.sort(rng.choice(self.pool, self.n_sample, replace=False)))
+            self._cache = (iteration, np.sort(rng.choice(self.pool, size, replace=False)))
         return self._cache[1]
 
-    def _loss(self, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if self.teacher is None:
-            return F.cross_entropy(logits, y, reduction="sum")
+    def _chunk(self, n: int) -> int:
+        if not self.dynamic:
+            return self.batch_size
+        return max(1, min(self.batch_size, math.ceil(n / self.variance_chunks)))
+
+    # -- batches -------------------------------------------------------------------------------
+
+    def _collate(self, chunk: np.ndarray) -> Any:
+        if hasattr(self.data, "get_batch"):
+            return self.data.get_batch(chunk)
+        return default_collate([self.data[int(i)] for i in chunk])
+
+    def _stream(self, indices: np.ndarray, size: int) -> Iterator[_Batch]:
+        for i in range(0, len(indices), size):
+            chunk = indices[i : i + size]
+            if self.loss_fn is not None:
+                yield _Batch(self._collate(chunk), None, None, len(chunk))
+            else:
+                x, y = self.data.get_batch(chunk)
+                yield _Batch(x, y, None, len(chunk))
+
+    def _batches(self, indices: np.ndarray, size: int) -> Iterable[_Batch]:
+        """The batches of `indices`: cached when enabled and within cache_bytes, else streamed.
+        Called outside inference mode, so cached tensors stay usable by later gradient calls."""
+        if not self.cache_bytes:
+            return self._stream(indices, size)
+        cached = self._batch_cache
+        if cached is not None and cached[1] == size and np.array_equal(cached[0], indices):
+            return cached[2]
+        self._batch_cache = None  # one sub-sample at a time
+        stream = self._stream(indices, size)
+        out, used = [], 0
         with torch.no_grad():
-            target = F.log_softmax(self.teacher(x), dim=1)
+            for batch in stream:
+                if self.teacher is not None:
+                    batch.target = F.log_softmax(self.teacher(batch.inputs), dim=1)
+                if self.split is not None:
+                    batch.inputs, batch.upstream = self.split[0](batch.inputs), True
+                out.append(batch)
+                used += sum(t.element_size() * t.numel() for t in (batch.inputs, batch.labels, batch.target)
+                            if t is not None)
+                if used * len(indices) / sum(b.size for b in out) > self.cache_bytes:
+                    return itertools.chain(out, stream)  # too large to keep: stream the rest
+        self._batch_cache = (indices.copy(), size, out)
+        return out
+
+    # -- losses --------------------------------------------------------------------------------
+
+    def _loss(self, batch: _Batch) -> torch.Tensor:
+        """Summed cross-entropy or distillation loss of one batch."""
+        if batch.upstream:
+            logits = self.split[1](batch.inputs.clone())
+        else:
+            logits = self.model(batch.inputs.clone() if self.cache_bytes else batch.inputs)
+        if self.teacher is None:
+            return F.cross_entropy(logits, batch.labels, reduction="sum")
+        target = batch.target
+        if target is None:
+            with torch.no_grad():
+                target = F.log_softmax(self.teacher(batch.inputs), dim=1)
         return F.kl_div(F.log_softmax(logits, dim=1), target, log_target=True, reduction="sum")
 
-    def _user_loss(self, chunk: np.ndarray, grad: bool) -> torch.Tensor:
-        if hasattr(self.data, "get_batch"):
-            batch = self.data.get_batch(chunk)
-        else:
-            batch = default_collate([self.data[int(i)] for i in chunk])
+    def _user_loss(self, batch: Any, grad: bool) -> torch.Tensor:
         loss = self.loss_fn(self.model, batch)
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             raise UserInputError(f"loss_fn must return a scalar tensor (the batch's mean loss), got "
@@ -85,31 +270,79 @@ class MaskLossOracle:
                                  "from model(...) on the batch, without torch.no_grad() or .detach()")
         return loss.reshape(())
 
+    # -- evaluation ----------------------------------------------------------------------------
+
     def evaluate(self, m: np.ndarray, indices: np.ndarray, grad: bool) -> tuple[float, np.ndarray | None]:
         """Mean loss over `indices` (and its gradient with respect to the flat masks)."""
+        total, g, _ = self._evaluate(m, indices, grad, self.batch_size, False)
+        return total, g
+
+    def _evaluate(self, m: np.ndarray, indices: np.ndarray, grad: bool, size: int,
+                  per_chunk: bool) -> tuple[float, np.ndarray | None, list[tuple[int, np.ndarray]]]:
+        """(mean loss, gradient, [(chunk size, chunk mean gradient)] when per_chunk)."""
         start = time.perf_counter()
         value = torch.as_tensor(np.asarray(m), dtype=self.masks.value.dtype).clone().requires_grad_(grad)
         self.masks.value = value
-        total = 0.0
-        with torch.set_grad_enabled(grad):
-            for i in range(0, len(indices), self.batch_size):
-                chunk = indices[i : i + self.batch_size]
-                if self.loss_fn is None:
-                    x, y = self.data.get_batch(chunk)
-                    loss = self._loss(self.model(x), x, y) / len(indices)
-                else:
-                    loss = self._user_loss(chunk, grad) * (len(chunk) / len(indices))
-                if grad:
-                    loss.backward()
-                total += float(loss.detach())
+        n = len(indices)
+        batches = self._batches(indices, size)
+        total, parts = 0.0, []
+        mode = torch.inference_mode() if (self.inference_mode and not grad) else torch.set_grad_enabled(grad)
+        with mode:
+            shared = SharedWeights(self.layers, self.masks, grad) if self.layers is not None else None
+            with shared or nullcontext():
+                seen = torch.zeros_like(value)
+                for batch in batches:
+                    if self.loss_fn is None:
+                        loss = self._loss(batch) / n
+                    else:
+                        loss = self._user_loss(batch.inputs, grad) * (batch.size / n)
+                    if grad:
+                        loss.backward()
+                        if per_chunk:
+                            part = self._pull(shared, value, seen)
+                            parts.append((batch.size, part.double().numpy() * (n / batch.size)))
+                    total += float(loss.detach())
+        g = None
+        if grad:
+            if shared is None:
+                g_t = value.grad if value.grad is not None else torch.zeros_like(value)
+            else:
+                g_t = seen if per_chunk else shared.pull()
+            g = g_t.detach().double().numpy().copy()
+        self.masks.value = value.detach()
         self.seconds += time.perf_counter() - start
         self.calls += 1
-        g = value.grad.detach().double().numpy().copy() if grad else None
-        self.masks.value = value.detach()
-        return total, g
+        return total, g, parts
+
+    @staticmethod
+    def _pull(shared: SharedWeights | None, value: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+        """dE/dm added by the last backward pass; `seen` (the running sum) is updated in place."""
+        if shared is not None:
+            part = shared.pull()
+        else:
+            current = value.grad if value.grad is not None else torch.zeros_like(value)
+            part = current - seen
+        seen += part
+        return part
 
     def __call__(self, m: np.ndarray, iteration: int) -> tuple[float, np.ndarray]:
-        return self.evaluate(m, self.indices(iteration), grad=True)
+        indices = self.indices(iteration)
+        test = self.dynamic and iteration not in self._tested
+        total, g, parts = self._evaluate(m, indices, True, self._chunk(len(indices)), test)
+        if test:
+            self._tested.add(iteration)
+            self._grow(parts)
+        return total, g
 
     def loss(self, m: np.ndarray, iteration: int) -> float:
-        return self.evaluate(m, self.indices(iteration), grad=False)[0]
+        indices = self.indices(iteration)
+        return self._evaluate(m, indices, False, self._chunk(len(indices)), False)[0]
+
+    def _grow(self, parts: list[tuple[int, np.ndarray]]) -> None:
+        sizes = np.array([size for size, _ in parts])
+        means = np.stack([mean for _, mean in parts])
+        if self.test_indices is not None:
+            means = means[:, self.test_indices]
+        result = norm_test(sizes, means, self.theta, len(self.pool))
+        self.norm_tests.append(result)
+        self._next_size = min(self.n_sample, max(self._next_size, result.required))

@@ -47,10 +47,26 @@ def build_report(result, *, method: str, scheme: str, budgets, original_cost, ac
         "layers": result.layers,
         "selection_info": info,
         "sqp_history": selection.info.get("sqp_history"),
+        # COBLA's --time-budget: {"seconds", "hit", "stage": "sqp" | "rounding" | None, "elapsed_s"}; None without one
+        "time_budget": _time_budget(info),
         "timings": result.timings,
     }
     report.update(extra or {})
     return stamp(report, "compress-report")
+
+
+def _time_budget(info: dict) -> dict | None:
+    """The budget record when a budget was set, with a sentence saying what it cut short (if anything)."""
+    budget = info.get("time_budget")
+    if not budget or budget.get("seconds") is None:
+        return None
+    if budget.get("hit"):
+        where = "the SQP (ranks rounded from its last iterate)" if budget["stage"] == "sqp" else \
+            "rounding (the best candidate scored so far was kept)"
+        message = f"the time budget of {budget['seconds']:g} s cut COBLA short during {where}"
+    else:
+        message = f"COBLA finished within its time budget of {budget['seconds']:g} s"
+    return {**budget, "message": message}
 
 
 def plot_layer_costs(layers: list[dict], path: str | Path, title: str) -> Path:

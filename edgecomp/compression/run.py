@@ -49,6 +49,9 @@ class CompressRequest:
     distill: bool = False
     latency_table: dict | None = None  # per-layer latency fits (edgecomp export --cost latency)
     latency_budget_ms: float | None = None
+    # per-layer latency table whose never-slower rule caps each layer's break-even rank
+    # (edgecomp.ranks.latency.apply_latency_break_even; edgecomp export measures it)
+    never_slower_table: dict | None = None
     progress: bool = True
     # Python API only (edgecomp.compress), never read from a file: the user's COBLA loss
     # loss_fn(model, batch), fine-tuning loop finetune_fn(model, penalty_fn, steps), metric(outputs, targets).
@@ -224,6 +227,7 @@ def compress_loaded(req: CompressRequest, loaded, data=None, eval_data=None, log
             loaded.module, input_shape, budgets, method=req.method, scheme=req.scheme, data=data,
             cobla=req.cobla, lc=req.lc, callback=callback, latency_table=req.latency_table,
             latency_budget_ms=req.latency_budget_ms, loss_fn=req.loss_fn, cp_solver=req.cp_solver, seed=req.seed,
+            never_slower_table=req.never_slower_table,
         )
     finally:
         if bar is not None:

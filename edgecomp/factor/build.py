@@ -12,8 +12,8 @@ from torch import nn
 from edgecomp.errors import UserInputError
 from edgecomp.factor.modules import make_factored
 from edgecomp.factor.schemes import Spectrum, cp_factors, factor_weights, svd_factors
-from edgecomp.graph.cost import layer_scheme
-from edgecomp.graph.trace import describe_module
+from edgecomp.graph.cost import auto_schemes, layer_scheme
+from edgecomp.graph.trace import LayerInfo, describe_module
 
 
 def get_module(model: nn.Module, name: str) -> nn.Module:
@@ -54,6 +54,11 @@ def factorize_model(
     Scheme "tucker2" (conv layers that are not 1x1): ranks[name] is the pair (r1, r2); the layer is fitted
     by HOOI (started from HOSVD) at those ranks and built as a Tucker2Conv2d, which records the kernel's
     relative error ||W - W_hat||_F / ||W||_F (`relative_error`). components/scales do not apply to it.
+
+    Scheme "auto": every layer's scheme is its own; ranks[name] is {"scheme": S, "rank": R} with S one of the
+    layer's `auto_schemes` and R what S takes (an int, or [r1, r2] for tucker2); a Linear or 1x1 conv may
+    also give its rank alone (its scheme is "linear"). spectra[name] is then the layer's auto Spectrum, whose
+    `parts` hold the SVDs and CP fit (edgecomp.compression.problem.auto_spectrum).
     """
     out = _copy.deepcopy(model) if copy else model
     for name, rank in ranks.items():
@@ -61,13 +66,15 @@ def factorize_model(
         if not isinstance(module, (nn.Conv2d, nn.Linear)):
             raise UserInputError(f"layer {name!r} is a {type(module).__name__}, not a Conv2d or Linear")
         layer = describe_module(name, module)
-        applied = layer_scheme(layer, scheme)
+        applied, rank = layer_entry(name, layer, scheme, rank)
         if applied == "tucker2":
             set_module(out, name, tucker2_fitted(module, *tucker2_pair(name, rank)))
             continue
         weight = module.weight
         keep = np.arange(int(rank)) if components is None or name not in components else np.asarray(components[name])
         spec = spectra.get(name) if spectra else None
+        if spec is not None and spec.parts is not None:
+            spec = spec.parts.get(applied)
         if spec is None:
             spec = cp_factors(weight, int(rank), name=name) if applied == "cp" else svd_factors(weight, applied)
         if len(keep) < 1 or int(np.max(keep)) >= spec.sigma.numel():
@@ -110,6 +117,26 @@ def cp_refitted(conv: nn.Conv2d, spectrum: Spectrum, keep: np.ndarray, scales=No
     return module
 
 
+def layer_entry(name: str, layer: LayerInfo, scheme: str, entry) -> tuple[str, object]:
+    """(applied scheme, rank) of a layer's rank entry under `scheme` (factorize_model): under "auto" a dict
+    {"scheme": S, "rank": R} (or, for a Linear / 1x1 conv, the rank alone), else the entry itself under
+    layer_scheme. UserInputError for an entry that names no scheme the layer can take."""
+    if scheme != "auto":
+        return layer_scheme(layer, scheme), entry
+    allowed = auto_schemes(layer)
+    if isinstance(entry, dict):
+        applied, rank = entry.get("scheme"), entry.get("rank")
+    elif allowed == ("linear",):
+        applied, rank = "linear", entry
+    else:
+        raise UserInputError(f"layer {name!r} is factored by --scheme auto: its entry is "
+                             f"{{\"scheme\": ..., \"rank\": ...}}, got {entry!r}")
+    if applied not in allowed or rank is None:
+        raise UserInputError(f"layer {name!r}: scheme {applied!r} with rank {rank!r} is not one it can take "
+                             f"(one of {', '.join(allowed)})")
+    return applied, tuple(rank) if isinstance(rank, list) else rank
+
+
 def tucker2_pair(name: str, rank) -> tuple[int, int]:
     """(r1, r2) of a tucker2 layer's rank entry (a pair of positive ints)."""
     if isinstance(rank, (int, np.integer)) or len(rank) != 2:
@@ -134,7 +161,7 @@ def factored_skeleton(model: nn.Module, ranks: Mapping[str, int], scheme: str) -
     for name, rank in ranks.items():
         module = get_module(out, name)
         layer = describe_module(name, module)
-        applied = layer_scheme(layer, scheme)
+        applied, rank = layer_entry(name, layer, scheme, rank)
         size = tucker2_pair(name, rank) if applied == "tucker2" else int(rank)
         set_module(out, name, make_factored(layer, applied, size, dtype=module.weight.dtype))
     return out

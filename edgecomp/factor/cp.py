@@ -14,8 +14,37 @@ ALS update of mode n, all other factors fixed (the normal equations of min ||T_(
 
 then lambda = the column norms of A_n and A_n <- A_n / lambda. T_(n) is the mode-n unfolding
 (`np.moveaxis(T, n, 0).reshape(n_n, -1)`, C order), so row j of KR_n is prod_k A_k[i_k, :] for the
-multi-index (i_k)_{k != n} that j encodes. M_n = T_(n) KR_n is the MTTKRP. The ridge keeps the solve
-defined when components are nearly collinear (V_n has a unit diagonal, so `ridge` is relative).
+multi-index (i_k)_{k != n} that j encodes. M_n = T_(n) KR_n is the MTTKRP.
+
+Degeneracy and the ridge. Since the other factors have unit columns, V_n has a unit diagonal and the
+update of mode n (which carries lambda) minimizes exactly
+
+    F(lambda, A) = ||T - X||_F^2 + ridge * ||lambda||^2                 (Tikhonov-regularized CP)
+
+so every mode update, and the renormalization after it, never increases F: ALS is a descent method on F,
+and `ridge` is dimensionless (both terms scale as ||T||^2). With ridge ~ 0 the best rank-R fit need not
+exist (de Silva & Lim 2008): near the kernel's typical rank (the largest rank of a layer, its break-even
+rank, is about prod n_k / sum n_k) ALS drives pairs of near-collinear terms to huge opposite norms that
+cancel. On zoo:fmnist_cnn's kernels at their largest ranks the top-r terms of such a fit had relative errors
+up to 1.8 (worse than no layer) and non-monotone in r, so neither the knapsack's spectrum (sigma = lambda)
+nor the refit's start meant anything. Any ridge > 0 bounds ||lambda||^2 <= ||T||^2 / ridge once a mode has
+been updated (F <= F(lambda = 0) = ||T||^2 from then on), which rules the divergence out. A fixed large
+ridge would bias well-posed fits (every lambda shrinks by about 1 / (1 + ridge)), so the ridge is adaptive
+(`_Degeneracy`): it starts at `ridge` (1e-9: plain ALS) and is raised through RIDGE_LADDER whenever the
+current iterate's terms cancel (sum_r lambda_r^2 > 1.5 ||X||^2; 1 for orthogonal terms) and its truncation
+profile (`prefix_errors`: the relative error of its top-r terms for r = 1..R, exact from the Grams in
+O(R^2)) stops decreasing in r or starts at >= 1. A fit that raised its ridge is finally rescaled by the
+least-squares factor alpha = <T, X> / ||X||^2 (undoing the common shrinkage; it can only lower the error).
+Proximal ALS (adding rho (A_old, I)) is not used: it has the fixed points of plain ALS, so it damps the
+iteration but cannot stop a divergence that lies in the objective. The factors stay normalized with lambda
+apart: the ridge on balanced unnormalized factors, rho sum_n ||A_n||^2 = N rho sum_r lambda_r^(2/N), is
+sparsity-promoting for N = 4 and, measured on features.1.0 (R = 181), kept 12 terms at rho = 1e-2 and
+none at 3e-2.
+
+Largest useful rank (`cp_rank_cap`): T is exactly a sum of min_n prod_{k != n} n_k rank-1 terms (its
+fibres along the largest mode, each times unit vectors in the other modes), so terms past that cap cannot
+lower the error; a fit asked for more fits that many and returns the rest with weight 0 (rank R is kept,
+so callers' shapes hold).
 
 Fit = 1 - ||T - X||_F / ||T||_F (so relative error = 1 - fit). ALS stops when
 |fit_k - fit_{k-1}| <= tol * |fit_{k-1}|.
@@ -29,7 +58,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,6 +102,7 @@ class CPResult:
     method: str
     converged: bool
     sampling: SamplingStats | None = None
+    ridge: float = 0.0  # the Tikhonov weight the fit ended with (module docstring; raised if it degenerated)
 
     @property
     def rank(self) -> int:
@@ -148,6 +178,38 @@ def relative_error(tensor: np.ndarray, weights: np.ndarray, factors: Sequence[np
     if norm == 0.0:
         return 0.0 if resid == 0.0 else math.inf
     return resid / norm
+
+
+def prefix_errors(norm_t: float, weights: np.ndarray, gram: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """Relative errors ||T - X_r||_F / ||T||_F of the first r terms, r = 1..R, in the given order:
+
+        ||T - X_r||^2 = ||T||^2 - 2 sum_{j<=r} lambda_j b_j + sum_{j,k<=r} lambda_j lambda_k G_jk
+
+    with G = the Hadamard product of all factor Grams (G_jk = <u_j, u_k>, u = the unit rank-1 terms) and
+    b_j = <T, u_j>. O(R^2) given G and b (no reconstruction)."""
+    w = np.asarray(weights, dtype=np.float64)
+    if norm_t == 0.0:
+        return np.zeros(w.size)
+    quad = np.cumsum(np.cumsum((w[:, None] * w[None, :]) * gram, axis=0), axis=1).diagonal()
+    resid2 = norm_t**2 - 2.0 * np.cumsum(w * inner) + quad
+    return np.sqrt(np.maximum(resid2, 0.0)) / norm_t
+
+
+def truncation_profile(tensor: np.ndarray, result: CPResult) -> np.ndarray:
+    """Exact relative errors of the top-r terms of a fit (by weight, as `refit` keeps them), r = 1..R."""
+    t = np.asarray(tensor, dtype=np.float64)
+    weights, factors = _sorted(np.asarray(result.weights, dtype=np.float64), list(result.factors))
+    gram = np.ones((weights.size, weights.size))
+    for a in factors:
+        gram = gram * (a.T @ a)
+    inner = np.einsum("ir,ir->r", mttkrp(t, factors, 0), factors[0])
+    return prefix_errors(float(np.linalg.norm(t)), weights, gram, inner)
+
+
+def cp_rank_cap(shape: Sequence[int]) -> int:
+    """prod(n_k) / max(n_k) = min_n prod_{k != n} n_k: T is exactly that many rank-1 terms (its fibres along
+    the largest mode, each times unit vectors), so no fit needs more terms (module docstring)."""
+    return int(math.prod(int(n) for n in shape) // max(int(n) for n in shape))
 
 
 def leverage_scores(matrix: np.ndarray) -> np.ndarray:
@@ -240,6 +302,75 @@ def _update(m: np.ndarray, v: np.ndarray, ridge: float) -> tuple[np.ndarray, np.
     return _normalized(a)
 
 
+# Ridge values tried, in order, once a fit degenerates (each ~3.2x the last); 1 halves every weight at most.
+RIDGE_LADDER = tuple(float(x) for x in np.logspace(-2, 0, 5))
+_BURN_IN = 3  # iterations a new ridge runs before its iterates are judged
+_MONOTONE_SLACK = 1e-9  # prefix errors may rise by this much (roundoff, weight-0 terms) and still count as falling
+# Degenerate terms cancel: sum lambda_r^2 exceeds ||X||^2 (equal for orthogonal terms); plain ALS at the largest
+# ranks of zoo:fmnist_cnn reached 3.5-10 within 5 iterations. Below this ratio a rising profile is a transient.
+_CANCELLATION = 1.5
+
+
+class _Degeneracy:
+    """The adaptive ridge of the module docstring. After each iteration `check` judges the iterate: the
+    ridge stays unless it is degenerate (`check`) and the current ridge has run _BURN_IN iterations; then
+    it moves to the next rung of RIDGE_LADDER above it (the last rung is final)."""
+
+    def __init__(self, ridge: float, adaptive: bool):
+        self.ridge = ridge
+        self.adaptive = adaptive
+        self.age = 0
+        self.raised = False
+
+    def check(self, norm_t: float, weights: np.ndarray, gram: np.ndarray, inner: np.ndarray,
+              exact_inner: Callable[[], np.ndarray] | None = None, final: bool = False) -> bool:
+        """Advance one iteration; True when the ridge was just raised (convergence tests restart).
+        gram: the Hadamard product of all factor Grams; inner: b_r = <T, u_r>; when it is an estimate,
+        exact_inner() must confirm a degeneracy first. Degenerate: the terms cancel (sum lambda^2 >
+        _CANCELLATION ||X||^2) and the truncation profile rises somewhere or starts at >= 1. final: the
+        fit is about to stop (converged), so the burn-in does not apply."""
+        self.age += 1
+        higher = [r for r in RIDGE_LADDER if r > self.ridge]
+        if not self.adaptive or not higher or (self.age < _BURN_IN and not final):
+            return False
+        order = np.argsort(-weights, kind="stable")
+        sorted_gram = gram[np.ix_(order, order)]
+
+        def degenerate(b: np.ndarray) -> bool:
+            errors = prefix_errors(norm_t, weights[order], sorted_gram, b[order])
+            return not (errors[0] < 1.0 and np.all(np.diff(errors) <= _MONOTONE_SLACK))
+
+        norm_x2 = float(weights @ gram @ weights)
+        if float(weights @ weights) <= _CANCELLATION * norm_x2:
+            return False  # the terms do not cancel: a rising profile is a transient of the iteration
+        if not degenerate(inner) or (exact_inner is not None and not degenerate(exact_inner())):
+            return False
+        self.ridge, self.age, self.raised = higher[0], 0, True
+        return True
+
+
+def _debiased(t: np.ndarray, weights: np.ndarray, factors: list[np.ndarray]) -> np.ndarray:
+    """weights * alpha, alpha = <T, X> / ||X||^2 >= 0: the least-squares scale of the whole model."""
+    x = cp_reconstruct(weights, factors)
+    norm_x2 = float(np.sum(x * x))
+    alpha = float(np.sum(t * x)) / norm_x2 if norm_x2 > 0 else 1.0
+    return weights * max(alpha, 0.0)
+
+
+def _capped(rank: int, shape: Sequence[int]) -> int:
+    return min(rank, cp_rank_cap(shape))
+
+
+def _padded(weights: np.ndarray, factors: list[np.ndarray], rank: int, seed: int) -> tuple[np.ndarray, list]:
+    """Append weight-0 terms (seeded unit columns) up to `rank` (past cp_rank_cap they add nothing)."""
+    extra = rank - weights.size
+    if extra <= 0:
+        return weights, factors
+    rng = np.random.default_rng([seed, 1])
+    pads = [_normalized(rng.standard_normal((a.shape[0], extra)))[0] for a in factors]
+    return np.append(weights, np.zeros(extra)), [np.hstack([a, p]) for a, p in zip(factors, pads)]
+
+
 # ---------------------------------------------------------------------------------------------- ALS
 
 
@@ -252,13 +383,16 @@ def cp_als(
     max_iter: int = 100,
     tol: float = 1e-6,
     ridge: float = 1e-9,
+    adaptive_ridge: bool = True,
 ) -> CPResult:
     """Rank-`rank` CP of an N-way array (N >= 3) by exact ALS (module docstring for the equations).
 
     One iteration updates modes 0..N-1 in turn, each with the exact MTTKRP (O(|T| R)) and an R x R solve.
     The fit after an iteration is exact and cheap: ||T - X||^2 = ||T||^2 - 2 <T, X> + ||X||^2 with
     <T, X> = sum_ir (M_N * A_N)_ir lambda_r (the last mode's MTTKRP) and ||X||^2 = lambda^T (V_N * G_N) lambda.
-    Stops when |fit_k - fit_{k-1}| <= tol * |fit_{k-1}| or after max_iter iterations.
+    Stops when |fit_k - fit_{k-1}| <= tol * |fit_{k-1}| (both at the same ridge) or after max_iter iterations.
+    ridge: the starting Tikhonov weight; adaptive_ridge raises it while the fit degenerates (module
+    docstring; False: plain ALS at `ridge`). Ranks past cp_rank_cap(shape) come back as weight-0 terms.
     Raises CPInputError (a ValueError) on rank < 1, N < 3, an empty or non-finite tensor, bad options.
     """
     start = time.perf_counter()
@@ -266,27 +400,43 @@ def cp_als(
     norm_t = float(np.linalg.norm(t))
     if norm_t == 0.0:
         return _zero_fit(t, rank, init, seed, "als", start)
-    factors = initial_factors(t, rank, init, seed)
+    fit_rank = _capped(rank, t.shape)
+    factors = initial_factors(t, fit_rank, _first_columns(init, fit_rank), seed)
     grams = [a.T @ a for a in factors]
-    weights = np.ones(rank)
+    weights = np.ones(fit_rank)
     fits: list[float] = []
+    guard = _Degeneracy(ridge, adaptive_ridge)
+    same_ridge = False
     converged = False
     last = t.ndim - 1
     for _ in range(max_iter):
         for n in range(t.ndim):
             m = mttkrp(t, factors, n)
             v = _hadamard_grams(grams, n)
-            factors[n], weights = _update(m, v, ridge)
+            factors[n], weights = _update(m, v, guard.ridge)
             grams[n] = factors[n].T @ factors[n]
-        inner = float(np.einsum("ir,ir,r->", m, factors[last], weights))
-        norm_x2 = float(weights @ (v * grams[last]) @ weights)
-        fits.append(1.0 - math.sqrt(max(norm_t**2 - 2 * inner + norm_x2, 0.0)) / norm_t)
-        if len(fits) > 1 and abs(fits[-1] - fits[-2]) <= tol * abs(fits[-2]):
+        inner_r = np.einsum("ir,ir->r", m, factors[last])
+        gram = v * grams[last]
+        fits.append(1.0 - math.sqrt(max(norm_t**2 - 2 * float(inner_r @ weights) + float(weights @ gram @ weights),
+                                        0.0)) / norm_t)
+        settled = same_ridge and abs(fits[-1] - fits[-2]) <= tol * abs(fits[-2])
+        same_ridge = not guard.check(norm_t, weights, gram, inner_r, final=settled)
+        if settled and same_ridge:
             converged = True
             break
+    if guard.raised:
+        weights = _debiased(t, weights, factors)
     weights, factors = _sorted(weights, factors)
+    weights, factors = _padded(weights, factors, rank, seed)
     return CPResult(weights, factors, fits, relative_error(t, weights, factors), len(fits),
-                    time.perf_counter() - start, "als", converged)
+                    time.perf_counter() - start, "als", converged, ridge=guard.ridge)
+
+
+def _first_columns(init: Init, rank: int) -> Init:
+    """A warm start cut to the fitted rank (its leading columns: `refit` passes them sorted by weight)."""
+    if isinstance(init, str):
+        return init
+    return [np.asarray(a)[:, :rank] if np.ndim(a) == 2 else a for a in init]
 
 
 # ---------------------------------------------------------------------------------------------- SPALS
@@ -358,6 +508,7 @@ def cp_spals(
     max_iter: int = 100,
     tol: float = 1e-6,
     ridge: float = 1e-9,
+    adaptive_ridge: bool = True,
     patience: int = 10,
     fit_entries: int = 1 << 15,
     control_variate: bool = True,
@@ -394,6 +545,12 @@ def cp_spals(
     estimated fit has not beaten its best by more than tol * |best| for `patience` iterations in a row,
     and returns the iterate with the best estimated fit. relative_error is exact (one reconstruction).
     Sampling and start are seeded by `seed` (numpy Generator); `sampling` reports the draws.
+
+    The adaptive ridge and the rank cap are ALS's (`cp_als`). The degeneracy test reads b_r = <T, u_r> off
+    the last mode's sampled MTTKRP; an estimate's noise alone must not raise the ridge (it did, on a
+    32x1x3x3 kernel at its exact rank 9: error 0.04 instead of 0), so a flagged iterate is confirmed with
+    one exact MTTKRP (a diagnostic only: the updates stay sampled). A raised ridge restarts the search for
+    the best iterate (a degenerate iterate's fit is often the best one seen, and must not come back).
     """
     start = time.perf_counter()
     t = _check(tensor, rank, max_iter, tol, ridge)
@@ -402,23 +559,27 @@ def cp_spals(
                            f"(got {patience}, {fit_entries}, {alpha}, {samples})")
     if not np.any(t):
         return _zero_fit(t, rank, init, seed, "spals", start)
-    m = int(samples) if samples is not None else default_samples(rank, t.shape, alpha)
+    fit_rank = _capped(rank, t.shape)
+    m = int(samples) if samples is not None else default_samples(fit_rank, t.shape, alpha)
     rng = np.random.default_rng(seed)
     fit_sample = _FitSample(t, fit_entries, rng)
-    factors = initial_factors(t, rank, init, seed)
+    factors = initial_factors(t, fit_rank, _first_columns(init, fit_rank), seed)
     grams = [a.T @ a for a in factors]
     probs = [_probabilities(a) for a in factors]
-    weights = np.zeros(rank)  # X = 0 until mode 0 is updated: the first estimate is plain SPALS
+    weights = np.zeros(fit_rank)  # X = 0 until mode 0 is updated: the first estimate is plain SPALS
     distinct = np.zeros(t.ndim)
     fits: list[float] = []
     best: tuple[float, np.ndarray, list[np.ndarray]] | None = None
     stale = 0
+    guard = _Degeneracy(ridge, adaptive_ridge)
+    norm_t = float(np.linalg.norm(t))
+    last = t.ndim - 1
     for _ in range(max_iter):
         for n in range(t.ndim):
             v = _hadamard_grams(grams, n)
             m_hat, used = _sampled_mttkrp(t, factors, probs, n, m, rng, weights if control_variate else None, v)
             distinct[n] += used
-            factors[n], weights = _update(m_hat, v, ridge)
+            factors[n], weights = _update(m_hat, v, guard.ridge)
             grams[n] = factors[n].T @ factors[n]
             probs[n] = _probabilities(factors[n])
         fits.append(fit_sample.fit(weights, factors))
@@ -427,13 +588,19 @@ def cp_spals(
             best = (fits[-1], weights, list(factors))
         if stale >= patience:
             break
-    assert best is not None
-    weights, factors = _sorted(best[1], best[2])
+        estimate = np.einsum("ir,ir->r", m_hat, factors[last])
+        exact = lambda: np.einsum("ir,ir->r", mttkrp(t, factors, last), factors[last])  # noqa: E731
+        if guard.check(norm_t, weights, v * grams[last], estimate, exact):
+            best, stale = None, 0
+    weights, factors = (weights, factors) if best is None else (best[1], best[2])
+    if guard.raised:
+        weights = _debiased(t, weights, factors)
+    weights, factors = _padded(*_sorted(weights, factors), rank, seed)
     rows = tuple(t.size // s for s in t.shape)
     stats = SamplingStats(m, rows, tuple(float(d) / len(fits) for d in distinct), int(fit_sample.values.size),
                           control_variate)
     return CPResult(weights, factors, fits, relative_error(t, weights, factors), len(fits),
-                    time.perf_counter() - start, "spals", stale >= patience, stats)
+                    time.perf_counter() - start, "spals", stale >= patience, stats, ridge=guard.ridge)
 
 
 # ---------------------------------------------------------------------------------------------- refit
@@ -441,9 +608,9 @@ def cp_spals(
 
 def refit(tensor: np.ndarray, result: CPResult, rank: int, **als_options) -> RefitResult:
     """Keep the `rank` largest-weight terms of `result` and run `cp_als` at that rank warm-started from
-    them (CP terms are not nested, so the truncation is not the best rank-r fit). ALS never increases the
-    error of its start (each mode update is a least-squares optimum), so after <= before; should the
-    ridge break that by rounding, the truncation itself is returned."""
+    them (CP terms are not nested, so the truncation is not the best rank-r fit). Each ALS mode update is
+    a (ridge-regularized) least-squares optimum, so the error rarely rises above the start's; when it does
+    (the ridge's shrinkage, or rounding), the truncation itself is returned, so after <= before."""
     t = _check(tensor, rank, als_options.get("max_iter", 100), als_options.get("tol", 0.0),
                als_options.get("ridge", 0.0))
     if rank > result.rank:

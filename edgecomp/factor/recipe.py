@@ -1,9 +1,11 @@
 """Save and rebuild a compressed model without pickle: weights (safetensors) + a JSON recipe.
 
 recipe.json holds the source model spec (how to build the original architecture), the scheme and
-the rank of every factored layer (a Tucker-2 layer of scheme "tucker2": the pair [r1, r2]; older recipes,
-with ints only, read as before, so the format version is unchanged); loading rebuilds the original architecture, swaps in factored
-skeletons of those ranks and loads model.safetensors strictly.
+the rank of every factored layer: an int; a Tucker-2 layer of scheme "tucker2": the pair [r1, r2]; under
+scheme "auto", where each layer has its own scheme, {"scheme": S, "rank": R} (S one of spatial, channel, cp,
+tucker2, linear; R an int, or [r1, r2] for tucker2). Older recipes (ints, pairs) read as before, so the format
+version is unchanged. Loading rebuilds the original architecture, swaps in factored skeletons of those
+ranks and loads model.safetensors strictly.
 
 An output directory may come from someone else, so its recipe never decides what code runs:
 rebuilding from a built-in `zoo:` spec is always allowed, from a user's .py file or module only
@@ -66,12 +68,34 @@ def read_recipe(outdir: str | Path) -> dict:
     return recipe
 
 
+ENTRY_SCHEMES = ("spatial", "channel", "cp", "tucker2", "linear")  # the schemes an "auto" entry may name
+
+
 def _rank_entry(value) -> bool:
-    """A recipe rank: a positive int, or a Tucker-2 pair [r1, r2] of positive ints."""
+    """A recipe rank: a positive int, a Tucker-2 pair [r1, r2] of positive ints, or (scheme auto)
+    {"scheme": S, "rank": one of those} with S in ENTRY_SCHEMES (a pair for tucker2 only)."""
     def positive(v) -> bool:
         return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
-    return positive(value) or (isinstance(value, list) and len(value) == 2 and all(positive(v) for v in value))
+    def pair(v) -> bool:
+        return isinstance(v, list) and len(v) == 2 and all(positive(x) for x in v)
+
+    if isinstance(value, dict):
+        scheme, rank = value.get("scheme"), value.get("rank")
+        return (set(value) == {"scheme", "rank"} and scheme in ENTRY_SCHEMES
+                and (pair(rank) if scheme == "tucker2" else positive(rank)))
+    return positive(value) or pair(value)
+
+
+def recipe_ranks(recipe: dict) -> dict:
+    """The recipe's rank entries as factored_skeleton takes them: pairs as tuples, ints as ints, auto entries
+    as {"scheme": S, "rank": int or (r1, r2)}."""
+    def entry(value):
+        if isinstance(value, dict):
+            return {"scheme": value["scheme"], "rank": entry(value["rank"])}
+        return tuple(value) if isinstance(value, list) else int(value)
+
+    return {k: entry(v) for k, v in recipe["ranks"].items()}
 
 
 is_compressed_dir = is_outdir  # the name this package has always exported
@@ -152,8 +176,7 @@ def load_compressed(outdir: str | Path, *, model_spec: str | None = None, trust_
         spec = rebuild_spec(outdir, recipe, model_spec=model_spec, trust_code=trust_code, trust_pickle=trust_pickle,
                             allow_hint=allow_hint)
         source = load_model(spec, trust_pickle=trust_pickle)
-    ranks = {k: tuple(v) if isinstance(v, list) else int(v) for k, v in recipe["ranks"].items()}
-    module = factored_skeleton(source.module, ranks, recipe["scheme"])
+    module = factored_skeleton(source.module, recipe_ranks(recipe), recipe["scheme"])
     weights = outdir / WEIGHTS_FILE
     try:
         state = load_file(str(weights))

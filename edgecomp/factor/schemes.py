@@ -49,14 +49,19 @@ class Spectrum:
     """P = U diag(sigma) (rows x K), V (cols x K), sigma (K,) of one layer's matricization.
 
     cp: the CP fit these were made from (scheme "cp" only; module docstring).
-    tucker2: scheme "tucker2" only, the layer's choices (edgecomp.ranks.knapsack.ChoiceLayer); P, V and
-    sigma are then empty (a Tucker-2 layer has no matricization spectrum)."""
+    tucker2: scheme "tucker2" only, the layer's choices (edgecomp.ranks.choices.ChoiceLayer); P, V and
+    sigma are then empty (a Tucker-2 layer has no matricization spectrum).
+    choices: the layer's ChoiceLayer under scheme "tucker2" (the same as `tucker2`) or "auto" (P, V, sigma
+    empty); parts: scheme "auto" only, the Spectrum of each ranked scheme its choices come from ("spatial",
+    "channel": SVDs; "cp": the CP fit), which the build of the chosen scheme reads."""
 
     P: torch.Tensor
     V: torch.Tensor
     sigma: torch.Tensor
     cp: CPResult | None = None
     tucker2: object | None = None
+    choices: object | None = None
+    parts: dict | None = None
 
 
 def check_finite(tensor: torch.Tensor, what: str) -> None:
@@ -98,6 +103,29 @@ def cp_factors(weight: torch.Tensor, rank: int, solver: str = "als", seed: int =
     kernel = weight.detach().to("cpu", torch.float64).numpy()
     fit = (cp_als if solver == "als" else cp_spals)(kernel, int(rank), seed=seed, **options)
     return cp_spectrum(fit)
+
+
+def cp_truncation_errors(kernel: np.ndarray, fit: CPResult) -> np.ndarray:
+    """Squared errors ||T - X_r||_F^2 of the reconstructions X_r from the r largest-weight terms of `fit`, for
+    r = 1..R, exactly and without forming any X_r (CP terms are not nested: X_r is not the best rank-r fit,
+    and its error need not decrease with r). With t_r = lambda_r a_1r o ... o a_Nr (weights descending),
+
+        ||T - X_r||^2 = ||T||^2 - 2 sum_{j<=r} <T, t_j> + sum_{i,j<=r} G_ij,
+        <T, t_j> = lambda_j sum_i (M_1 * A_1)_ij  (M_1 the mode-1 MTTKRP),  G_ij = lambda_i lambda_j prod_k (A_k^T A_k)_ij,
+
+    one MTTKRP (O(|T| R)) and R x R Grams; clipped at 0 (roundoff of near-exact fits)."""
+    from edgecomp.factor.cp import mttkrp
+
+    t = np.asarray(kernel, dtype=np.float64)
+    order = np.argsort(-np.asarray(fit.weights, dtype=np.float64), kind="stable")
+    weights, factors = np.asarray(fit.weights, dtype=np.float64)[order], [np.asarray(a)[:, order] for a in fit.factors]
+    inner = weights * np.einsum("ir,ir->r", mttkrp(t, factors, 0), factors[0])
+    gram = np.outer(weights, weights)
+    for a in factors:
+        gram = gram * (a.T @ a)
+    # sum_{i,j<=r} G_ij grows by G_rr + 2 sum_{i<r} G_ir at step r
+    block = np.cumsum(np.diag(gram) + 2.0 * np.triu(gram, 1).sum(axis=0))
+    return np.maximum(float(np.sum(t * t)) - 2.0 * np.cumsum(inner) + block, 0.0)
 
 
 def cp_default_rank(shape: tuple[int, ...]) -> int:

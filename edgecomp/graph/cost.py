@@ -26,6 +26,12 @@ Factored forms keep r components; their cost is exactly linear in r (COBLA, Li &
       It has no per-rank cost: its Decomposition records the (1, 1) pair's cost as macs/params_per_rank
       and the layer's choices ((r1, r2) pairs and the dense layer, which need the weights) are made by
       edgecomp.compression.problem (`tucker2_layer_costs` gives any pair's exact cost).
+  auto: every conv layer that is not 1x1 may take spatial, channel, cp or tucker2 (`auto_schemes`; spatial
+      is left out for kx1 / 1xk kernels, where it is channel), whichever serves the budget best; 1x1 convs
+      and Linear layers take their linear SVD. Its Decomposition lists each scheme's own Decomposition
+      (`options`; a scheme whose cheapest form is no cheaper than the layer is left out) and copies the
+      per-rank fields of the first of them (for displays); the layer's choices (the Pareto frontier of
+      the union of every option's choices, which need the weights) are made by edgecomp.compression.problem.
 The bias stays on the second factor (a constant f params). The break-even rank is the smallest rank
 at which the factored layer is no cheaper than the original in MACs or in parameters; a layer kept
 at or above it stays unfactored (see edgecomp.ranks.problem.LayerSpectrum).
@@ -40,7 +46,9 @@ from torch import nn
 from edgecomp.graph.trace import LayerInfo, trace_layers
 from edgecomp.ranks.problem import LayerSpectrum
 
-SCHEMES = ("spatial", "channel", "cp", "tucker2")
+SCHEMES = ("spatial", "channel", "cp", "tucker2", "auto")
+AUTO_SCHEMES = ("spatial", "channel", "cp", "tucker2")  # what --scheme auto weighs for each conv layer
+CHOICE_SCHEMES = ("tucker2", "auto")  # schemes whose layers are explicit choices (edgecomp.ranks.choices)
 BYTES_PER_PARAM = {"fp32": 4, "fp16": 2, "int8": 1}
 
 
@@ -48,7 +56,7 @@ BYTES_PER_PARAM = {"fp32": 4, "fp16": 2, "int8": 1}
 class Decomposition:
     """How one layer factors: its matricization and exact per-rank costs."""
 
-    scheme: str  # "spatial" | "channel" | "linear" | "cp" | "tucker2"
+    scheme: str  # "spatial" | "channel" | "linear" | "cp" | "tucker2" | "auto"
     matrix_shape: tuple[int, int]  # (rows, cols) of the matricization (cp: the channel one, f x c*kh*kw)
     macs_per_rank: int
     params_per_rank: int
@@ -56,6 +64,7 @@ class Decomposition:
     original_macs: int
     original_params: int
     rank_cap: int | None = None  # cp: the largest rank fitted (cp_rank_bound); None: min(matrix_shape)
+    options: tuple["Decomposition", ...] = ()  # auto: the Decomposition of every scheme it weighs
 
     @property
     def max_rank(self) -> int:
@@ -99,7 +108,8 @@ def cp_rank_bound(macs_per_rank: int, params_per_rank: int, original_macs: int, 
 
 def layer_scheme(layer: LayerInfo, scheme: str) -> str:
     """The scheme actually applied: pointwise layers always use 'linear'; under 'spatial', kx1 / 1xk
-    kernels use 'channel'; under 'cp' / 'tucker2' every other (ungrouped) conv is 'cp' / 'tucker2'."""
+    kernels use 'channel'; under 'cp' / 'tucker2' / 'auto' every other (ungrouped) conv is 'cp' / 'tucker2' /
+    'auto' (whose scheme is chosen per layer among `auto_schemes`)."""
     if scheme not in SCHEMES:
         raise ValueError(f"unknown scheme {scheme!r}; choose one of {SCHEMES}")
     if layer.is_pointwise:
@@ -107,6 +117,16 @@ def layer_scheme(layer: LayerInfo, scheme: str) -> str:
     if scheme == "spatial" and 1 in layer.kernel_size:
         return "channel"
     return scheme
+
+
+def auto_schemes(layer: LayerInfo) -> tuple[str, ...]:
+    """The schemes --scheme auto weighs for `layer`: ("linear",) for a Linear or 1x1 conv; ("channel", "cp",
+    "tucker2") for a kx1 / 1xk kernel (where spatial is channel); else all of AUTO_SCHEMES."""
+    if layer.is_pointwise:
+        return ("linear",)
+    if 1 in layer.kernel_size:
+        return ("channel", "cp", "tucker2")
+    return AUTO_SCHEMES
 
 
 def decompose_layer(layer: LayerInfo, scheme: str) -> tuple[Decomposition | None, str]:
@@ -131,6 +151,8 @@ def decompose_layer(layer: LayerInfo, scheme: str) -> tuple[Decomposition | None
         return _cp_decomposition(layer)
     elif applied == "tucker2":
         return _tucker2_decomposition(layer)
+    elif applied == "auto":
+        return _auto_decomposition(layer)
     else:
         shape = (f, c)
         macs = sum((c + f) * layer.output_positions(call) for call in layer.calls)
@@ -189,6 +211,16 @@ def _tucker2_decomposition(layer: LayerInfo) -> tuple[Decomposition | None, str]
         return None, "too small to gain: even ranks (1, 1) are no cheaper than the original layer"
     bias = f if layer.bias else 0
     dec = Decomposition("tucker2", (f, c), int(macs), int(params - bias), bias, int(layer.macs), int(layer.params))
+    return dec, ""
+
+
+def _auto_decomposition(layer: LayerInfo) -> tuple[Decomposition | None, str]:
+    options = tuple(dec for dec, _ in (decompose_layer(layer, s) for s in auto_schemes(layer)) if dec is not None)
+    if not options:
+        return None, "too small to gain: no scheme's cheapest form is cheaper than the original layer"
+    first = options[0]
+    dec = Decomposition("auto", first.matrix_shape, first.macs_per_rank, first.params_per_rank, first.bias_params,
+                        first.original_macs, first.original_params, rank_cap=first.rank_cap, options=options)
     return dec, ""
 
 

@@ -1,6 +1,7 @@
 """LC (learning-compression) algorithm for low-rank compression with fixed or budget-selected ranks."""
 
 from edgecomp.lc.algorithm import DEFAULTS, LCResult, run_lc
+from edgecomp.lc.choices import tucker2_choices_fn, tucker2_projection
 from edgecomp.lc.cstep import CompressedLayer, CStepResult, build_compressed, c_step, compressed_layers, rank_problem, truncate
 from edgecomp.lc.schedule import (
     LR_SCHEDULES,
@@ -42,4 +43,6 @@ __all__ = [
     "run_lc",
     "sgd_lr",
     "truncate",
+    "tucker2_choices_fn",
+    "tucker2_projection",
 ]

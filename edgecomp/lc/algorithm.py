@@ -71,8 +71,10 @@ from edgecomp.finetune.losses import training_loss
 from edgecomp.finetune.train import data_has_labels, make_optimizer, progress_bar, set_train_mode
 from edgecomp.graph import analyze_model
 from edgecomp.lc import schedule as S
+from edgecomp.lc.choices import ChoicesFn, ProjectFn
 from edgecomp.lc.cstep import (
     CStepResult,
+    budget_template,
     build_compressed,
     c_step,
     check_fixed_ranks,
@@ -80,6 +82,7 @@ from edgecomp.lc.cstep import (
     rank_problem,
 )
 from edgecomp.lc.penalty import QuadraticPenalty
+from edgecomp.ranks.problem import RankProblem, RankSelection
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +99,10 @@ class LCResult:
     layer_ranks: dict[str, int] = field(default_factory=dict)  # every compressed layer (K = left unfactored)
     converged: bool = False
     warning: str | None = None
+    # Choice C step (Tucker-2 layers; edgecomp.lc.choices): the last C step's problem, whose ChoiceLayers hold
+    # the built (r1, r2) pairs, and its selection (choice numbers / ranks per layer, in problem.layers order)
+    problem: RankProblem | None = None
+    selection: RankSelection | None = None
 
 
 def _norm(tensors) -> float:
@@ -132,6 +139,8 @@ def run_lc(
     eval_batch_size: int = 256,
     train_fn: TrainFn | None = None,
     metric: MetricFn | None = None,
+    choices_fn: ChoicesFn | None = None,
+    project_fn: ProjectFn | None = None,
 ) -> LCResult:
     """Compress `model` (not modified) by LC; ranks fixed (`ranks`: layer name -> rank) or chosen in
     every C step under `problem_budgets` = (MAC budget, parameter budget) of the whole model.
@@ -148,6 +157,13 @@ def run_lc(
     train_fn(model, penalty_fn, steps): the user's L step (see the module docstring); train_data is
     then unused and may be None, and the history's loss is None and its penalty the value at the
     end of the L step (the built-in loop reports means over its steps).
+
+    Layers with explicit choices (edgecomp.lc.choices): under `problem_budgets`, every "tucker2" layer's
+    (r1, r2) pairs are recomputed from w - lambda/mu in each C step and chosen by the exact knapsack
+    (choices_fn(name, X) -> ChoiceLayer | None overrides how; None keeps a layer an SVD layer; project_fn
+    (name, X, choice_layer, choice) -> Delta overrides the Tucker-2 projection). The result's `problem`
+    and `selection` are then the last C step's, whose choices the returned model is built at. With fixed
+    `ranks`, a "tucker2" layer's rank is its pair (r1, r2).
     """
     t_start = time.perf_counter()
     if lr_schedule not in S.LR_SCHEDULES:
@@ -195,12 +211,19 @@ def run_lc(
         from edgecomp.factor import svd_factors
 
         mac_budget, param_budget = (float(b) for b in problem_budgets)
-        spectra0 = {l.name: svd_factors(w_ref[l.name], l.scheme) for l in layers}
-        problem = rank_problem(layers, cost, spectra0, mac_budget, param_budget)
+        if choices_fn is None and any(layer.scheme == "tucker2" for layer in layers):
+            from edgecomp.lc.choices import tucker2_choices_fn
+
+            choices_fn = tucker2_choices_fn(cost)
+        if choices_fn is not None:
+            problem = budget_template(layers, cost, mac_budget, param_budget)
+        else:
+            spectra0 = {l.name: svd_factors(w_ref[l.name], l.scheme) for l in layers}
+            problem = rank_problem(layers, cost, spectra0, mac_budget, param_budget)
 
     def do_c_step(mu: float) -> CStepResult:
         inputs = {name: S.c_step_input(w.detach(), lam[name], mu) for name, w in weights.items()}
-        return c_step(inputs, layers, ranks=fixed, problem=problem)
+        return c_step(inputs, layers, ranks=fixed, problem=problem, choices_fn=choices_fn, project_fn=project_fn)
 
     def evaluate_delta(cs: CStepResult) -> dict | None:
         if eval_data is None:
@@ -280,7 +303,8 @@ def run_lc(
     compressed, factored = build_compressed(work, layers, cs, scheme)
     compressed.eval()
     return LCResult(model=compressed, ranks=factored, history=history, seconds=time.perf_counter() - t_start,
-                    layer_ranks=dict(cs.ranks), converged=converged, warning=warning)
+                    layer_ranks=dict(cs.ranks), converged=converged, warning=warning, problem=cs.problem,
+                    selection=cs.selection)
 
 
 def _l_step(model, opt, stream, weights, targets, mu, lrs, device, teacher, temperature, bar) -> tuple[float, float]:

@@ -52,6 +52,8 @@ class ExportRequest:
     percentile: float | None = None
     max_accuracy_drop: float | None = 0.01
     cost: str = "macs"  # "macs" | "latency"
+    latency_cache: bool = True  # False (--no-cache): time every layer afresh and refresh the per-user cache
+    never_slower: bool | None = None  # None: with a measured latency table; True: measure one under --cost macs too
     max_rounds: int = 3
     finetune_epochs: float | None = None  # None: DEFAULT_FINETUNE_EPOCHS (BUILTIN_QUICK's for the built-in model)
     cobla: dict = field(default_factory=dict)  # CoblaOptions overrides: max_iter, sample, draws

@@ -57,6 +57,22 @@ def analyze(req) -> dict:
     }
 
 
+def latency_plan(req) -> dict:
+    """Whether this run measures a per-layer latency table, reads the per-user cache and applies the
+    never-slower rule (edgecomp.ranks.latency.apply_latency_break_even).
+
+    Request fields (read with defaults, so requests without them keep today's behaviour):
+    never_slower: None (default) applies the rule whenever a table is measured, i.e. with --cost latency;
+    True also measures one under --cost macs; False never applies it. latency_cache: False (--no-cache)
+    measures every layer afresh and refreshes the cache. The choice schemes (tucker2, auto) have no
+    per-rank table: --cost latency is refused there (check_scheme_method), the rule skipped.
+    """
+    from edgecomp.graph.cost import CHOICE_SCHEMES
+
+    measure = req.cost == "latency" or (bool(req.never_slower) and req.scheme not in CHOICE_SCHEMES)
+    return {"measure": measure, "apply": measure and req.never_slower is not False, "use_cache": req.latency_cache}
+
+
 def run_rounds(req, stages: Stages, analysis: dict, source: dict, log) -> list[dict]:
     """Compress/export/verify until the latency gate passes or the rounds run out."""
     from edgecomp.pipeline.latency_table import latency_budget_ms
@@ -65,14 +81,22 @@ def run_rounds(req, stages: Stages, analysis: dict, source: dict, log) -> list[d
     mac_budget = req.mac_budget
     budget_ms = latency_budget_ms(req)
     table = None
-    if req.cost == "latency":
+    plan = latency_plan(req)
+    if plan["measure"]:
+        from edgecomp.compression.methods import check_scheme_method
         from edgecomp.pipeline.latency_table import measure_latency_table
 
+        # Refuse --cost latency for the choice schemes before minutes of measuring (the method is checked later).
+        check_scheme_method(req.scheme, "pos-cvx", req.cost == "latency")
         table = stages.run("latency-table", "latency-table", {**source, "profile": req.profile.to_dict(),
-                                                               "target": req.target, "scheme": req.scheme},
+                                                               "target": req.target, "scheme": req.scheme,
+                                                               **({} if plan["use_cache"] else {"no_cache": True})},
                            lambda folder: measure_latency_table(
                                req, analysis, folder, log, loaded=_load_source(req),
-                               providers=stand_in_providers(req) if _stand_in(req) else None))
+                               providers=stand_in_providers(req) if _stand_in(req) else None,
+                               use_cache=plan["use_cache"]))
+        # What the compress stages depend on: the numbers, not how many came from the cache.
+        table = {k: v for k, v in table.items() if k != "cache"}
     at_minimum = False
     for k in range(1, req.max_rounds + 1):
         compress_needed = k > 1 or not analysis["fits"] or req.cost == "latency"
@@ -85,10 +109,11 @@ def run_rounds(req, stages: Stages, analysis: dict, source: dict, log) -> list[d
                       "data": data_fingerprint(req.data), "eval_data": data_fingerprint(req.eval_data),
                       "finetune_epochs": req.finetune_epochs, "cobla": req.cobla,
                       "distill": req.distill, "seed": req.seed, "cost": req.cost, "latency_table": table,
-                      "latency_budget_ms": budget_ms}
+                      "latency_budget_ms": budget_ms, **({"never_slower": True} if plan["apply"] else {})}
             entry["compress"] = stages.run(
                 "compress", f"round-{k}/compress", inputs,
-                lambda folder, mb=mac_budget: compress_stage(req, folder, mb, table, budget_ms, log),
+                lambda folder, mb=mac_budget: compress_stage(req, folder, mb, table, budget_ms, log,
+                                                             never_slower=plan["apply"]),
             )
             compressed = entry["compress"]["outdir"]
         else:
@@ -161,11 +186,15 @@ def next_mac_budget(req, entry: dict, analysis: dict, budget_ms: float | None) -
     return macs * budget_ms / measured
 
 
-def compress_stage(req, folder: Path, mac_budget: str | None, table, budget_ms, log) -> dict:
+def compress_stage(req, folder: Path, mac_budget: str | None, table, budget_ms, log, *,
+                   never_slower: bool = False) -> dict:
+    """One round's compression. `table`: the per-layer latency table, the compute cost with --cost latency;
+    never_slower: also cap each layer's break-even rank by it (edgecomp.ranks.latency)."""
     from edgecomp.compression.cobla import CoblaOptions
     from edgecomp.compression.methods import LCOptions
     from edgecomp.compression.run import CompressRequest, compress_loaded, write_outdir
     from edgecomp.data import load_dataset
+    from edgecomp.ranks.latency import layer_latency_rows
 
     method = req.method
     if method in ("cobla", "lc") and req.data is None:
@@ -178,7 +207,9 @@ def compress_stage(req, folder: Path, mac_budget: str | None, table, budget_ms, 
         eval_data=req.eval_data,
         seed=req.seed, cobla=CoblaOptions(**{**req.cobla, "seed": req.seed}), lc=LCOptions(seed=req.seed),
         finetune_epochs=req.finetune_epochs if req.data else 0.0, distill=req.distill, progress=req.progress,
-        latency_table=table, latency_budget_ms=budget_ms if table else None,
+        latency_table=table if req.cost == "latency" else None,
+        latency_budget_ms=budget_ms if req.cost == "latency" else None,
+        **({"never_slower_table": table} if never_slower and table is not None else {}),
     )
     data = load_dataset(req.data) if req.data else None
     eval_data = load_dataset(req.eval_data) if req.eval_data else None
@@ -196,7 +227,14 @@ def compress_stage(req, folder: Path, mac_budget: str | None, table, budget_ms, 
         "mac_budget": report["mac_budget"],
         "cost": report.get("cost", "macs"),
         "layers": report["layers"],
+        "never_slower": bool(never_slower and table is not None),
+        **({"latency_layers": layer_latency_rows(table, chosen_ranks(report["layers"]))} if table else {}),
     }
+
+
+def chosen_ranks(layers: list[dict]) -> dict:
+    """{layer: its rank, None where it was left dense} from a compress report's layer rows."""
+    return {row["name"]: row.get("rank") if row.get("factored") else None for row in layers}
 
 
 def _stand_in(req) -> bool:

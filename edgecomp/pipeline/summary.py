@@ -13,6 +13,7 @@ from edgecomp import __version__
 from edgecomp.formats import stamp
 from edgecomp.io import write_json, write_text
 from edgecomp.report import budget_rows, layer_rows, render_page
+from edgecomp.report.facts import has_schemes
 from edgecomp.report.fmt import UNBOUNDED, is_bounded, ratio, si
 
 
@@ -56,12 +57,14 @@ def markdown(report: dict) -> str:
                      f"{_md_value(row, row.achieved)} | {row.status} |")
     layers = layer_rows(report)
     if layers:
-        lines += ["", "| layer | shape | rank / max | MACs before -> after | params before -> after |",
-                  "|---|---|---|---|---|"]
+        # the scheme column: what each layer was factored by (under --scheme auto, its own choice)
+        schemes = has_schemes(layers)
+        lines += ["", f"| layer | shape |{' scheme |' if schemes else ''} rank / max | MACs before -> after | "
+                  "params before -> after |", "|---|---|---|---|---|" + ("---|" if schemes else "")]
         for row in layers:
-            rank = "" if row.rank is None else (f"{row.rank} / {row.max_rank}" if row.factored else f"full ({row.max_rank})")
-            lines.append(f"| {_cell(row.name)} | {row.shape} | {rank} | {si(row.original_macs)} -> {si(row.macs)} | "
-                         f"{si(row.original_params)} -> {si(row.params)} |")
+            scheme = f" {row.scheme if row.factored else ''} |" if schemes else ""
+            lines.append(f"| {_cell(row.name)} | {row.shape} |{scheme} {row.rank_text} | {si(row.original_macs)} -> "
+                         f"{si(row.macs)} | {si(row.original_params)} -> {si(row.params)} |")
     lines += ["", "| gate | status | measured | threshold | message |", "|---|---|---|---|---|"]
     for g in final["verify"]["gates"]:
         lines.append(f"| {_cell(g['name'])} | {g['status']} | {g['measured']} | {g['threshold']} | {_cell(g['message'])} |")

@@ -1,21 +1,35 @@
-"""Latency as the compute cost: a per-layer table measured on the target replaces MACs.
+"""Latency measured on the target, per layer: as the compute cost, and as the never-slower rule.
 
-For each decomposable layer i the target measured the original layer (t_i) and the factored layer
-at a few ranks; a least-squares line t_i(r) = a_i + b_i r fits the factored latencies. The problem's
-compute constraint (compute_unit "ms") then reads  fixed + sum_i t_i(r_i) <= latency budget,  still
-linear in the masks (intercepts a_i go into the constant), with t_i(r) = t_i (original) from the
-break-even rank on.
+For each decomposable layer i the target measured the original (dense) layer (d_i) and the factored layer
+at a few ranks; a least-squares line t_i(r) = a_i + b_i r fits the factored latencies (`fit_line`).
+
+Latency as the cost (`latency_problem`, `edgecomp export --cost latency`): the problem's compute
+constraint (compute_unit "ms") reads  fixed + sum_i t_i(r_i) <= latency budget,  still linear in the
+masks (the intercepts a_i go into the constant), with t_i(r) = d_i from the break-even rank on.
+
+Never slower, layer by layer (`apply_latency_break_even`): a factored layer must be measurably faster
+than the dense one. The latency break-even rank of layer i is
+
+    b_i^lat = min { r >= 1 : a_i + b_i r >= NOT_FASTER * d_i }      (max_rank + 1 if there is none)
+
+with NOT_FASTER = 0.95: a factored layer less than 5% faster than dense, by the fit, is within the noise
+of per-layer timings and counts as not faster. Each layer's break-even rank becomes
+min(its own, b_i^lat), so every method reads the ranks from there on as "left dense" (the problem's
+existing break-even rule); b_i^lat = 1 leaves the layer dense at every rank.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+import math
+from dataclasses import dataclass, fields, replace
+from typing import Any, Mapping
 
 import numpy as np
 
-from edgecomp.ranks.problem import RankProblem
+from edgecomp.ranks.problem import LayerSpectrum, RankProblem
 
 MIN_SLOPE_MS = 1e-6  # a measured slope can be ~0 or negative within noise; costs must increase with rank
+NOT_FASTER = 0.95  # factored >= NOT_FASTER x dense (by the fitted line): not measurably faster
 
 
 def fit_line(ranks, latencies_ms) -> tuple[float, float]:
@@ -29,13 +43,101 @@ def fit_line(ranks, latencies_ms) -> tuple[float, float]:
     return float(max(0.0, intercept)), slope
 
 
+def fitted_ms(row: Mapping[str, Any], rank: int) -> float:
+    """The fitted latency a + b * rank of a table row (edgecomp.pipeline.latency_table)."""
+    return float(row["intercept_ms"]) + float(row["slope_ms"]) * int(rank)
+
+
+def latency_break_even_rank(row: Mapping[str, Any], max_rank: int) -> int:
+    """The smallest rank r >= 1 whose fitted latency is >= NOT_FASTER x the dense layer's; max_rank + 1
+    when the factored layer is measurably faster at every rank (see the module docstring)."""
+    threshold = NOT_FASTER * float(row["original_ms"])
+    intercept, slope = float(row["intercept_ms"]), float(row["slope_ms"])
+    r = math.ceil((threshold - intercept) / slope - 1e-12)
+    return int(max(1, min(r, max_rank + 1)))
+
+
+@dataclass(frozen=True)
+class NeverSlowerLayer(LayerSpectrum):
+    """A LayerSpectrum whose break-even rank is also capped by its latency break-even rank: from
+    `latency_break_even` on, the layer is left dense (cost and is_factored follow, as for any break-even)."""
+
+    latency_break_even: int = 0  # 0: no cap
+
+    @property
+    def break_even_rank(self) -> int:
+        own = super().break_even_rank
+        return min(own, self.latency_break_even) if self.latency_break_even >= 1 else own
+
+
+def _capped(layer: LayerSpectrum, cap: int) -> LayerSpectrum:
+    if isinstance(layer, NeverSlowerLayer):
+        return replace(layer, latency_break_even=min(cap, layer.latency_break_even or cap))
+    values = {f.name: getattr(layer, f.name) for f in fields(layer)}
+    return NeverSlowerLayer(**values, latency_break_even=cap)
+
+
+def apply_latency_break_even(problem: RankProblem, table: Mapping[str, Any]) -> RankProblem:
+    """`problem` with each measured layer's break-even rank lowered to min(current, latency break-even).
+
+    Layers the table did not measure are unchanged, and so are ChoiceLayers (tucker2 / auto): their
+    choices are not one rank of one scheme, and the table times one scheme's ranks only.
+    """
+    from edgecomp.ranks.choices import ChoiceLayer
+
+    layers = []
+    for layer in problem.layers:
+        row = table["layers"].get(layer.name)
+        if row is None or isinstance(layer, ChoiceLayer):
+            layers.append(layer)
+            continue
+        layers.append(_capped(layer, latency_break_even_rank(row, layer.max_rank)))
+    return RankProblem(tuple(layers), compute_budget=problem.compute_budget, param_budget=problem.param_budget,
+                       fixed_compute=problem.fixed_compute, fixed_params=problem.fixed_params,
+                       compute_unit=problem.compute_unit)
+
+
 def latency_problem(problem: RankProblem, table: dict, budget_ms: float) -> RankProblem:
     """`problem` with its compute costs (MACs) replaced by the measured latency table: every compute
-    number of the result, its budget included, is in ms."""
+    number of the result, its budget included, is in ms.
+
+    A layer stays dense from its MAC/parameter break-even rank on, as in `problem`: the built model is
+    checked against the MAC problem, and both must agree on which layers are factored."""
     layers = []
     for layer in problem.layers:
         row = table["layers"][layer.name]
-        layers.append(replace(layer, compute_per_rank=row["slope_ms"], compute_intercept=row["intercept_ms"],
-                              original_compute=row["original_ms"]))
+        timed = replace(layer, compute_per_rank=row["slope_ms"], compute_intercept=row["intercept_ms"],
+                        original_compute=row["original_ms"])
+        layers.append(_capped(timed, layer.break_even_rank))
     return RankProblem(tuple(layers), compute_budget=float(budget_ms), param_budget=problem.param_budget,
                        fixed_compute=float(table["fixed_ms"]), fixed_params=problem.fixed_params, compute_unit="ms")
+
+
+def layer_latency_rows(table: Mapping[str, Any], ranks: Mapping[str, int | None]) -> list[dict[str, Any]]:
+    """One row per layer of the table for a report: dense ms, factored ms at the chosen rank (from the fit),
+    and what was chosen and why.
+
+    `ranks`: each layer's built rank, None (or absent) where it was left dense; from a compress report,
+    {row["name"]: row["rank"] if row["factored"] else None for row in report["layers"]}.
+    Row keys: name, dense_ms, rank, factored_ms (the fit at `rank`; None when dense), latency_break_even_rank,
+    chosen ("factored" | "dense": what was built), faster (False for a factored layer the never-slower rule
+    would have left dense; None when dense), why.
+    """
+    rows = []
+    for name, row in table["layers"].items():
+        dense = float(row["original_ms"])
+        be = latency_break_even_rank(row, int(row.get("max_rank") or max(row["ranks"])))
+        rank = ranks.get(name)
+        out = {"name": name, "dense_ms": dense, "rank": rank, "factored_ms": None, "latency_break_even_rank": be}
+        if rank is None:
+            why = (f"never measurably faster factored: even rank 1 takes {fitted_ms(row, 1):.4g} ms >= "
+                   f"{NOT_FASTER:g} x {dense:.4g} ms dense" if be <= 1 else "left unfactored by the rank selection")
+            rows.append({**out, "chosen": "dense", "faster": None, "why": why})
+            continue
+        factored = fitted_ms(row, int(rank))
+        faster = int(rank) < be
+        why = (f"{factored:.4g} ms at rank {rank} < {NOT_FASTER:g} x {dense:.4g} ms dense" if faster else
+               f"not measurably faster ({factored:.4g} ms at rank {rank} >= {NOT_FASTER:g} x {dense:.4g} ms dense): "
+               "built without the never-slower rule")
+        rows.append({**out, "factored_ms": factored, "chosen": "factored", "faster": faster, "why": why})
+    return rows

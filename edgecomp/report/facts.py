@@ -151,6 +151,24 @@ class LayerRow:
     original_params: int
     params: int
     energy: float | None
+    scheme: str | None = None  # the layer's scheme (report rows that record it); "dense": left whole by auto
+    pair: tuple[int, int] | None = None  # a Tucker-2 layer's (r1, r2)
+
+    @property
+    def rank_text(self) -> str:
+        """'20 / 160'; '(r1, r2) = (4, 6)' for a Tucker-2 pair; 'full (160)' when not factored; '' without a rank."""
+        if self.rank is None:
+            return ""
+        if not self.factored:
+            return f"full ({self.max_rank})"
+        if self.pair:
+            return f"(r1, r2) = ({self.pair[0]}, {self.pair[1]})"
+        return f"{self.rank} / {self.max_rank}"
+
+
+def has_schemes(rows: list[LayerRow]) -> bool:
+    """True when the rows record their schemes (reports written since --scheme auto): tables show them."""
+    return any(row.scheme for row in rows)
 
 
 def describe_shape(layer: dict) -> str:
@@ -173,7 +191,8 @@ def layer_rows(report: dict) -> list[LayerRow]:
     layers = comp.get("layers") or []
     rows = [LayerRow(row["name"], describe_shape(row), row.get("rank"), row.get("max_rank"), row.get("break_even_rank"),
                      bool(row.get("factored")), row["original_macs"], row["macs"], row["original_params"], row["params"],
-                     row.get("energy")) for row in layers]
+                     row.get("energy"), row.get("scheme"),
+                     (int(row["r1"]), int(row["r2"])) if "r1" in row and "r2" in row else None) for row in layers]
     macs, params = achieved_costs(report)
     other_macs = analysis["original_macs"] - sum(r.original_macs for r in rows)
     other_params = analysis["original_params"] - sum(r.original_params for r in rows)

@@ -18,6 +18,7 @@ from edgecomp.report.facts import (
     accuracy_rows,
     budget_rows,
     gated_percentile,
+    has_schemes,
     latency_gate,
     layer_rows,
 )
@@ -192,7 +193,7 @@ def _rank_cell(row: LayerRow) -> str:
     marker = ""
     if row.break_even_rank and row.break_even_rank <= row.max_rank:
         marker = f"<b title=\"break-even rank {row.break_even_rank}\" style=\"left:{100.0 * row.break_even_rank / row.max_rank:.1f}%\"></b>"
-    text = f"{row.rank} / {row.max_rank}" if row.factored else f"full <span class=\"muted\">(max {row.max_rank})</span>"
+    text = e(row.rank_text) if row.factored else f"full <span class=\"muted\">(max {row.max_rank})</span>"
     return (f"<td><div class=\"rank\"><span class=\"meter\"><i style=\"width:{fill:.1f}%{style}\"></i>{marker}</span>"
             f"<span>{text}</span></div></td>")
 
@@ -212,15 +213,17 @@ def _layers(rows: list[LayerRow], report: dict, chart) -> str:
     if not rows:
         return "<h2>Per-layer ranks</h2><p class=\"note\">This compress run recorded no layers.</p>"
     body = []
+    schemes = has_schemes(rows)  # a Scheme column: what each layer was factored by (auto: its own choice)
     for row in rows:
         energy = "" if row.energy is None else f"{100 * row.energy:.1f}%"
         cls = " class=\"other\"" if row.rank is None else ""
         name = e(row.name) if row.rank is None else f"<code>{e(row.name)}</code>"
-        body.append(f"<tr{cls}><td>{name}</td><td class=\"shape\">{e(row.shape)}</td>{_rank_cell(row)}"
+        scheme = f"<td>{e(row.scheme or '') if row.factored else ''}</td>" if schemes else ""
+        body.append(f"<tr{cls}><td>{name}</td><td class=\"shape\">{e(row.shape)}</td>{scheme}{_rank_cell(row)}"
                     f"{_cost_cell(row.original_macs, row.macs)}{_cost_cell(row.original_params, row.params)}"
                     f"<td class=\"num\">{energy}</td></tr>")
     analysis = report["analysis"]
-    body.append(f"<tr class=\"total\"><td>whole model</td><td></td><td></td>"
+    body.append(f"<tr class=\"total\"><td>whole model</td><td></td>{'<td></td>' if schemes else ''}<td></td>"
                 f"{_cost_cell(analysis['original_macs'], comp.get('macs', analysis['original_macs']))}"
                 f"{_cost_cell(analysis['original_params'], comp.get('params', analysis['original_params']))}"
                 "<td></td></tr>")
@@ -232,11 +235,14 @@ def _layers(rows: list[LayerRow], report: dict, chart) -> str:
     decomposable = sum(1 for r in rows if r.rank is not None)
     return (f"<h2>Per-layer ranks<small>{factored} of {decomposable} decomposable layers factored by "
             f"{e(comp.get('method'))}</small></h2><table><thead><tr><th>Layer</th><th>Shape</th>"
-            "<th>Rank chosen / max</th><th class=\"num\">MACs before &rarr; after</th>"
+            + ("<th>Scheme</th>" if schemes else "") + "<th>Rank chosen / max</th><th class=\"num\">MACs before &rarr; after</th>"
             "<th class=\"num\">Params before &rarr; after</th><th class=\"num\">Energy kept</th></tr></thead><tbody>"
             + "".join(body) + "</tbody></table><p class=\"note\">Rank: components kept of the layer's "
             "matricization (max = its smaller side); a layer at or above its break-even rank (red tick) is kept whole. "
-            "Energy kept: the share of the layer's squared singular values that its rank keeps.</p>" + figure)
+            "Energy kept: the share of the layer's squared singular values that its rank keeps."
+            + (" Scheme: how the layer was factored (under --scheme auto each layer's own choice; a Tucker-2 layer "
+               "shows its ranks (r1, r2), and its energy kept is 1 minus the relative squared error of its "
+               "factorization)." if schemes else "") + "</p>" + figure)
 
 
 def _latency(report: dict, chart) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import posixpath
 import shlex
 import subprocess
+import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,8 +102,10 @@ class Transport(ABC):
         return remote
 
     def upload_atomic(self, local: Path, remote: str) -> None:
-        """Upload under a temporary name, then rename: a partial copy never carries the final name."""
-        tmp = posixpath.join(posixpath.dirname(remote), f".{posixpath.basename(remote)}.partial")
+        """Upload under a temporary name, then rename: a partial copy never carries the final name. The name
+        is unique per upload, so boards sharing a filesystem (NFS homes, one host) never write one file."""
+        name = f".{posixpath.basename(remote)}.{uuid.uuid4().hex[:12]}.partial"
+        tmp = posixpath.join(posixpath.dirname(remote), name)
         self.upload(local, tmp)
         done = self.shell(f"mv -f {shlex.quote(tmp)} {shlex.quote(remote)}")
         if done.returncode != 0:

@@ -20,6 +20,7 @@ import re
 import shlex
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Sequence
 
@@ -141,8 +142,8 @@ class SshTransport(Transport):
             raise TargetConnectionError(f"copying {Path(local).name} to {self.url} failed: {done.stderr.strip()}")
 
     def upload_atomic(self, local: Path, remote: str) -> None:
-        """One round trip: write to a temporary name and rename it in the same remote command."""
-        tmp = f"{remote}.partial"
+        """One round trip: write to a temporary name (unique per upload) and rename it in the same remote command."""
+        tmp = f"{remote}.{uuid.uuid4().hex[:12]}.partial"
         q_tmp, q_remote = shlex.quote(tmp), shlex.quote(remote)
         done = self.shell(f"cat > {q_tmp} && mv -f {q_tmp} {q_remote}", stdin=Path(local).read_bytes(),
                           phase="upload")

@@ -18,6 +18,7 @@ from torch import nn
 
 from edgecomp.errors import UserInputError
 from edgecomp.models.zoo.fmnist_cnn import fmnist_cnn
+from edgecomp.models.zoo.fmnist_resnet import fmnist_resnet
 from edgecomp.models.zoo.mlp_fmnist import mlp_fmnist
 from edgecomp.models.zoo.mobilenet_v2 import mobilenet_v2
 from edgecomp.models.zoo.resnet import resnet18, resnet50
@@ -52,6 +53,8 @@ ZOO: dict[str, ZooEntry] = {
                  "MobileNetV2 width 1.0, torchvision layout (3.5 M params)"),
         ZooEntry("fmnist_cnn", fmnist_cnn, _FMNIST, 10,
                  "Reference Fashion-MNIST CNN: 4 conv-BN-ReLU + 2 Linear (276 k params)"),
+        ZooEntry("fmnist_resnet", fmnist_resnet, _FMNIST, 10,
+                 "Residual Fashion-MNIST CNN: stem + 3 basic blocks (24/48/96 ch) + Linear (170 k params)"),
         ZooEntry("tiny_cnn", tiny_cnn, _FMNIST, 10, "Tiny 28x28 CNN for fast tests: 2 convs + Linear (3.8 k params)"),
         ZooEntry("mlp_fmnist", mlp_fmnist, _FMNIST, 10,
                  "Linear-only 784-256-128-10 MLP for 28x28 input (235 k params)"),

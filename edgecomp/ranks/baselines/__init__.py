@@ -5,6 +5,11 @@ ones (uniform, cptv, pos-greedy, pos-cvx) return ranks with `problem.feasible(ra
 InfeasibleBudgetError when rank 1 in every layer does not fit; vbmf and gavish-donoho pick ranks
 from each spectrum alone and only report the resulting cost (enforces_budgets=False). Ranks at or
 above a layer's break-even rank are reported as its max rank (the layer stays unfactored).
+
+On problems with choice layers (schemes tucker2 and auto, edgecomp.ranks.choices.ChoiceLayer) the budgeted
+selectors solve the same problem over each layer's explicit choices (edgecomp.ranks.baselines.on_choices,
+edgecomp.ranks.choices: their docstrings define each one there); vbmf and gavish-donoho need a spectrum and
+refuse them.
 """
 
 from edgecomp.ranks.baselines.cptv import select_cptv

@@ -102,6 +102,11 @@ def largest_feasible(problem: RankProblem, breakpoints: np.ndarray,
 
 def matrix_dims(layer: LayerSpectrum) -> tuple[int, int]:
     """(L, M) with L <= M of the layer's matricization; its spectrum must be the full one (L values)."""
+    from edgecomp.ranks.choices import ChoiceLayer
+
+    if isinstance(layer, ChoiceLayer):
+        raise UserInputError(f"layer {layer.name}: its options are explicit choices (schemes tucker2, auto), not a "
+                             "spectrum of singular values, which this rank selector needs")
     rows, cols = (int(x) for x in layer.shape)
     if rows <= 0 or cols <= 0:
         raise UserInputError(f"layer {layer.name}: the matricization shape (rows, cols) is needed for "

@@ -16,6 +16,9 @@ threshold rank itself.
 r_i(beta) is a non-decreasing step function that changes only at the values E_i(r), so the
 bisection runs over those breakpoints (exact). A tighter budget can only lower beta, so every rank
 and both costs are monotone in the budget.
+
+A problem with choice layers (schemes tucker2, auto) takes each layer's cheapest choice keeping a fraction
+beta of its energy (edgecomp.ranks.baselines.on_choices.select_choices_cptv; power 2 only).
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from edgecomp.ranks.baselines._common import (
     largest_feasible,
     require_satisfiable,
 )
+from edgecomp.ranks.baselines.on_choices import select_choices_cptv
+from edgecomp.ranks.choices import has_choice_layers
 from edgecomp.ranks.problem import RankProblem, RankSelection
 
 
@@ -40,6 +45,10 @@ def threshold_ranks(cums: list[np.ndarray], beta: float) -> np.ndarray:
 def select_cptv(problem: RankProblem, *, power: float = 2.0) -> RankSelection:
     if power <= 0:
         raise ValueError(f"cptv: power must be positive, got {power}")
+    if has_choice_layers(problem):
+        if power != 2.0:
+            raise ValueError("cptv: choice layers keep squared-error energy only (power 2)")
+        return select_choices_cptv(problem)
     require_satisfiable(problem, "cptv")
     cums = [cumulative_energy(layer.sigma, power) for layer in problem.layers]
     breakpoints = np.unique(np.concatenate([[0.0]] + cums))

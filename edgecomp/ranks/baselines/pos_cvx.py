@@ -12,18 +12,24 @@ return the best solution found (info["solver_status"], info["mip_gap"] say how g
 
 Note: an exact optimizer is not monotone in each cost separately: tightening the parameter budget
 can move the optimum to a point with a higher compute cost. Its objective is monotone (tighter never better).
+
+A problem with choice layers (schemes tucker2, auto) is the same knapsack over each layer's explicit choices,
+minimizing the sum of relative squared errors (edgecomp.ranks.choices.select_choices_min_error).
 """
 
 from __future__ import annotations
 
 from edgecomp.ranks.baselines._common import cost_report, effective_log_energy, require_satisfiable
 from edgecomp.ranks.knapsack import layer_candidates, solve_layers, solver_info
+from edgecomp.ranks.choices import has_choice_layers, select_choices_min_error
 from edgecomp.ranks.problem import RankProblem, RankSelection
 
 
 def select_pos_cvx(problem: RankProblem, *, time_limit: float | None = 30.0, mip_rel_gap: float = 1e-6,
                    node_limit: int | None = None) -> RankSelection:
     require_satisfiable(problem, "pos-cvx")
+    if has_choice_layers(problem):
+        return select_choices_min_error(problem, method="pos-cvx", time_limit=time_limit, mip_rel_gap=mip_rel_gap)
     candidates = [layer_candidates(layer) for layer in problem.layers]
     values = [effective_log_energy(layer)[c.ranks - 1] for layer, c in zip(problem.layers, candidates)]
     ranks, sol = solve_layers(problem, values, candidates, maximize=True,

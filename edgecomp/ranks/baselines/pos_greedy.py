@@ -24,6 +24,9 @@ search after the greedy).
 
 The scores do not depend on the budgets, so every budget stops the same removal path, and each
 step lowers both costs: a tighter budget stops later and never gives a larger N_C or N_M.
+
+A problem with choice layers (schemes tucker2, auto) is solved by the greedy over each layer's explicit
+choices, edgecomp.ranks.baselines.on_choices.select_choices_pos_greedy (same measures and weights).
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ import heapq
 import numpy as np
 
 from edgecomp.ranks.baselines._common import cost_report, effective_log_energy, require_satisfiable
+from edgecomp.ranks.baselines.on_choices import select_choices_pos_greedy
+from edgecomp.ranks.choices import has_choice_layers
 from edgecomp.ranks.problem import RankProblem, RankSelection
 
 MEASURES = ("per_cost", "loss")
@@ -48,6 +53,8 @@ def select_pos_greedy(problem: RankProblem, *, measure: str = "per_cost",
                       weights: tuple[float, float] = (1.0, 1.0)) -> RankSelection:
     if measure not in MEASURES:
         raise ValueError(f"pos-greedy: measure must be one of {MEASURES}, got {measure!r}")
+    if has_choice_layers(problem):
+        return select_choices_pos_greedy(problem, measure=measure, weights=weights)
     w_c, w_m = (float(w) for w in weights)
     if w_c < 0 or w_m < 0 or w_c + w_m <= 0:
         raise ValueError(f"pos-greedy: weights must be non-negative and not both zero, got {weights}")

@@ -30,17 +30,29 @@ break-even rule applied), not just for the linear relaxation:
   feasible whenever the all-rank-1 model fits (checked first: InfeasibleBudgetError otherwise),
   so rounding always returns a feasible selection.
 
-Choice among the distinct feasible candidates: the smallest loss_fn(ranks) if given (the glue
-evaluates held-out loss), else the largest kept energy
+Choice among the distinct feasible candidates (draws that repeat a rank vector already drawn are
+counted in info["draws_duplicate"] and never evaluated twice): the smallest loss_fn(ranks) if
+given (the glue evaluates held-out loss), else the largest kept energy
 
     sum_i  kept_i / sum_j sigma_ij^2,   kept_i = sum_{j in top r_i} (m_hat_ij sigma_ij)^2
 
 (1 for a layer left unfactored, whose original weights are kept), i.e. the relative spectral
-energy of the rescaled layers that the built model retains.
+energy of the rescaled layers that the built model retains. Ties go to the larger kept energy.
+
+Screening (loss_fn and screen_fn given, more than `finalists` distinct candidates): every
+candidate is first scored by screen_fn (a cheaper estimate of the same loss, e.g. on a subset of
+the held-out data), and only the `finalists` best by that score are scored by loss_fn; the choice
+is among them. The floor candidate is scored first in every stage.
+
+Deadline (a time.perf_counter() value): no evaluation starts after it. When it cuts the scoring
+short the choice is made by the last stage that scored at least one candidate (the finalists'
+loss_fn, else the screening score), else the floor candidate (feasible, never evaluated) is
+returned; info["deadline_hit"] says so. A deadline can be overrun by one evaluation.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import numpy as np
@@ -156,10 +168,15 @@ def round_ranks(
     draws: int = 16,
     seed: int = 0,
     loss_fn: Callable[[np.ndarray], float] | None = None,
+    screen_fn: Callable[[np.ndarray], float] | None = None,
+    finalists: int = 3,
+    deadline: float | None = None,
 ) -> RankSelection:
     """Integer ranks from relaxed masks (eq. 9), feasible on the built model; see module docstring."""
     if draws < 0:
         raise ValueError("draws must be >= 0")
+    if finalists < 1:
+        raise ValueError("finalists must be >= 1")
     masks = _check_masks(problem, masks)
     if not problem.is_satisfiable():
         min_compute, min_params = problem.min_cost
@@ -193,28 +210,29 @@ def round_ranks(
 
     keys = list(candidates)
     energies = [ledger.kept_energy(np.array(key)) for key in keys]
-    if loss_fn is not None:
-        losses = [float(loss_fn(np.array(key, dtype=np.int64))) for key in keys]
-        finite = [i for i, v in enumerate(losses) if np.isfinite(v)]
-        if not finite:
-            raise ValueError("loss_fn returned no finite loss for any candidate")
-        best = min(finite, key=lambda i: (losses[i], -energies[i]))
-        criterion = "loss"
-    else:
-        losses = None
-        best = max(range(len(keys)), key=lambda i: energies[i])
-        criterion = "kept_energy"
+    scoring = _score(keys, energies, loss_fn, screen_fn, finalists, deadline)
+    best = scoring["best"]
     ranks = np.array(keys[best], dtype=np.int64)
     n_c, n_m = problem.cost(ranks)
+    records = []
+    for i, k in enumerate(keys):
+        row = {"ranks": list(k), "source": candidates[k], "kept_energy": energies[i]}
+        for name in ("screen_loss", "loss"):
+            if i in scoring[name]:
+                row[name] = scoring[name][i]
+        records.append(row)
     info = {
-        "criterion": criterion,
+        "criterion": scoring["criterion"],
         "chosen": candidates[keys[best]],
         "expected_ranks": s.tolist(),
-        "candidates": [{"ranks": list(k), "source": candidates[k], "kept_energy": energies[i],
-                        **({"loss": losses[i]} if losses is not None else {})}
-                       for i, k in enumerate(keys)],
+        "candidates": records,
         "draws_attempted": attempts,
         "draws_feasible": feasible_draws,
+        "draws_duplicate": feasible_draws + 1 - len(keys),  # feasible draws (+ the floor) repeating a candidate
+        "candidates_distinct": len(keys),
+        "candidates_screened": len(scoring["screen_loss"]),
+        "candidates_full_loss": len(scoring["loss"]),
+        "deadline_hit": scoring["deadline_hit"],
         "seed": seed,
         "macs": n_c,  # report.json's key for the compute cost, in "compute_unit"
         "compute_unit": problem.compute_unit,
@@ -222,3 +240,40 @@ def round_ranks(
         "unfactored_layers": [l.name for l, r in zip(problem.layers, ranks) if not l.is_factored(int(r))],
     }
     return RankSelection(method="cobla", ranks=ranks, masks=masks, enforces_budgets=True, info=info)
+
+
+def _score(keys: list, energies: list[float], loss_fn, screen_fn, finalists: int, deadline: float | None) -> dict:
+    """Pick the winner among the candidates `keys` (index 0: the floor); see the module docstring."""
+    out: dict = {"screen_loss": {}, "loss": {}, "deadline_hit": False}
+    if loss_fn is None:
+        out.update(best=max(range(len(keys)), key=lambda i: energies[i]), criterion="kept_energy")
+        return out
+
+    def run_stage(fn, order: list[int], into: dict) -> None:
+        for i in order:
+            if deadline is not None and time.perf_counter() >= deadline:
+                out["deadline_hit"] = True
+                return
+            into[i] = float(fn(np.array(keys[i], dtype=np.int64)))
+
+    def winner(scores: dict) -> int | None:
+        finite = [i for i, v in scores.items() if np.isfinite(v)]
+        return min(finite, key=lambda i: (scores[i], -energies[i])) if finite else None
+
+    order = list(range(len(keys)))
+    if screen_fn is not None and len(keys) > finalists:
+        run_stage(screen_fn, order, out["screen_loss"])
+        ranked = sorted((i for i, v in out["screen_loss"].items() if np.isfinite(v)),
+                        key=lambda i: (out["screen_loss"][i], -energies[i]))
+        order = ranked[:finalists]
+    if not out["deadline_hit"]:
+        run_stage(loss_fn, order, out["loss"])
+    for criterion, scores in (("loss", out["loss"]), ("screen_loss", out["screen_loss"])):
+        best = winner(scores)
+        if best is not None:
+            out.update(best=best, criterion=criterion)
+            return out
+    if not out["deadline_hit"]:
+        raise ValueError("loss_fn returned no finite loss for any candidate")
+    out.update(best=0, criterion="deadline (floor, not evaluated)")
+    return out

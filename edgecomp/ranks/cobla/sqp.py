@@ -23,10 +23,14 @@ scheme written for large n:
   m_k and at every trial point with the oracle's iteration index k (one sub-sample), so the
   curvature pair y = g_k(m_{k+1}) - g_k(m_k) compares gradients on one sub-sample; the next
   iteration starts with a fresh evaluation at m_{k+1} (index k + 1). With
-  `deterministic=True` that evaluation is skipped and the accepted trial's value reused. If
-  no trial passes, the L-BFGS memory is dropped and the iteration retried along the projected
-  gradient, then once more with a step backtrack^-max_backtracks times shorter; if that fails
-  too the solver stops (zero step, reason "step norm").
+  `deterministic=True` that evaluation is skipped and the accepted trial's value reused. With a
+  `loss_oracle` (the same loss without the gradient, on the same sub-sample, cheaper: no backward
+  pass), a step from a scaled-identity model (the first iteration, and the retries after a reset),
+  whose length is a guess that often backtracks, tests its trial points by loss only; the accepted
+  one is then evaluated with its gradient. The accepted points are the same. If no trial passes,
+  the L-BFGS memory is dropped and the iteration retried along the projected gradient, then
+  once more with a step backtrack^-max_backtracks times shorter; if that fails too the solver
+  stops (zero step, reason "step norm").
 * Start point: m0 if given, else all ones; fixed entries are set to their value. If that is
   infeasible it is replaced by the projection onto the feasible polytope of
   m0_ij * (1 + sigma_ij / sigma_i1): the projection subtracts a per-layer shift proportional to
@@ -35,14 +39,32 @@ scheme written for large n:
   expensive layers more -- a cost-aware water-filling start.
 
 Stopping rules (time limit and KKT residual are checked at the start of an iteration, the
-callback and the step norm after its step; `converged` is True for the first two):
+callback, the step norm and the allocation after its step):
 * "KKT residual": ||m - P(m - g)||_inf <= kkt_tol at the start of an iteration (P: projection
   onto the feasible polytope over the free masks; zero exactly at a KKT point of eq. 8).
 * "step norm": the accepted step has ||m_{k+1} - m_k||_inf <= step_tol * max(1, ||m_k||_inf)
   (includes the zero step after a failed line search).
-* "max iterations": max_iter steps taken.
-* "time limit": wall time (oracle included) exceeded time_limit_s at the start of an iteration.
+* "allocation stable": the product of COBLA is the rounded allocation, which eq. 9 draws from
+  the expected ranks s_i(m) = sum_j m_ij of each layer i. With
+      delta_k = max_i |s_i(m_{k+1}) - s_i(m_k)| / tau_i,   tau_i = max(stable_tol, stable_rtol * K_i)
+  (K_i: the layer's number of masks), the solver stops once delta_k <= 1 for `stable_iters`
+  consecutive iterations (stable_iters = 0 disables the rule). delta_k is recorded as
+  "allocation_change" in each history record. The product also carries the mask values (COBLA
+  scales the kept components by m_ij), which can keep improving while the s_i stand still; given
+  `product_loss` (m -> the loss of what m would be rounded to, e.g. on held-out data; evaluated
+  at the start and after every step, recorded as "product_loss"), an iteration counts as stable
+  only if also
+      q_{k+1} >= (1 - stable_loss_rtol) * min(q_0, ..., q_k),   q_j = product_loss(m_j),
+  i.e. it did not improve the best product loss so far by more than the fraction stable_loss_rtol.
+* "max iterations": max_iter steps taken (a cap).
+* "time limit": at the start of an iteration, the wall time so far (oracle included) plus the
+  predicted duration of one more iteration reaches time_limit_s. The prediction is the mean
+  duration of the iterations taken, or twice the start evaluation's time before the first
+  (an iteration evaluates the oracle at least twice), so the limit is an upper bound on the
+  solver's wall time up to one iteration's deviation from the mean.
 * "callback": the callback returned True.
+`converged` is True when a test on the iterates stopped the solver ("KKT residual", "step norm",
+"allocation stable") and False when a cap did ("max iterations", "time limit", "callback").
 
 A budget of +inf (a device without that budget) leaves its row unconstrained: it is replaced by
 c_k + a_k . 1, the cost with every mask at 1, which no point of the box exceeds.
@@ -70,7 +92,7 @@ Oracle = Callable[[np.ndarray, int], "tuple[float, np.ndarray]"]
 """(masks, iteration) -> (loss, gradient w.r.t. the masks). Trial points of one iteration share
 the iteration index so a sub-sampling oracle can reuse its sub-sample for them."""
 
-REASONS = ("step norm", "KKT residual", "max iterations", "time limit", "callback")
+REASONS = ("step norm", "KKT residual", "allocation stable", "max iterations", "time limit", "callback")
 
 
 @dataclass
@@ -91,6 +113,12 @@ class SQPOptions:
     qp_max_iter: int = 200  # inner iterations of the QP solver per SQP step
     qp_rtol: float = 1e-2  # QP stops when its projected-gradient residual drops by this factor
     deterministic: bool = False  # oracle is deterministic: reuse the accepted trial's (loss, grad)
+    # "allocation stable": stop once max_i |s_i(m_{k+1}) - s_i(m_k)| <= tau_i for stable_iters steps in a row,
+    # s_i = sum_j m_ij (layer i's expected rank), tau_i = max(stable_tol, stable_rtol * K_i) ranks.
+    stable_tol: float = 0.5
+    stable_rtol: float = 0.0
+    stable_iters: int = 0  # 0: rule off (a plain optimizer); COBLA's glue turns it on (CoblaOptions)
+    stable_loss_rtol: float = 0.0  # with product_loss: the relative improvement that still counts as a change
 
     def validate(self) -> None:
         checks = [
@@ -106,6 +134,11 @@ class SQPOptions:
             (self.time_limit_s is None or self.time_limit_s > 0, "time_limit_s must be positive"),
             (self.qp_max_iter >= 1, "qp_max_iter must be >= 1"),
             (0 < self.qp_rtol < 1, "qp_rtol must be in (0, 1)"),
+            (self.stable_tol >= 0 and self.stable_rtol >= 0, "stable_tol and stable_rtol must be >= 0"),
+            (self.stable_iters == 0 or self.stable_tol > 0 or self.stable_rtol > 0,
+             "stable_tol or stable_rtol must be positive when stable_iters > 0"),
+            (self.stable_iters >= 0, "stable_iters must be >= 0"),
+            (0 <= self.stable_loss_rtol < 1, "stable_loss_rtol must be in [0, 1)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -119,11 +152,13 @@ class SQPResult:
     history: one record per iteration k with the state *after* its step -- "loss" (oracle loss
     at m_{k+1} on iteration k's sub-sample), "N_C", "N_M" (linear costs of m_{k+1}),
     "step_norm" (relative inf-norm of m_{k+1} - m_k), "step_size" (alpha), "backtracks",
-    "retries", "qp_iterations", "qp_converged", "damped", "pair_skipped", "lbfgs_pairs" -- plus
+    "retries", "qp_iterations", "qp_converged", "damped", "pair_skipped", "lbfgs_pairs",
+    "allocation_change" (delta_k of the "allocation stable" rule; <= 1 counts as stable) and
+    "product_loss" (with product_loss) -- plus
     "kkt_residual" measured at m_k before the step and "solver_s", the iteration's wall time
     minus its oracle time. An iteration that stops on the KKT test records m_k with a zero
-    step. timings: total_s, oracle_s, solver_s (= total - oracle), qp_s, oracle_calls,
-    projection_fallbacks.
+    step. timings: total_s, oracle_s (loss-only calls included), solver_s (= total - oracle), qp_s,
+    oracle_calls, loss_only_calls, product_loss_calls, projection_fallbacks.
     """
 
     masks: np.ndarray  # full mask vector m_hat (fixed entries included)
@@ -173,6 +208,8 @@ class _Problem:
                 f"still needs {min_c:.6g} {problem.compute_unit} and {min_m:.6g} parameters "
                 f"(budgets {problem.compute_budget:.6g} and {problem.param_budget:.6g})",
                 min_macs=min_c, min_params=min_m)
+        self.offsets = problem.offsets[:-1]
+        self.n_layers = len(problem.layers)
         sigma_rel = []
         for layer in problem.layers:
             top = float(layer.sigma[0])
@@ -183,6 +220,10 @@ class _Problem:
         m = self.base.copy()
         m[self.free] = x
         return m
+
+    def expected_ranks(self, m: np.ndarray) -> np.ndarray:
+        """s_i = sum_j m_ij per layer: what eq. 9 rounds."""
+        return np.add.reduceat(m, self.offsets) if self.n_layers and m.size else np.zeros(self.n_layers)
 
     def costs(self, m: np.ndarray) -> tuple[float, float]:
         return float(self.a_c @ m) + self.c_c, float(self.a_m @ m) + self.c_m
@@ -220,6 +261,8 @@ def solve_relaxed(
     options: SQPOptions | None = None,
     fixed: np.ndarray | None = None,
     callback: Callable[[dict], bool | None] | None = None,
+    loss_oracle: Callable[[np.ndarray, int], float] | None = None,
+    product_loss: Callable[[np.ndarray], float] | None = None,
 ) -> SQPResult:
     """Solve COBLA's relaxed problem (eq. 8) by SQP; see the module docstring.
 
@@ -232,7 +275,7 @@ def solve_relaxed(
     rp = _Problem(problem, fixed)
     P, free = rp.P, rp.free
     t_begin = time.perf_counter()
-    clock = {"oracle": 0.0, "qp": 0.0, "calls": 0}
+    clock = {"oracle": 0.0, "qp": 0.0, "calls": 0, "loss_calls": 0, "product_calls": 0}
 
     def evaluate(x: np.ndarray, iteration: int) -> tuple[float, np.ndarray, np.ndarray]:
         m = rp.full(x)
@@ -245,8 +288,27 @@ def solve_relaxed(
             raise VerificationError(f"oracle gradient has {grad.size} entries, expected {rp.n}")
         return float(loss), grad, m
 
+    def evaluate_product(m: np.ndarray) -> float:
+        t0 = time.perf_counter()
+        value = float(product_loss(m.copy()))
+        clock["oracle"] += time.perf_counter() - t0
+        clock["product_calls"] += 1
+        return value
+
+    def evaluate_loss(x: np.ndarray, iteration: int) -> float:
+        t0 = time.perf_counter()
+        loss = loss_oracle(rp.full(x), iteration)
+        clock["oracle"] += time.perf_counter() - t0
+        clock["loss_calls"] += 1
+        return float(loss)
+
     x, start_label = rp.start(m0)
     loss, grad, m = evaluate(x, 0)
+    t_start_eval = time.perf_counter() - t_begin
+    tau = np.maximum(np.maximum(opts.stable_tol, opts.stable_rtol * problem.max_ranks.astype(np.float64)), 1e-300)
+    expected = rp.expected_ranks(m)
+    stable_run = 0
+    best_product = evaluate_product(m) if product_loss is not None else None
     if not (np.isfinite(loss) and np.all(np.isfinite(grad))):
         raise VerificationError("the oracle returned a non-finite loss or gradient at the start point")
 
@@ -258,9 +320,11 @@ def solve_relaxed(
 
     for k in range(opts.max_iter):
         t_iter, oracle_before = time.perf_counter(), clock["oracle"]
-        if opts.time_limit_s is not None and t_iter - t_begin >= opts.time_limit_s:
-            reason = "time limit"
-            break
+        if opts.time_limit_s is not None:
+            predicted = (t_iter - t_begin - t_start_eval) / k if k else 2.0 * t_start_eval
+            if t_iter - t_begin + predicted >= opts.time_limit_s:
+                reason = "time limit"
+                break
         if k > 0 and not opts.deterministic:
             loss, grad, m = evaluate(x, k)
             if not (np.isfinite(loss) and np.all(np.isfinite(grad))):
@@ -277,7 +341,8 @@ def solve_relaxed(
             history.append(record)
             break
 
-        step = _line_search_step(rp, B, x, g, k, window, opts, evaluate, clock)
+        step = _line_search_step(rp, B, x, g, k, window, opts, evaluate, clock,
+                                 evaluate_loss if loss_oracle is not None else None)
         x_new, alpha, trial = step["x"], step["alpha"], step["trial"]
         s = x_new - x
         step_norm = float(np.max(np.abs(s))) / max(1.0, float(np.max(np.abs(x)))) if s.size else 0.0
@@ -292,11 +357,21 @@ def solve_relaxed(
                 window.append(loss)
         iterations += 1
         n_c, n_m = rp.costs(m)
+        new_expected = rp.expected_ranks(m)
+        change = float(np.max(np.abs(new_expected - expected) / tau)) if tau.size else 0.0
+        expected = new_expected
+        stable = change <= 1.0
+        if best_product is not None:
+            q = evaluate_product(m)
+            record["product_loss"] = q
+            stable = stable and not q < (1.0 - opts.stable_loss_rtol) * best_product
+            best_product = min(best_product, q)
+        stable_run = stable_run + 1 if stable else 0
         record.update(
             loss=loss, N_C=n_c, N_M=n_m, step_norm=step_norm, step_size=alpha,
             backtracks=step["backtracks"], retries=step["retries"], qp_iterations=step["qp_iterations"],
             qp_converged=step["qp_converged"], damped=bool(update["damped"]),
-            pair_skipped=bool(update["skipped"]), lbfgs_pairs=B.k,
+            pair_skipped=bool(update["skipped"]), lbfgs_pairs=B.k, allocation_change=change,
             solver_s=time.perf_counter() - t_iter - (clock["oracle"] - oracle_before),
         )
         history.append(record)
@@ -306,6 +381,9 @@ def solve_relaxed(
         if step_norm <= opts.step_tol:
             reason, converged = "step norm", True
             break
+        if opts.stable_iters and stable_run >= opts.stable_iters:
+            reason, converged = "allocation stable", True
+            break
 
     total = time.perf_counter() - t_begin
     timings = {
@@ -314,6 +392,8 @@ def solve_relaxed(
         "solver_s": total - clock["oracle"],
         "qp_s": clock["qp"],
         "oracle_calls": clock["calls"],
+        "loss_only_calls": clock["loss_calls"],
+        "product_loss_calls": clock["product_calls"],
         "projection_fallbacks": P.fallbacks,
     }
     return SQPResult(masks=m.copy(), loss=float(loss), iterations=iterations, converged=converged,
@@ -321,7 +401,7 @@ def solve_relaxed(
                      start=start_label, seed=opts.seed)
 
 
-def _line_search_step(rp, B, x, g, k, window, opts, evaluate, clock) -> dict:
+def _line_search_step(rp, B, x, g, k, window, opts, evaluate, clock, evaluate_loss=None) -> dict:
     """QP direction + non-monotone Armijo backtracking, with the two documented retries."""
     P = rp.P
     reference = max(window)
@@ -342,8 +422,12 @@ def _line_search_step(rp, B, x, g, k, window, opts, evaluate, clock) -> dict:
         if gd >= 0.0 or not np.any(d):
             continue  # no descent direction from this model; retry with a reset one
         alpha = 1.0
+        loss_first = evaluate_loss is not None and B.k == 0  # a guessed step length: test by loss only
         for bt in range(opts.max_backtracks + 1):
             x_try = np.clip(x + alpha * d, 0.0, 1.0)
+            if loss_first and not evaluate_loss(x_try, k) <= reference + opts.armijo_c * alpha * gd:
+                alpha *= opts.backtrack
+                continue  # (a nan loss fails the test too)
             t_loss, t_grad, t_m = evaluate(x_try, k)
             if np.isfinite(t_loss) and np.all(np.isfinite(t_grad)) and \
                     t_loss <= reference + opts.armijo_c * alpha * gd:
