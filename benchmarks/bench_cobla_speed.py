@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from common import reference_model, write_results
 
-from edgecomp.compression.cobla import CoblaOptions, round_on_heldout
+from edgecomp.compression.cobla import CoblaOptions, floor_product_loss, heldout_parts, round_on_heldout
 from edgecomp.compression.masked import masked_model
 from edgecomp.compression.methods import Budgets, compress, split_heldout
 from edgecomp.compression.oracle import MaskLossOracle
@@ -38,8 +38,9 @@ from edgecomp.ranks.cobla import kept_components
 SHAPE = (1, 1, 28, 28)
 # The defaults before this benchmark; stable_tol 0.5 / rtol 0 fix the unit of the recorded allocation_change.
 OLD = dict(max_iter=40, draws=16, stable_iters=0, stable_tol=0.5, stable_rtol=0.0, screen=0)
-RULES = [(tol, iters) for tol in (0.5, 0.2, 0.1, 0.05, 0.02, 0.01) for iters in (2, 3)]
-CAPS = (3, 5, 8, 10, 15, 20, 40)
+RULES = [(tol, iters) for tol in (0.5, 0.1, 0.02) for iters in (2, 3)]  # expected ranks only
+LOSS_RULES = [(rtol, iters) for rtol in (0.002, 0.005, 0.01, 0.02) for iters in (2, 3, 4)]  # and the product loss
+CAPS = (5, 10, 20, 40)
 
 
 def sources() -> dict:
@@ -71,11 +72,18 @@ def timed_compress(model, cost, budgets, train, test, options, callback=None) ->
     }
 
 
-def stop_iteration(changes: list[float], tol_ratio: float, iters: int) -> int | None:
-    """Iterations taken under "allocation stable" with tolerance tol_ratio x the recorded tau (0.5 rank)."""
-    run = 0
+def stop_iteration(changes: list[float], tol_ratio: float, iters: int, product: list[float] | None = None,
+                   rtol: float = 0.0) -> int | None:
+    """Iterations taken under "allocation stable" (edgecomp.ranks.cobla.sqp) with tolerance tol_ratio x the
+    recorded tau (0.5 rank) and, given the product losses after each iteration, stable_loss_rtol = rtol (the
+    start's product loss is not recorded: iteration 1 counts as an improvement)."""
+    run, best = 0, float("inf")
     for k, change in enumerate(changes):
-        run = run + 1 if change <= tol_ratio else 0
+        stable = change <= tol_ratio
+        if product is not None:
+            stable = stable and not product[k] < (1.0 - rtol) * best
+            best = min(best, product[k])
+        run = run + 1 if stable else 0
         if run >= iters:
             return k + 1
     return None
@@ -90,16 +98,12 @@ class Replay:
         masked, masks = masked_model(model, cost, spectra, [layer.name for layer in problem.layers])
         self.oracle = MaskLossOracle(masked, masks, train, seed=seed, teacher=model, indices=train_idx)
 
-    def floor_loss(self, m_hat: np.ndarray, n: int = 500) -> float:
-        """Held-out loss (on a fixed seeded subset of n samples) of the model built from the floor rounding:
-        a candidate signal for "the answer stopped improving"."""
-        from edgecomp.compression.cobla import built_masks
-        from edgecomp.ranks.cobla import round_ranks
-
-        subset = np.sort(np.random.default_rng([0, 11]).choice(self.heldout_idx, n, replace=False))
-        ranks = round_ranks(self.problem, m_hat, draws=0).ranks
-        m = built_masks(self.problem, m_hat, ranks, kept_components(self.problem, m_hat, ranks))
-        return self.oracle.evaluate(m, subset, grad=False)[0]
+    def floor_loss(self, m_hat: np.ndarray) -> float:
+        """The live rule's product loss: held-out loss (screening subset) of the floor rounding's model."""
+        if not hasattr(self, "_product_loss"):
+            subset = heldout_parts(self.heldout_idx, CoblaOptions())[0]
+            self._product_loss = floor_product_loss(self.problem, self.oracle, subset)
+        return self._product_loss(m_hat)
 
     def run(self, m_hat: np.ndarray, options: CoblaOptions) -> dict:
         t0, c0 = time.perf_counter(), time.process_time()
@@ -154,10 +158,13 @@ def main():
         snapshots, times, cpus = [], [], []
         t0, c0 = time.perf_counter(), time.process_time()
 
-        def record(rec):
-            snapshots.append(rec["masks"])
+        def record(rec, eta=eta):
             times.append(time.perf_counter() - t0)
             cpus.append(time.process_time() - c0)
+            snapshots.append(rec["masks"])
+            if args.save_trajectories:  # as it goes: a run killed midway still leaves its iterates
+                trajectories[f"eta_{eta:g}"] = np.array(snapshots)
+                np.savez(args.save_trajectories, **trajectories)
 
         row["old"] = timed_compress(model, cost, budgets, train, test, CoblaOptions(**OLD, **extra), callback=record)
         row["old"]["iteration_end_s"] = times
@@ -168,12 +175,20 @@ def main():
         problem = build_problem(cost, spectra, budgets.macs, budgets.params)
         replay = Replay(model, problem, cost, spectra, train, test)
         changes = row["old"]["allocation_change"]  # max_i |delta s_i| / 0.5 (OLD's stable_tol, rtol 0)
+        t_floor = time.perf_counter()
+        sweep = row["sweep"] = {"floor_heldout_loss": [replay.floor_loss(m) for m in snapshots]}
+        sweep["floor_loss_s_each"] = (time.perf_counter() - t_floor) / max(1, len(snapshots))
+        save()
         stops = {f"tol {tol:g}, {iters} in a row": stop_iteration(changes, tol / 0.5, iters) for tol, iters in RULES}
+        stops.update({f"tol 0.5 and loss rtol {rtol:g}, {iters} in a row": stop_iteration(
+            changes, 1.0, iters, sweep["floor_heldout_loss"], rtol) for rtol, iters in LOSS_RULES})
         ks = sorted({k for k in stops.values() if k} | {k for k in CAPS if k <= len(snapshots)})
-        sweep = row["sweep"] = {"stops": stops, "at": {}}
+        sweep.update(stops=stops, at={})
         for k in ks:
             result = replay.run(snapshots[k - 1], CoblaOptions())
+            # + the product loss at the start and after each iteration, for the rules that use it
             result["estimated_wall_s"] = times[k - 1] + result["rounding_s"]
+            result["estimated_wall_s_with_product_loss"] = result["estimated_wall_s"] + (k + 1) * sweep["floor_loss_s_each"]
             sweep["at"][str(k)] = result
             save()
             print(f"eta={eta:g} stop after {k} it: top-1 {result['top1']:.4f}, ~{result['estimated_wall_s']:.0f} s",
@@ -181,11 +196,6 @@ def main():
         last = replay.run(snapshots[-1], CoblaOptions(**OLD))  # the old rounding on the old iterate
         sweep["old_rounding_at_end"] = last
         save()
-        sweep["floor_heldout_loss"] = [replay.floor_loss(m) for m in snapshots]
-        save()
-        trajectories[f"eta_{eta:g}"] = np.array(snapshots)
-        if args.save_trajectories:
-            np.savez(args.save_trajectories, **trajectories)
 
     print("\n| eta | settings | wall s | CPU s | SQP it | stop | top-1 | MACs | params |")
     print("|---|---|---|---|---|---|---|---|---|")

@@ -21,12 +21,13 @@ Writes benchmarks/results/oracle.json.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 
 import numpy as np
 import torch
-from common import reference_model, write_results
+from common import RESULTS, reference_model, write_results
 
 import edgecomp.compression.cobla as cobla_module
 import edgecomp.ranks.cobla as sqp_package
@@ -200,14 +201,18 @@ def main():
     parts = args.parts.split(",")
     model = reference_model().module.eval()
     data = load_dataset("fashion-mnist:train")
-    payload = {"settings": vars(args)}
+    previous = RESULTS / f"{args.out}.json"
+    payload = {}
+    if previous.exists():  # a part not run this time keeps its last results
+        payload = {k: v for k, v in json.loads(previous.read_text()).items() if k in ("calls", "cobla")}
+    settings = {**vars(args), "torch": torch.__version__, "threads": torch.get_num_threads()}
     if "calls" in parts:
-        payload["calls"] = bench_calls(model, data, args)
+        payload["calls"] = {"settings": settings, **bench_calls(model, data, args)}
         write_results(args.out, payload)
     if "cobla" in parts:
         test = load_dataset("fashion-mnist:test")
-        payload["cobla_reference_top1"] = evaluate(model, test)["top1"]
-        payload["cobla"] = bench_cobla(model, data, test, args)
+        payload["cobla"] = {"settings": settings, "reference_top1": evaluate(model, test)["top1"],
+                            "runs": bench_cobla(model, data, test, args)}
         write_results(args.out, payload)
 
 
