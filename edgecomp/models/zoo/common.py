@@ -52,3 +52,15 @@ class Normalize(nn.Module):
 
     def extra_repr(self) -> str:
         return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
+
+
+def init_conv_bn(model: nn.Module) -> None:
+    """He (fan-out, ReLU) initialisation of every Conv2d weight; BatchNorm scale 1 and shift 0 (the ResNet
+    recipe, He et al. 2015/2016). Modules are visited in `model.modules()` order, so a seeded build draws
+    the same weights every time."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)

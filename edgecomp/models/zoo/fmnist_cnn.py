@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edgecomp.models.zoo.common import FMNIST_MEAN, FMNIST_STD, Normalize, seeded
+from edgecomp.models.zoo.common import FMNIST_MEAN, FMNIST_STD, Normalize, init_conv_bn, seeded
 
 
 def conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -49,12 +49,7 @@ class FmnistCNN(nn.Module):
             nn.Dropout(p=dropout),
             nn.Linear(256, num_classes),
         )
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_bn(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.pool(self.features(self.normalize(x))))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edgecomp.models.zoo.common import FMNIST_MEAN, FMNIST_STD, Normalize, seeded
+from edgecomp.models.zoo.common import FMNIST_MEAN, FMNIST_STD, Normalize, init_conv_bn, seeded
 
 
 class BasicBlock(nn.Module):
@@ -52,12 +52,7 @@ class FmnistResNet(nn.Module):
         self.layer3 = BasicBlock(w2, w3, stride=2)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(w3, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_bn(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(self.normalize(x))
