@@ -5,8 +5,9 @@ method at each MAC budget; then ONNX Runtime CPU latency of the compressed model
     python benchmarks/bench_schemes.py [--etas 0.5,0.3] [--finetune-epochs 0.25] [--eval-samples 2000]
                                        [--latency-eta 0.5] [--rounds 7] [--max-minutes 20]
 
-Runs: spatial, channel and cp with COBLA (quick settings) and with pos-cvx; tucker2 with pos-cvx (its only
-knapsack method). Memory budget unconstrained, seed 0. Top-1 is measured on a fixed subset (the first
+Runs: spatial, channel, cp, tucker2 and auto, each with COBLA (quick settings; for tucker2 and auto the exact
+knapsack over Fisher-scored choices, edgecomp.compression.choice_scores) and with pos-cvx (the exact knapsack on
+truncation errors). Memory budget unconstrained, seed 0. Top-1 is measured on a fixed subset (the first
 --eval-samples) of fashion-mnist:test. Latency: every model at --latency-eta plus the original, converted
 with edgecomp.convert, timed in one process by ONNX Runtime with 1 intra-op thread and spinning off, batch 1,
 in --rounds rounds that alternate the sessions (order rotated each round); per model the median of its
@@ -20,14 +21,12 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from common import reference_model, write_results
+from common import interleaved_latency, reference_model, write_results
 from torch.utils.data import Subset
 
 import edgecomp
@@ -35,8 +34,8 @@ from edgecomp.data import load_dataset
 
 INPUT_SHAPE = (1, 1, 28, 28)
 COBLA_QUICK = {"max_iter": 4, "sample": 0.01, "draws": 4}
-RUNS = [("spatial", "cobla"), ("channel", "cobla"), ("cp", "cobla"),
-        ("spatial", "pos-cvx"), ("channel", "pos-cvx"), ("cp", "pos-cvx"), ("tucker2", "pos-cvx")]
+RUNS = [("spatial", "cobla"), ("channel", "cobla"), ("cp", "cobla"), ("tucker2", "cobla"), ("auto", "cobla"),
+        ("spatial", "pos-cvx"), ("channel", "pos-cvx"), ("cp", "pos-cvx"), ("tucker2", "pos-cvx"), ("auto", "pos-cvx")]
 
 
 def compress_row(module, scheme: str, method: str, eta: float, train, test, args) -> tuple[dict, torch.nn.Module]:
@@ -65,37 +64,9 @@ def compress_row(module, scheme: str, method: str, eta: float, train, test, args
 
 
 def measure_latency(onnx_paths: dict[str, Path], rounds: int, iterations: int, warmup: int) -> dict[str, dict]:
-    """Per model: the median over rounds of the per-round median seconds per batch-1 call (1 thread, no
-    spinning), and each round's ratio to the reference model "original" timed in the same round."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    sessions = {name: ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-                for name, path in onnx_paths.items()}
-    x = np.random.default_rng(0).standard_normal(INPUT_SHAPE).astype(np.float32)
-    feeds = {name: {s.get_inputs()[0].name: x} for name, s in sessions.items()}
-    names = list(sessions)
-    per_round: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(rounds):
-        order = names[r % len(names):] + names[:r % len(names)]
-        for name in order:
-            session, feed = sessions[name], feeds[name]
-            for _ in range(warmup):
-                session.run(None, feed)
-            times = []
-            for _ in range(iterations):
-                t = time.perf_counter()
-                session.run(None, feed)
-                times.append(time.perf_counter() - t)
-            per_round[name].append(statistics.median(times))
-    base = per_round["original"]
-    return {name: {"median_s": statistics.median(values), "round_medians_s": values,
-                   "ratio": statistics.median(values) / statistics.median(base),
-                   "round_ratios": [v / b for v, b in zip(values, base)]}
-            for name, values in per_round.items()}
+    """common.interleaved_latency of the reference model's input shape with 1 thread."""
+    return interleaved_latency(onnx_paths, INPUT_SHAPE, threads=1, rounds=rounds, iterations=iterations,
+                               warmup=warmup)
 
 
 def main():
@@ -110,8 +81,10 @@ def main():
     parser.add_argument("--max-minutes", type=float, default=20.0, help="skip eta groups that would not fit")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="schemes")
+    parser.add_argument("--runs", default="", help="only these scheme:method pairs, e.g. auto:cobla,tucker2:cobla")
     args = parser.parse_args()
     etas = [float(e) for e in args.etas.split(",") if e]
+    runs = [tuple(r.split(":")) for r in args.runs.split(",") if r] or RUNS
     t_start = time.perf_counter()
     load_at_start = os.getloadavg()
     loaded = reference_model()
@@ -124,12 +97,12 @@ def main():
     for eta in etas:
         elapsed = time.perf_counter() - t_start
         per_run = elapsed / len(rows) if rows else 0.0
-        if rows and elapsed + per_run * len(RUNS) > 60 * args.max_minutes:
-            skipped.append({"eta": eta, "reason": f"estimated {per_run * len(RUNS):.0f} s more would pass "
+        if rows and elapsed + per_run * len(runs) > 60 * args.max_minutes:
+            skipped.append({"eta": eta, "reason": f"estimated {per_run * len(runs):.0f} s more would pass "
                                                   f"--max-minutes {args.max_minutes} ({elapsed:.0f} s elapsed)"})
             print(f"skipping eta {eta}: {skipped[-1]['reason']}", flush=True)
             continue
-        for scheme, method in RUNS:
+        for scheme, method in runs:
             row, model = compress_row(loaded.module, scheme, method, eta, train, test, args)
             rows.append(row)
             if eta == args.latency_eta:

@@ -13,3 +13,10 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def private_latency_cache(tmp_path_factory, monkeypatch):
+    """Every test (and every CLI subprocess it starts) caches per-layer latencies in a folder of its own,
+    never in the user's ~/.cache/edgecomp; a test may still set EDGECOMP_CACHE_DIR itself."""
+    monkeypatch.setenv("EDGECOMP_CACHE_DIR", str(tmp_path_factory.mktemp("latency-cache")))

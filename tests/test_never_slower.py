@@ -111,3 +111,46 @@ def test_the_export_plan_measures_and_applies_only_when_asked():
     assert plan(never_slower=True)["measure"] is True
     assert plan(never_slower=True, scheme="tucker2")["measure"] is False  # no per-rank table for choices
     assert plan(cost="latency", latency_cache=False)["use_cache"] is False
+
+
+def _lc_data(n: int = 64):
+    import torch
+
+    from edgecomp.data import ArrayDataset
+
+    g = torch.Generator().manual_seed(0)
+    return ArrayDataset(torch.rand(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g), name="random")
+
+
+def _tiny_table() -> dict:
+    # conv1: slower factored at every rank; conv2: 0.1 + 0.02 r ms against 1 ms dense; fc: faster below rank 8
+    return {"fixed_ms": 0.2, "layers": {"conv1": row(0.2, 0.25, 0.01), "conv2": row(1.0, 0.1, 0.02),
+                                        "fc": row(0.05, 0.0, 0.005)}}
+
+
+@pytest.mark.parametrize("budget_ms", [0.9, 0.6])
+def test_lc_selects_under_a_latency_budget_and_the_never_slower_rule(budget_ms):
+    """LC's C steps rebuild their problem every step: the latency budget and the never-slower rule must come
+    along (edgecomp.ranks.problem.LinearBudget rows), not only the MAC and memory budgets."""
+    from edgecomp.compression.methods import Budgets, LCOptions, compress
+    from edgecomp.models import load_model
+
+    net = load_model("zoo:tiny_cnn").module.eval()
+    table = _tiny_table()
+    result = compress(net, (1, 1, 28, 28), Budgets(float("inf"), float("inf"), "fp32"), method="lc",
+                      data=_lc_data(), latency_table=table, latency_budget_ms=budget_ms, never_slower_table=table,
+                      lc=LCOptions(n_mu=2, steps_per_mu=2))
+    assert "conv1" not in result.factored  # never measurably faster: stays dense
+    assert result.selection.info["predicted_latency_ms"] <= budget_ms + 1e-9
+    assert "conv2" in result.factored
+
+
+def test_lc_refuses_a_latency_budget_below_the_fastest_model():
+    from edgecomp.compression.methods import Budgets, LCOptions, compress
+    from edgecomp.errors import InfeasibleBudgetError
+    from edgecomp.models import load_model
+
+    net = load_model("zoo:tiny_cnn").module.eval()
+    with pytest.raises(InfeasibleBudgetError, match="latency"):
+        compress(net, (1, 1, 28, 28), Budgets(float("inf"), float("inf"), "fp32"), method="lc", data=_lc_data(),
+                 latency_table=_tiny_table(), latency_budget_ms=0.3, lc=LCOptions(n_mu=1, steps_per_mu=1))

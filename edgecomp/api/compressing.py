@@ -52,7 +52,8 @@ class CompressionResult:
         model.onnx, report.json, ranks.png), atomically. The current weights of `self.model` are saved,
         so fine-tune first, then save: when the weights changed since compress (your own training), the
         accuracy is measured again on eval_data, and report.json keeps the earlier one as
-        accuracy_at_compress. Returns the directory."""
+        accuracy_at_compress. Returns the directory. Under torchrun, call it on every rank: that
+        evaluation is shared across the processes, and only rank 0 writes."""
         from edgecomp.compression.run import evaluate_accuracy
 
         self._done.result.model = self.model
@@ -126,6 +127,13 @@ def compress(
     metric: Callable | None = None,
     progress: bool = False,
     log: Callable[[str], None] = lambda _line: None,
+    torch_device: str = "auto",
+    amp: str = "off",
+    workers: int | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
+    rank_multiple: int | None = None,
 ) -> CompressionResult:
     """Choose every Conv2d/Linear layer's rank under the budgets and build the factored model.
 
@@ -140,8 +148,9 @@ def compress(
                    a number > 1: absolute MACs; or a string as on the command line ("50%", "30M", "none")
     memory_budget  the same for parameter memory (absolute values in bytes at `precision`)
     method         cobla (default), lc, uniform, cptv, pos-greedy, pos-cvx, vbmf, gavish-donoho
-    scheme         spatial (default), channel, cp (CP terms fitted by cp_solver "als" or "spals"), or
-                   tucker2 (with method pos-cvx or uniform)
+    scheme         spatial (default), channel, cp (CP terms fitted by cp_solver "als" or "spals"),
+                   tucker2 ((r1, r2) pairs), or auto (each conv takes whichever of these serves the budgets
+                   best); tucker2 and auto take every budgeted method (cobla: a Fisher-scored exact knapsack)
     cobla, lc      CoblaOptions / LCOptions (or dicts of their fields)
     time_budget_s  COBLA: wall-clock seconds for the whole rank selection (SQP and rounding; overrides
                    cobla's time_limit_s); when it runs out the best feasible ranks found so far are used
@@ -153,6 +162,17 @@ def compress(
                    fine-tuning (penalty_fn() is 0); edgecomp.finetune.callables states the contract
     metric         metric(outputs, targets) -> float, higher is better: the accuracy before/after and
                    fine-tuning's checkpoint choice, where top-1 does not apply
+    torch_device   where COBLA's loss/gradient oracle, fine-tuning, distillation, LC's L steps and
+                   evaluation run: "auto" (CUDA, else MPS, else CPU), "cpu", "cuda", "cuda:N" or "mps"; one
+                   that is not there raises TorchDeviceError (a UserInputError) before any work. The
+                   result's model is on the CPU.
+    amp            "off" (default), "bf16" or "fp16" (CUDA only): mixed precision in fine-tuning and LC
+    workers        DataLoader workers for datasets not held in memory (None: 0 on the CPU, else up to 4)
+    checkpoint     path the fine-tuning / LC checkpoints are named after (PATH.finetune.pt, PATH.lc.pt),
+                   written every `checkpoint_every` optimizer steps; resume=True continues from them. They
+                   are deleted when compress returns. edgecomp.finetune.checkpoint says what they hold.
+    rank_multiple  round every factored rank down to a multiple of N (budgets still hold; None: the
+                   device profile's runtime.rank_multiple for the precision, if any; 1: no rounding)
 
     Raises InfeasibleBudgetError (saying the minimum achievable) when no ranks meet the budgets, and
     UserInputError for anything else wrong with the arguments.
@@ -161,6 +181,11 @@ def compress(
         raise UserInputError(f"model must be a torch.nn.Module, got {type(model).__name__} "
                              "(the CLI's `edgecomp compress SPEC` takes model specs)")
     check_time_budget(time_budget_s, "time_budget_s")
+    from edgecomp.torch_device import resolve_placement
+
+    resolve_placement(torch_device, amp, workers)  # before any work: a missing GPU is refused at once
+    if (checkpoint_every is not None or resume) and checkpoint is None:
+        raise UserInputError("checkpoint_every= and resume= need checkpoint=PATH (where the checkpoints go)")
     profile = as_profile(device, required=False)
     shape = as_input_shape(input_shape)
     if len(shape) != 1:
@@ -173,7 +198,9 @@ def compress(
         data=data if isinstance(data, str) else None, eval_data=eval_data if isinstance(eval_data, str) else None,
         seed=seed, cobla=_options(CoblaOptions, cobla, "cobla"), lc=_options(LCOptions, lc, "lc"),
         finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, distill=distill, progress=progress,
-        loss_fn=loss_fn, finetune_fn=train_fn, metric=metric,
+        loss_fn=loss_fn, finetune_fn=train_fn, metric=metric, torch_device=torch_device, amp=amp, workers=workers,
+        checkpoint=None if checkpoint is None else os.fspath(checkpoint), checkpoint_every=checkpoint_every,
+        resume=resume, rank_multiple=rank_multiple,
     )
     if time_budget_s is not None:
         req.cobla = dataclasses.replace(req.cobla, time_limit_s=float(time_budget_s))
@@ -189,5 +216,7 @@ def compress(
         done = compress_loaded(req, loaded, train, test, log=log)
     finally:
         model.train(was_training)
+    if done.checkpoint is not None:
+        done.checkpoint.remove()
     return CompressionResult(model=done.result.model, ranks=dict(done.result.factored), report=done.report, _done=done,
                              _eval_data=test, _metric=metric, _weights_sha=_weights_sha(done.result.model))

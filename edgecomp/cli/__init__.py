@@ -76,6 +76,13 @@ class EdgecompGroup(click.Group):
     `exit_code` with `error: ...`, KeyboardInterrupt -> INTERRUPTED, anything else -> INTERNAL_ERROR
     with the traceback (a bug: please report it)."""
 
+    def main(self, *args, **kwargs):
+        # Under torchrun: one process group for the command, the same exit code on every rank
+        # (edgecomp.distributed.entry); a single process runs the command unchanged.
+        from edgecomp.distributed import run_distributed
+
+        return run_distributed(lambda: super(EdgecompGroup, self).main(*args, **kwargs))
+
     def invoke(self, ctx):
         args = [*getattr(ctx, "_protected_args", []), *ctx.args]
         try:

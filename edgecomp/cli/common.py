@@ -75,6 +75,55 @@ def device_options(func):
     return func
 
 
+class TorchDeviceSpec(click.ParamType):
+    """--torch-device: auto, cpu, cuda, cuda:N or mps (its syntax checked while parsing; whether the
+    device is there is checked before any work, by edgecomp.torch_device.resolve_torch_device)."""
+
+    name = "auto|cpu|cuda|cuda:N|mps"
+
+    def get_metavar(self, param, ctx=None) -> str:
+        return "[auto|cpu|cuda|cuda:N|mps]"
+
+    def convert(self, value, param, ctx):
+        from edgecomp.torch_device import TorchDeviceError, check_device_spec
+
+        try:
+            return check_device_spec(value)
+        except TorchDeviceError as exc:
+            self.fail(str(exc).split(": ", 1)[-1], param, ctx)
+
+
+TORCH_DEVICE_HELP = ("Where COBLA's loss and mask gradients, fine-tuning, distillation, LC's L steps and evaluation run: auto (CUDA if torch sees a "
+                     "GPU, else MPS, else the CPU), cpu, cuda, cuda:N or mps. A device that is not there is an error "
+                     "(exit 2), never a silent fallback. SVDs and the rank selection always run on the CPU.")
+AMP_HELP = ("Mixed precision for fine-tuning and LC's L steps: off (float32; default), bf16 (CUDA, or the CPU "
+            "when asked: only faster on CPUs with native bfloat16) or fp16 (CUDA only, with a gradient scaler).")
+WORKERS_HELP = ("DataLoader worker processes for datasets that are not held in memory (module:callable, a torch "
+                "Dataset). Default: 0 on the CPU (workers would compete with training for its cores), "
+                "min(4, CPUs-1) on a GPU.")
+
+
+def torch_options(func):
+    """--torch-device / --amp / --workers (edgecomp.torch_device)."""
+    func = click.option("--workers", type=click.IntRange(min=0), default=None, help=WORKERS_HELP)(func)
+    func = click.option("--amp", type=click.Choice(["off", "bf16", "fp16"]), default="off", show_default=True,
+                        help=AMP_HELP)(func)
+    func = click.option("--torch-device", type=TorchDeviceSpec(), default="auto", show_default=True,
+                        help=TORCH_DEVICE_HELP)(func)
+    return func
+
+
+def resume_options(func):
+    """--checkpoint-every N / --resume (edgecomp.finetune.checkpoint)."""
+    func = click.option("--resume", is_flag=True,
+                        help="Continue fine-tuning / LC from the checkpoint an interrupted run with the same settings "
+                             "left beside OUTDIR (.OUTDIR.checkpoint.*.pt); without one, start from step 0.")(func)
+    func = click.option("--checkpoint-every", type=click.IntRange(min=1), default=None, metavar="N",
+                        help="Save fine-tuning / LC progress every N optimizer steps (LC: after the mu whose L step "
+                             "reaches N), atomically, beside OUTDIR; a finished run deletes it.")(func)
+    return func
+
+
 def resolve_profile(device: str | None, profile_file: str | None, *, required: bool = False):
     """Load the device profile named by --device or --profile (not both)."""
     if device and profile_file:
@@ -96,6 +145,6 @@ def progress_enabled() -> bool:
 __all__ = [
     # option types, re-exported so commands import everything CLI-wide from here
     "COUNT", "FRACTION", "NON_NEGATIVE", "PERCENTILE", "POSITIVE", "SEED", "FiniteFloat", "OutputPath", "SampleAmount",
-    "TRUST_CODE_HELP", "device_options", "emit", "json_option", "model_options", "parse_input_shape",
-    "progress_enabled", "resolve_profile", "trust_code_option",
+    "TRUST_CODE_HELP", "TorchDeviceSpec", "device_options", "emit", "json_option", "model_options", "parse_input_shape",
+    "progress_enabled", "resolve_profile", "resume_options", "torch_options", "trust_code_option",
 ]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from edgecomp.cli.common import (COUNT, NON_NEGATIVE, POSITIVE, SEED, OutputPath, SampleAmount, device_options, emit,
-                                 json_option, model_options, parse_input_shape, progress_enabled, resolve_profile)
+                                 json_option, model_options, parse_input_shape, progress_enabled, resolve_profile,
+                                 resume_options, torch_options)
 from edgecomp.compression.cobla import CoblaOptions
 from edgecomp.compression.methods import METHODS
 from edgecomp.factor.schemes import CP_SOLVERS
@@ -15,6 +16,9 @@ _COBLA = CoblaOptions()
 STOP_HELP = (f"it stops earlier once every layer's expected rank has moved by at most {_COBLA.stable_tol:g} for "
              f"{_COBLA.stable_iters} iterations in a row")
 THREADS_HELP = "Torch CPU threads for this run (torch.set_num_threads); default: torch's own choice."
+RANK_MULTIPLE_HELP = ("Round each factored rank down to a multiple of N once the ranks are chosen (budgets still "
+                      "hold; a rank below N is kept). Default: the device profile's runtime.rank_multiple at the "
+                      "precision; 1 = no rounding.")
 TIME_BUDGET_HELP = ("COBLA: wall-clock budget in seconds for the rank selection (SQP and rounding); when it runs "
                     "out, the best feasible ranks found so far are used and the report says so.")
 
@@ -56,8 +60,9 @@ def _human(report: dict) -> None:
 @click.option("--memory-budget", default=None, help="Parameter-memory budget: a fraction (0.5, 50%) or absolute (2MB, 512KiB); a plain number above 1 is bytes; none = unconstrained. Overrides the device's.")
 @click.option("--precision", type=click.Choice(sorted(BYTES_PER_PARAM)), default=None, help="Bytes per parameter for the memory budget (default: the device's).")
 @click.option("--method", type=click.Choice(METHODS), default="cobla", show_default=True, help="Rank-selection method.")
-@click.option("--scheme", type=click.Choice(SCHEMES), default="spatial", show_default=True, help="Conv decomposition scheme (cp: four convs from a CP fit of the kernel; tucker2: 1x1, kh x kw core, 1x1 at ranks (r1, r2) chosen by --method pos-cvx or uniform; 1x1 convs and Linear layers use an SVD).")
+@click.option("--scheme", type=click.Choice(SCHEMES), default="spatial", show_default=True, help="Conv decomposition scheme (spatial: kx1 then 1xk; channel: kxk then 1x1; cp: four convs from a CP fit of the kernel; tucker2: 1x1, kh x kw core, 1x1 at ranks (r1, r2); auto: each conv takes whichever of these serves the budgets best. tucker2 and auto take every budgeted method (cobla: a Fisher-scored exact knapsack); 1x1 convs and Linear layers use an SVD).")
 @click.option("--cp-solver", type=click.Choice(CP_SOLVERS), default="als", show_default=True, help="--scheme cp: the CP fit at each layer's largest rank (exact ALS, or SPALS: sampled ALS).")
+@click.option("--rank-multiple", type=COUNT, default=None, help=RANK_MULTIPLE_HELP)
 @click.option("--data", "data_spec", default=None, help="Training data for COBLA's gradients: fashion-mnist[:train], npz:FILE, imagefolder:DIR, module:callable.")
 @click.option("--eval-data", default=None, help="Data to report top-1 accuracy on (e.g. fashion-mnist:test).")
 @click.option("--seed", type=SEED, default=0, show_default=True)
@@ -77,10 +82,13 @@ def _human(report: dict) -> None:
 @click.option("--lc-n-mu", type=COUNT, default=None, help="LC: number of mu values (default in edgecomp.lc).")
 @click.option("--lc-steps-per-mu", type=COUNT, default=None, help="LC: SGD steps per L step (default in edgecomp.lc).")
 @click.option("-o", "--output", "outdir", required=True, type=OutputPath("dir"), help="Output directory.")
+@torch_options
+@resume_options
 @json_option
 def command(model, weights, trust_pickle, input_shape, device, profile_file, mac_budget, memory_budget, precision,
-            method, scheme, cp_solver, data_spec, eval_data, seed, sample, max_iter, draws, time_budget, threads, no_shrink,
-            finetune_epochs, finetune_lr, distill, ranks_from, lc_n_mu, lc_steps_per_mu, outdir, as_json):
+            method, scheme, cp_solver, rank_multiple, data_spec, eval_data, seed, sample, max_iter, draws, time_budget, threads, no_shrink,
+            finetune_epochs, finetune_lr, distill, ranks_from, lc_n_mu, lc_steps_per_mu, outdir, torch_device, amp,
+            workers, checkpoint_every, resume, as_json):
     """Compress MODEL under a device's MAC and memory budgets, then optionally fine-tune.
 
     \b
@@ -91,6 +99,11 @@ def command(model, weights, trust_pickle, input_shape, device, profile_file, mac
     Writes OUTDIR/model.safetensors + recipe.json (rebuildable without pickle),
     report.json and ranks.png. Exit code 2 when the budget is infeasible
     (the message says the minimum achievable MACs/memory).
+
+    \b
+    Fine-tuning, LC and evaluation run on --torch-device (--amp for mixed
+    precision); --checkpoint-every N saves their progress beside OUTDIR and
+    --resume continues a killed run from it (docs/scale.md).
     """
     from edgecomp.compression.methods import LCOptions
     from edgecomp.compression.run import CompressRequest, run_compress
@@ -100,13 +113,14 @@ def command(model, weights, trust_pickle, input_shape, device, profile_file, mac
     request = CompressRequest(
         model=model, outdir=outdir, weights=weights, trust_pickle=trust_pickle, input_shape=parse_input_shape(input_shape),
         profile=profile, mac_budget=mac_budget, memory_budget=memory_budget, precision=precision, method=method,
-        scheme=scheme, cp_solver=cp_solver, data=data_spec, eval_data=eval_data, seed=seed,
+        scheme=scheme, cp_solver=cp_solver, rank_multiple=rank_multiple, data=data_spec, eval_data=eval_data, seed=seed,
         cobla=CoblaOptions(max_iter=max_iter, sample=sample, draws=draws, shrink=not no_shrink, seed=seed,
                            time_limit_s=time_budget),
         lc=LCOptions(ranks_from=ranks_from, n_mu=lc_n_mu, steps_per_mu=lc_steps_per_mu, seed=seed,
                      progress=progress_enabled() and not as_json),
         finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, distill=distill,
         progress=progress_enabled() and not as_json,
+        torch_device=torch_device, amp=amp, workers=workers, checkpoint_every=checkpoint_every, resume=resume,
     )
     report = run_compress(request, log=lambda msg: click.echo(msg, err=True))
     emit(report, as_json, _human)

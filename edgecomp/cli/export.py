@@ -5,8 +5,9 @@ from __future__ import annotations
 import click
 
 from edgecomp.cli.common import (COUNT, FRACTION, NON_NEGATIVE, PERCENTILE, POSITIVE, SEED, OutputPath, SampleAmount, device_options,
-                                 emit, json_option, model_options, parse_input_shape, progress_enabled, resolve_profile)
-from edgecomp.cli.compress import STOP_HELP, THREADS_HELP, TIME_BUDGET_HELP, set_threads
+                                 emit, json_option, model_options, parse_input_shape, progress_enabled, resolve_profile,
+                                 resume_options, torch_options)
+from edgecomp.cli.compress import RANK_MULTIPLE_HELP, STOP_HELP, THREADS_HELP, TIME_BUDGET_HELP, set_threads
 from edgecomp.compression.cobla import CoblaOptions
 from edgecomp.compression.methods import METHODS
 from edgecomp.factor.schemes import CP_SOLVERS
@@ -22,6 +23,8 @@ def _human(report: dict) -> None:
     click.echo("")
     click.echo(f"{report['model']} on {report['device']}: {report['verdict']} (exit {report['exit_code']})")
     click.echo(f"  measured on {report['measured_on']}")
+    if report.get("cost_choice"):
+        click.echo(f"  cost: {report['cost_choice']['cost']} ({report['cost_choice']['why']})")
     for r in report["rounds"]:
         comp, lat = r["compress"], r["verify"]["latency"]
         what = ("original (fits)" if comp.get("skipped") else
@@ -55,7 +58,7 @@ def _accuracy_line(comp: dict) -> str | None:
 @click.option("--data", "data_spec", default=None, help="Training/calibration data (compression gradients, fine-tuning, INT8).")
 @click.option("--eval-data", default=None, help="Labelled data for accuracy on the target (default for the built-in model: fashion-mnist:test).")
 @click.option("--method", type=click.Choice(METHODS), default="cobla", show_default=True)
-@click.option("--scheme", type=click.Choice(SCHEMES), default="spatial", show_default=True)
+@click.option("--scheme", type=click.Choice(SCHEMES), default="spatial", show_default=True, help="Conv decomposition scheme (spatial, channel, cp, tucker2, or auto: each conv takes whichever serves the budgets best; see `edgecomp compress --help`).")
 @click.option("--cp-solver", type=click.Choice(CP_SOLVERS), default="als", show_default=True,
               help="--scheme cp: the CP fit at each layer's largest rank (exact ALS, or SPALS: sampled ALS).")
 @click.option("--mac-budget", default=None, help="Override the device's MAC budget: a fraction (0.5, 50%) or absolute MACs (30M); a plain number above 1 is absolute; none = unconstrained.")
@@ -63,8 +66,13 @@ def _accuracy_line(comp: dict) -> str | None:
 @click.option("--latency-budget-ms", type=POSITIVE, default=None, help="Latency budget; enables latency-driven rounds (default: the profile's).")
 @click.option("--percentile", type=PERCENTILE, default=None, help="Latency percentile gated (default: the profile's).")
 @click.option("--max-accuracy-drop", type=FRACTION, default=0.01, show_default=True, help="Allowed top-1 drop vs the original model.")
-@click.option("--cost", type=click.Choice(["macs", "latency"]), default="macs", show_default=True,
-              help="Compute cost COBLA budgets: MACs, or a per-layer latency table measured on the target.")
+@click.option("--cost", type=click.Choice(["auto", "macs", "latency"]), default="auto", show_default=True,
+              help="Compute cost the rank selection budgets: MACs, or a per-layer latency table measured on the "
+                   "target. auto: latency when the device has a latency budget and the target is the device "
+                   "itself (not a stand-in), else MACs; the report says which and why.")
+@click.option("--no-cache", is_flag=True, help="Time every layer of the latency table afresh and refresh the "
+              "per-user latency cache (see `edgecomp cache info`).")
+@click.option("--rank-multiple", type=COUNT, default=None, help=RANK_MULTIPLE_HELP)
 @click.option("--max-rounds", type=COUNT, default=3, show_default=True, help="Latency-driven compress/verify rounds at most.")
 @click.option("--finetune-epochs", type=NON_NEGATIVE, default=None,
               help=f"Fine-tune after compression (when --data is given). Default: {DEFAULT_FINETUNE_EPOCHS:g} "
@@ -92,10 +100,13 @@ def _accuracy_line(comp: dict) -> str | None:
 @click.option("--allow-unstable", is_flag=True, help="Verify: do not widen an unstable run's latency bounds; only warn.")
 @click.option("--force", is_flag=True, help="Redo every stage even if OUTDIR has it finished.")
 @click.option("-o", "--output", "outdir", default="edgecomp-out", show_default=True, type=OutputPath("dir"))
+@torch_options
+@resume_options
 @json_option
 def command(model, weights, trust_pickle, input_shape, device, profile_file, target, data_spec, eval_data, method, scheme, cp_solver,
-            mac_budget, memory_budget, latency_budget_ms, percentile, max_accuracy_drop, cost, max_rounds, finetune_epochs,
-            max_iter, sample, draws, time_budget, threads, distill, precision, calib_samples, seed, warmup, iterations, min_duration, cv_threshold, allow_unstable, force, outdir, as_json):
+            mac_budget, memory_budget, latency_budget_ms, percentile, max_accuracy_drop, cost, no_cache, rank_multiple,
+            max_rounds, finetune_epochs, max_iter, sample, draws, time_budget, threads, distill, precision, calib_samples, seed, warmup, iterations, min_duration, cv_threshold, allow_unstable, force, outdir,
+            torch_device, amp, workers, checkpoint_every, resume, as_json):
     """Compress MODEL for a device, export its artifact, verify it on the target and report.
 
     \b
@@ -104,7 +115,10 @@ def command(model, weights, trust_pickle, input_shape, device, profile_file, tar
     Stages (reused on re-run unless --force): analyze, compress (skipped when
     the model already fits), export, verify, report (JSON, Markdown, HTML).
     Exit code: the verify gate's (0 within budget, 1 exceeded, 2 could not
-    run, 3 inconclusive).
+    run, 3 inconclusive). COBLA's gradients, fine-tuning and evaluation run
+    on --torch-device (--amp: mixed precision, not for COBLA); the exported
+    model is built on the CPU. --checkpoint-every N / --resume: as for
+    compress, per round's compression (docs/scale.md).
     """
     from edgecomp.pipeline import ExportRequest, run_export
 
@@ -119,12 +133,14 @@ def command(model, weights, trust_pickle, input_shape, device, profile_file, tar
         input_shape=parse_input_shape(input_shape), target=target, data=data_spec, eval_data=eval_data, method=method,
         scheme=scheme, cp_solver=cp_solver, mac_budget=mac_budget, memory_budget=memory_budget, latency_budget_ms=latency_budget_ms,
         percentile=percentile, max_accuracy_drop=max_accuracy_drop, cost=cost, max_rounds=max_rounds,
+        latency_cache=not no_cache, rank_multiple=rank_multiple,
         finetune_epochs=finetune_epochs, distill=distill,
         cobla={k: v for k, v in (("max_iter", max_iter), ("sample", sample), ("draws", draws),
                                  ("time_limit_s", time_budget)) if v is not None},
         seed=seed, force=force, precision=precision,
         calibration_samples=calib_samples, measure=measure,
         progress=progress_enabled() and not as_json,
+        torch_device=torch_device, amp=amp, workers=workers, checkpoint_every=checkpoint_every, resume=resume,
     )
     report = run_export(request, log=lambda msg: click.echo(msg, err=True))
     emit(report, as_json, _human)

@@ -8,7 +8,7 @@ import torch
 from edgecomp.cli.common import device_options, emit, json_option, model_options, parse_input_shape, resolve_profile
 from edgecomp.errors import UserInputError
 from edgecomp.factor.schemes import check_finite, matricize
-from edgecomp.graph.cost import BYTES_PER_PARAM, SCHEMES, analyze_model
+from edgecomp.graph.cost import BYTES_PER_PARAM, CHOICE_SCHEMES, SCHEMES, analyze_model
 
 
 def _energy_summary(weight: torch.Tensor, scheme: str, keep: int, name: str = "") -> dict:
@@ -51,7 +51,9 @@ def inspect_model(loaded, input_shape, scheme: str, precision: str, profile=None
                 macs_per_rank=dec.macs_per_rank,
                 params_per_rank=dec.params_per_rank,
             )
-            if spectra:
+            if dec.scheme == "auto":
+                row["schemes"] = [option.scheme for option in dec.options]
+            if spectra and dec.scheme not in CHOICE_SCHEMES:  # Tucker-2 pairs / mixed choices have no one spectrum
                 row.update(_energy_summary(modules[lc.name].weight, dec.scheme, dec.break_even_rank - 1, lc.name))
         layers.append(row)
     memory = cost.memory_bytes(precision)

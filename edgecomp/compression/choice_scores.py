@@ -1,4 +1,4 @@
-"""COBLA over choice layers (Tucker-2): the exact knapsack over data-scored choices.
+"""COBLA over choice layers (schemes tucker2 and auto): the exact knapsack over data-scored choices.
 
 Each layer i offers choices c (edgecomp.ranks.choices.ChoiceLayer: (r1, r2) pairs with exact costs, the
 dense layer last; an SVD layer offers ranks). Replacing W_i by W_hat_ic raises the training loss by, to
@@ -14,8 +14,10 @@ the original weights is exactly 0 (the model is its teacher), but its Hessian th
 information, estimated with labels drawn from the model's own softmax (seeded): cross-entropy on sampled
 labels. Because such per-sample gradients have mean 0, B * g_b^2 is unbiased for the per-sample Fisher,
 so E_ic is in loss units (a predicted increase of the mean loss). W_hat_ic is the HOSVD truncation at the
-pair (whose squared error the ChoiceLayer holds; HOOI builds the layer and is no worse in Frobenius norm)
-or the truncated SVD / CP terms P_r V_r^T of an SVD layer; the dense choice scores 0. Cross-layer and
+pair (whose squared error the ChoiceLayer holds; HOOI builds the layer and is no worse in Frobenius norm),
+under scheme auto also a spatial / channel choice's truncated SVD unmat(P_r V_r^T) or a cp choice's r
+largest-weight CP terms (the build refits them, no worse), or the truncated SVD P_r V_r^T of an SVD layer;
+the dense choice scores 0. Cross-layer and
 off-diagonal curvature are ignored, as in OBD.
 
 The choice per layer is then the exact multiple-choice knapsack (edgecomp.ranks.knapsack.solve_layers)
@@ -33,21 +35,23 @@ into the objective (the loss estimate) instead of into a relaxation. No rounding
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterable, Iterator, Mapping
+from typing import Iterator, Mapping
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import default_collate
 
+from edgecomp.compression.choice_candidates import ReconstructFn, batch_of, pick_by_heldout_loss
+from edgecomp.compression.oracle import batch_to
 from edgecomp.errors import UserInputError
 from edgecomp.finetune.callables import LossFn, check_callable
 from edgecomp.ranks.choices import ChoiceLayer
-from edgecomp.ranks.knapsack import LayerCandidates, infeasible_error, layer_candidates, solve_layers, solver_info
+from edgecomp.ranks.knapsack import (LayerCandidates, infeasible_error, layer_candidates, solve_layers, solver_info,
+                                     truncation_errors)
 from edgecomp.ranks.problem import RankProblem, RankSelection
+from edgecomp.torch_device import moved_to
 
-ReconstructFn = Callable[[str, np.ndarray, ChoiceLayer], Iterable[tuple[int, np.ndarray]]]
 
 
 def sample_indices(pool: np.ndarray, sample: float | int, seed: int) -> np.ndarray:
@@ -59,16 +63,12 @@ def sample_indices(pool: np.ndarray, sample: float | int, seed: int) -> np.ndarr
     return np.sort(np.random.default_rng([seed, 0]).choice(pool, k, replace=False))
 
 
-def _batch(data, chunk: np.ndarray):
-    if hasattr(data, "get_batch"):
-        return data.get_batch(chunk)
-    return default_collate([data[int(i)] for i in chunk])
-
-
 def fisher_diagonal(model: nn.Module, names: list[str], data, indices: np.ndarray, *, batch_size: int = 32,
                     seed: int = 0, loss_fn: LossFn | None = None) -> dict[str, torch.Tensor]:
     """Diagonal empirical Fisher F = B * mean_b (dL_b/dW)^2 of each named layer's weight (float64, on the CPU),
     over mini-batches of `indices` (module docstring). The model runs in eval mode and is not modified.
+    It runs on the device of the model's weights (each batch is moved there; select_choices_by_scores
+    places the model); the sampled labels are drawn on the CPU, so they do not depend on the device.
     Loss: loss_fn(model, batch) when given, cross-entropy with the labels when the data has them, else
     cross-entropy with labels sampled from the model's own softmax (seeded)."""
     check_callable(loss_fn, "loss_fn")
@@ -85,9 +85,9 @@ def fisher_diagonal(model: nn.Module, names: list[str], data, indices: np.ndarra
     try:
         for start in range(0, len(indices), batch_size):
             chunk = indices[start:start + batch_size]
-            batch = _batch(data, chunk)
+            batch = batch_of(data, chunk)
             if loss_fn is not None:
-                loss = loss_fn(model, batch)
+                loss = loss_fn(model, batch_to(batch, device))
             else:
                 x, y = batch
                 logits = model(x.to(device))
@@ -105,29 +105,84 @@ def fisher_diagonal(model: nn.Module, names: list[str], data, indices: np.ndarra
     return {name: (total / batches).cpu() for name, total in zip(names, sums)}
 
 
+def _choices_of(layer: ChoiceLayer, scheme: str) -> np.ndarray:
+    """The (1-based) numbers of `layer`'s factored choices of `scheme`."""
+    return np.flatnonzero(layer.choice_schemes[:-1] == scheme) + 1
+
+
 def tucker2_reconstructions(name: str, kernel: np.ndarray, layer: ChoiceLayer) -> Iterator[tuple[int, np.ndarray]]:
-    """(choice number, W_hat) for every factored choice of `layer`: the HOSVD truncation
+    """(choice number, W_hat) for every Tucker-2 choice of `layer`: the HOSVD truncation
     W x_0 P_f(r2) x_1 P_c(r1), P = projectors on the leading left singular vectors of the unfoldings
     (edgecomp.factor.tucker.tucker2_hosvd at full ranks gives the complete bases, leading ones first).
     Grouped by r1 (each mode-1 projection Y is formed once) and, within a group, by increasing r2, so that
     W_hat(r2) = sum_{a < r2} u_a (u_a^T Y) grows by the newly added directions only."""
     from edgecomp.factor.tucker import tucker2_hosvd
 
+    factored = _choices_of(layer, "tucker2")
+    if factored.size == 0:
+        return
     f, c, kh, kw = kernel.shape
     full = tucker2_hosvd(kernel, c, f)
     u_f, u_c = full.U_out, full.U_in
     w = kernel.reshape(f, c, kh * kw)
-    factored = np.arange(1, layer.max_rank)
-    for r1 in np.unique(layer.r1s[:-1]):
+    r1s = layer.r1s[factored - 1]
+    for r1 in np.unique(r1s):
         proj = u_c[:, :r1] @ u_c[:, :r1].T
         z = u_f.T @ np.einsum("fck,cd->fdk", w, proj, optimize=True).reshape(f, -1)  # U_f^T (W x_1 P_c(r1))
-        group = factored[layer.r1s[:-1] == r1]
+        group = factored[r1s == r1]
         w_hat, done = np.zeros((f, z.shape[1])), 0
         for k in group[np.argsort(layer.r2s[group - 1], kind="stable")]:
             r2 = int(layer.r2s[k - 1])
             w_hat += u_f[:, done:r2] @ z[done:r2]
             done = r2
             yield int(k), w_hat.reshape(kernel.shape)  # valid until the next one is drawn
+
+
+def _ranked_reconstructions(kernel: np.ndarray, layer: ChoiceLayer, scheme: str, spectrum
+                            ) -> Iterator[tuple[int, np.ndarray]]:
+    """(choice number, W_hat) for `layer`'s choices of one ranked scheme, by increasing rank r:
+    spatial / channel: unmat(P_r V_r^T) of the SVD; cp: the r largest-weight terms of the CP fit (what
+    edgecomp.compression.problem.auto_choices scores by its error). Each W_hat grows by the added terms."""
+    from edgecomp.factor import unmatricize
+
+    numbers = _choices_of(layer, scheme)
+    if numbers.size == 0:
+        return
+    numbers = numbers[np.argsort(layer.choice_ranks[numbers - 1], kind="stable")]
+    w_hat, done = np.zeros(kernel.shape), 0
+    if scheme == "cp":
+        fit = spectrum.cp
+        order = np.argsort(-np.asarray(fit.weights, dtype=np.float64), kind="stable")
+        weights = np.asarray(fit.weights, dtype=np.float64)[order]
+        factors = [np.asarray(a, dtype=np.float64)[:, order] for a in fit.factors]
+        for k in numbers:
+            for j in range(done, int(layer.choice_ranks[k - 1])):
+                w_hat += weights[j] * np.einsum("i,j,k,l->ijkl", *(a[:, j] for a in factors))
+            done = int(layer.choice_ranks[k - 1])
+            yield int(k), w_hat
+        return
+    p, v = spectrum.P.double().numpy(), spectrum.V.double().numpy()
+    matrix = np.zeros((p.shape[0], v.shape[0]))
+    for k in numbers:
+        r = int(layer.choice_ranks[k - 1])
+        matrix += p[:, done:r] @ v[:, done:r].T
+        done = r
+        yield int(k), unmatricize(torch.as_tensor(matrix), scheme, kernel.shape).numpy()
+
+
+def auto_reconstructions(spectra: Mapping) -> ReconstructFn:
+    """The ReconstructFn of scheme auto: every factored choice of a mixed layer, whatever its scheme (Tucker-2
+    pairs by `tucker2_reconstructions`, spatial / channel / cp ranks by `_ranked_reconstructions` from the
+    layer's auto Spectrum parts in `spectra`)."""
+
+    def reconstruct(name: str, kernel: np.ndarray, layer: ChoiceLayer) -> Iterator[tuple[int, np.ndarray]]:
+        yield from tucker2_reconstructions(name, kernel, layer)
+        parts = spectra[name].parts or {}
+        for scheme in ("spatial", "channel", "cp"):
+            if scheme in parts:
+                yield from _ranked_reconstructions(kernel, layer, scheme, parts[scheme])
+
+    return reconstruct
 
 
 def _choice_scores(name: str, kernel: np.ndarray, fisher: np.ndarray, layer: ChoiceLayer,
@@ -180,6 +235,8 @@ def select_choices_by_scores(
     reconstruct: ReconstructFn | None = None,
     time_limit: float | None = 30.0,
     mip_rel_gap: float = 1e-6,
+    placement=None,
+    heldout: np.ndarray | None = None,
 ) -> RankSelection:
     """COBLA for problems with ChoiceLayers (module docstring): score every choice of every layer by the
     Fisher-weighted loss estimate on a sub-sample of the training data `indices` (default all of `data`;
@@ -187,9 +244,14 @@ def select_choices_by_scores(
 
     cost: the model's ModelCost (each SVD layer's scheme); spectra: edgecomp.compression.problem.compute_spectra's
     (P, V of the SVD / CP layers). reconstruct(name, kernel, layer) -> (choice number, W_hat) for every
-    factored choice, in any order (default `tucker2_reconstructions`). Returns the per-layer choice
+    factored choice, in any order (default: `auto_reconstructions(spectra)`, which covers Tucker-2 layers and
+    scheme auto's mixed ones). Returns the per-layer choice
     numbers / ranks; info has the scores per layer and choice ("scores", in loss units), the chosen ones,
     the predicted loss increase, the sample size, seconds, costs and the solver's diagnostics.
+    placement (edgecomp.torch_device.Placement, None: the CPU): the Fisher's forward and backward passes run
+    on its device (the model is moved there for them and back); the scores and the knapsack on the CPU in float64.
+    heldout: held-out training indices; when given, the Fisher knapsack's allocation competes with two others
+    by their loss there (edgecomp.compression.choice_candidates), and info["candidates"] has each one's loss.
     Raises InfeasibleBudgetError as every budgeted method does."""
     if not problem.is_satisfiable():
         raise infeasible_error(problem, "cobla")
@@ -199,11 +261,12 @@ def select_choices_by_scores(
     pool = np.arange(len(data)) if indices is None else np.asarray(indices)
     chosen = sample_indices(pool, sample, seed)
     names = [layer.name for layer in problem.layers]
-    fisher = fisher_diagonal(model, names, data, chosen, batch_size=batch_size, seed=seed, loss_fn=loss_fn)
+    with moved_to(None if placement is None else placement.device, model):
+        fisher = fisher_diagonal(model, names, data, chosen, batch_size=batch_size, seed=seed, loss_fn=loss_fn)
     t_fisher = time.perf_counter() - t0
     schemes = {lc.name: lc.decomposition.scheme for lc in cost.decomposable}
-    reconstruct = reconstruct or tucker2_reconstructions
-    candidates, values = [], []
+    reconstruct = reconstruct or auto_reconstructions(spectra)
+    candidates, values, layer_values, shrunk_values = [], [], [], []
     for layer in problem.layers:
         kernel = model.get_submodule(layer.name).weight.detach().to("cpu", torch.float64).numpy()
         f_diag = fisher[layer.name].numpy()
@@ -211,21 +274,53 @@ def select_choices_by_scores(
             cand = LayerCandidates(np.arange(1, layer.max_rank + 1, dtype=np.int64),
                                    layer.choice_compute.astype(np.float64), layer.choice_params.astype(np.float64))
             score = _choice_scores(layer.name, kernel, f_diag, layer, reconstruct)
+            errors = layer.errors.astype(np.float64)
         else:
             cand = layer_candidates(layer)
             score = _rank_scores(kernel, f_diag, spectra[layer.name], schemes[layer.name], cand.ranks, layer.max_rank)
+            errors = truncation_errors(layer.sigma, cand.ranks, layer.max_rank)
         candidates.append(cand)
         values.append(score)
+        energy = max(float(np.sum(kernel ** 2)), 1e-300)
+        layer_values.append(0.5 * float(np.mean(f_diag)) * errors)
+        shrunk_values.append(np.sqrt(0.5 * float(np.mean(f_diag)) * energy) * errors / energy)
     ranks, sol = solve_layers(problem, values, candidates, maximize=False, time_limit=time_limit,
                               mip_rel_gap=mip_rel_gap)
+    heldout_info = {}
+    if heldout is not None and len(heldout):
+        ranks, heldout_info = _best_by_heldout_loss(
+            problem, model, spectra, schemes, reconstruct, data, np.asarray(heldout), loss_fn, placement,
+            {"fisher": ranks, **{label: solve_layers(problem, v, candidates, maximize=False, time_limit=time_limit,
+                                                      mip_rel_gap=mip_rel_gap)[0]
+                                 for label, v in (("layer", layer_values), ("layer-sqrt", shrunk_values))}},
+            time_limit)
     compute, params = problem.cost(ranks)
     picked = {layer.name: float(v[list(c.ranks).index(int(r))])
               for layer, v, c, r in zip(problem.layers, values, candidates, ranks)}
     return RankSelection(method="cobla", ranks=ranks, info={
-        "objective": "sum of per-layer Fisher-weighted loss estimates 1/2 sum F (W - W_hat)^2 (exact knapsack)",
-        "predicted_loss_increase": sol.objective,
+        "objective": "sum of per-layer Fisher-weighted loss estimates 1/2 sum F (W - W_hat)^2 (exact knapsack)"
+                     + (", then the lowest held-out loss of four knapsack allocations" if heldout_info else ""),
+        "predicted_loss_increase": float(sum(picked.values())), **heldout_info,
         "scores": {layer.name: [float(s) for s in v] for layer, v in zip(problem.layers, values)},
         "chosen_scores": picked,
         "sample_size": int(chosen.size), "fisher_batch_size": int(batch_size),
         "fisher_seconds": t_fisher, "scoring_seconds": time.perf_counter() - t0 - t_fisher - sol.solve_time_s,
         "macs": compute, "compute_unit": problem.compute_unit, "params": params, **solver_info(sol)})
+
+
+def _best_by_heldout_loss(problem, model, spectra, schemes, reconstruct, data, heldout, loss_fn, placement,
+                          allocations: dict, time_limit) -> tuple[np.ndarray, dict]:
+    """The allocation (of `allocations`, plus pos-cvx's relative-error knapsack "error") with the lowest loss on
+    the held-out indices (edgecomp.compression.choice_candidates), and what the report records of the choice."""
+    from edgecomp.ranks.choices import select_choices_min_error
+
+    t0 = time.perf_counter()
+    allocations = {**allocations, "error": select_choices_min_error(problem, time_limit=time_limit).ranks}
+    selections = {label: RankSelection("cobla", np.asarray(r)) for label, r in allocations.items()}
+    with moved_to(None if placement is None else placement.device, model):
+        best, losses = pick_by_heldout_loss(selections, problem, model, spectra, schemes, reconstruct, data,
+                                            heldout, loss_fn=loss_fn)
+    return np.asarray(allocations[best]), {
+        "candidates": {label: {"heldout_loss": losses[label], "ranks": [int(r) for r in allocations[label]]}
+                       for label in allocations},
+        "chosen_candidate": best, "heldout_size": int(len(heldout)), "candidates_seconds": time.perf_counter() - t0}

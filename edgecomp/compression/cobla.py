@@ -20,6 +20,20 @@ Cost control (CoblaOptions):
    rounding the rest; when the budget runs out during rounding the best candidate scored so far is
    returned (the floor rounding, always feasible, if none was). info["time_budget"] records
    {"seconds", "hit", "stage": "sqp" | "rounding" | None (the first stage it cut short), "elapsed_s"}.
+
+Many processes (dist.world_size > 1, edgecomp.distributed): rank 0 runs the warm start, the SQP
+and the rounding; the other ranks build the same masked model and oracle and serve its evaluations
+(each rank evaluates its share of every sub-sample and of the held-out candidates' evaluations;
+edgecomp.compression.oracle). Rank 0 then sends (selection, kept, m_hat) to all ranks, so every rank
+builds the identical model. When rank 0 fails outside an evaluation the others raise LeaderFailed
+with its exit code.
+
+Device (placement: edgecomp.torch_device.Placement). The masked model (a copy) and, for the
+distillation loss, the teacher run on placement.device: every loss and mask gradient of the SQP and
+every held-out evaluation of the rounding (edgecomp.compression.oracle). The warm start, the SQP
+itself, the rounding's choices and the cost model stay on the CPU in float64; the teacher is moved
+back where it was when COBLA returns, and the model that compress() builds afterwards is built on the
+CPU. AMP does not apply to the oracle (its docstring says why). placement None: the CPU.
 """
 
 from __future__ import annotations
@@ -33,9 +47,12 @@ from torch import nn
 
 from edgecomp.compression.masked import masked_model
 from edgecomp.compression.oracle import MaskLossOracle
+from edgecomp.distributed import Dist, current
+from edgecomp.distributed.channel import abort, exit_code_of
 from edgecomp.errors import EdgecompError, UserInputError
 from edgecomp.finetune.callables import LossFn
 from edgecomp.ranks.problem import RankProblem, RankSelection
+from edgecomp.torch_device import moved_to
 
 SHRINK_HEURISTICS = ("uniform", "cptv", "pos-greedy")
 SQP_SHARE = 0.85  # of time_limit_s: the SQP's share; rounding at the defaults needs a few percent
@@ -119,12 +136,44 @@ def run_cobla(
     options: CoblaOptions,
     callback=None,
     loss_fn: LossFn | None = None,
+    dist: Dist | None = None,
+    placement=None,
 ) -> tuple[RankSelection, list[np.ndarray], np.ndarray]:
     """Returns (selection, kept component indices per layer, scales per mask (m_hat)).
 
     loss_fn(model, batch): the user's mean loss of a batch in place of cross-entropy / distillation,
     for the gradients and for picking the rounding draw (edgecomp.compression.oracle).
-    callback(record) is the SQP's (edgecomp.ranks.cobla.solve_relaxed)."""
+    callback(record) is the SQP's (edgecomp.ranks.cobla.solve_relaxed).
+    dist: the processes sharing the evaluations (default edgecomp.distributed.current(); module docstring);
+    every rank calls run_cobla with the same arguments and gets the same result.
+    placement: an edgecomp.torch_device.Placement; the oracle's forward and backward passes run on its
+    device (module docstring), its amp is not used. None: the CPU."""
+    dist = dist or current()
+    device = None if placement is None else placement.device
+    order = [layer.name for layer in problem.layers]
+    masked, masks = masked_model(model, cost, spectra, order)
+    if device is not None:
+        masked.to(device)  # a copy: the caller's model stays where it is
+        masks.value = masks.value.to(device)
+    distills = loss_fn is None and not getattr(data, "has_labels", True)  # the oracle's teacher is used
+    with moved_to(device if distills else None, teacher):
+        oracle = MaskLossOracle(
+            masked, masks, data, sample=options.sample, batch_size=options.batch_size, seed=options.seed,
+            teacher=teacher, indices=train_idx, loss_fn=loss_fn, dist=dist,
+        )
+        if dist.active and not dist.is_main:
+            return oracle.serve()
+        try:
+            result = _lead_cobla(problem, oracle, heldout_idx, options, callback)
+        except BaseException as exc:
+            abort(exit_code_of(exc), dist)  # the other ranks wait for a message: tell them
+            raise
+        return oracle.finish(result)
+
+
+def _lead_cobla(problem: RankProblem, oracle: MaskLossOracle, heldout_idx: np.ndarray, options: CoblaOptions,
+                callback) -> tuple[RankSelection, list[np.ndarray], np.ndarray]:
+    """Warm start, SQP and rounding (rank 0's part of run_cobla; all of it in a single process)."""
     from edgecomp.ranks.baselines import BASELINES
     from edgecomp.ranks.cobla import (
         SQPOptions, heuristic_budgets, kept_components, shrink_from_heuristics, solve_relaxed,
@@ -132,12 +181,6 @@ def run_cobla(
 
     t_start = time.perf_counter()
     deadline = None if options.time_limit_s is None else t_start + options.time_limit_s
-    order = [layer.name for layer in problem.layers]
-    masked, masks = masked_model(model, cost, spectra, order)
-    oracle = MaskLossOracle(
-        masked, masks, data, sample=options.sample, batch_size=options.batch_size, seed=options.seed,
-        teacher=teacher, indices=train_idx, loss_fn=loss_fn,
-    )
     info: dict = {}
     m0 = None
     if options.warm_start:
@@ -189,6 +232,7 @@ def run_cobla(
         sqp_product_loss_calls=result.timings["product_loss_calls"],
         n_masks=problem.n_masks,
         gradient_samples=oracle.n_sample,
+        processes=oracle.dist.world_size,
         time_budget={"seconds": options.time_limit_s, "hit": sqp_cut or rounding_cut,
                      "stage": "sqp" if sqp_cut else "rounding" if rounding_cut else None,
                      "elapsed_s": time.perf_counter() - t_start},

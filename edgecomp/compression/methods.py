@@ -31,8 +31,8 @@ METHODS = BUDGETED_METHODS + REPORTED_METHODS
 # The methods that choose among a layer's explicit choices (schemes tucker2 and auto: Tucker-2 (r1, r2) pairs,
 # or each conv's spatial / channel / cp ranks and Tucker-2 pairs): edgecomp.ranks.baselines on choice layers.
 CHOICE_METHODS = ("pos-cvx", "uniform", "cptv", "pos-greedy")
-# tucker2 also takes COBLA (the exact knapsack over Fisher-scored choices, edgecomp.compression.choice_scores)
-# and LC (its C step re-derives the Tucker-2 choices from w - lambda/mu, edgecomp.lc.choices)
+# tucker2 and auto also take COBLA (the exact knapsack over Fisher-scored choices,
+# edgecomp.compression.choice_scores) and LC (its C step re-derives the choices from w - lambda/mu, edgecomp.lc.choices)
 TUCKER2_METHODS = ("cobla", "lc", *CHOICE_METHODS)
 
 
@@ -41,16 +41,14 @@ def check_scheme_method(scheme: str, method: str, latency: bool = False) -> None
     if scheme == "cp" and method in REPORTED_METHODS:
         raise UserInputError(f"--method {method} estimates ranks from singular values; --scheme cp has CP term "
                              f"weights instead: use one of {', '.join(BUDGETED_METHODS)}")
-    use = f"use --method {', '.join(CHOICE_METHODS[:-1])} or {CHOICE_METHODS[-1]}"
     if scheme == "tucker2" and method not in TUCKER2_METHODS:
         raise UserInputError(f"--method {method} does not support --scheme tucker2: tucker2's cost is bilinear in "
                              f"(r1, r2): it is chosen among explicit (r1, r2) choices by cobla (Fisher-scored exact "
                              f"knapsack), lc, pos-cvx (the exact knapsack), uniform, cptv or pos-greedy")
-    if scheme == "auto" and method not in CHOICE_METHODS:
+    if scheme == "auto" and method not in TUCKER2_METHODS:
         raise UserInputError(f"--method {method} does not support --scheme auto: each layer's options are explicit "
-                             f"(scheme, rank) choices, chosen by pos-cvx (the exact knapsack), uniform, cptv or "
-                             f"pos-greedy; COBLA and LC over mixed schemes are not implemented yet ({use}; "
-                             f"--scheme tucker2 takes cobla and lc)")
+                             f"(scheme, rank) choices, chosen by cobla (Fisher-scored exact knapsack), lc, pos-cvx "
+                             f"(the exact knapsack), uniform, cptv or pos-greedy")
     if scheme in CHOICE_SCHEMES and latency:
         raise UserInputError(f"--cost latency is not implemented for --scheme {scheme} (its costs are per choice, "
                              "not per rank): use the MAC budget")
@@ -68,9 +66,12 @@ class LCOptions:
     seed: int = 0
     progress: bool = False
     train_fn: TrainFn | None = None  # the user's L step: train_fn(model, penalty_fn, steps) (Python API only)
+    # edgecomp.torch_device.Placement (device, AMP, workers) and edgecomp.finetune.checkpoint.Checkpoint
+    placement: object | None = None
+    checkpoint: object | None = None
 
     def kwargs(self) -> dict:
-        names = ("n_mu", "steps_per_mu", "lr", "train_fn")
+        names = ("n_mu", "steps_per_mu", "lr", "train_fn", "placement", "checkpoint")
         extra = {k: getattr(self, k) for k in names if getattr(self, k) is not None}
         return {"variant": self.variant, "seed": self.seed, "progress": self.progress, **extra}
 
@@ -93,6 +94,8 @@ class FinetuneOptions:
     max_steps: int | None = None
     train_fn: TrainFn | None = None
     metric: MetricFn | None = None
+    placement: object | None = None  # edgecomp.torch_device.Placement: device, AMP, workers (None: CPU, fp32)
+    checkpoint: object | None = None  # edgecomp.finetune.checkpoint.Checkpoint: --checkpoint-every / --resume
 
 
 @dataclass
@@ -130,6 +133,10 @@ def resolve_budgets(cost, precision: str, profile=None, mac_budget: str | None =
 def check_satisfiable(problem: RankProblem, precision: str, budgets: Budgets | None = None) -> None:
     if problem.is_satisfiable():
         return
+    if problem.extra:  # a latency budget: name every budget that is over and its minimum
+        from edgecomp.ranks.problem import infeasible_budget_error
+
+        raise infeasible_budget_error(problem, "the budget is below the smallest model this scheme can build:")
     from edgecomp.profiles.units import read_as_absolute
 
     min_compute, min_params = problem.min_cost
@@ -222,11 +229,14 @@ def compress(
     cp_solver: str = "als",
     seed: int = 0,
     never_slower_table: dict | None = None,
+    rank_multiple: int | None = None,
 ) -> CompressResult:
     """Choose ranks under the budgets and build the factored model; costs are checked on the built model.
 
-    With a latency table (measured on the target), the compute constraint is latency in ms
-    (edgecomp.ranks.latency) in place of MACs; the memory budget still applies.
+    With a latency table (measured on the target), latency in ms is a third budget beside MACs and memory
+    (edgecomp.ranks.latency.with_latency_budget, latency_budget_ms); a MAC budget derived from the latency
+    budget (budgets.mac_source "derived from latency ...") is dropped, any other stays. Every budgeted
+    method takes it; the choice schemes (tucker2, auto) refuse it.
     loss_fn(model, batch): COBLA's loss (also for cobla ranks under --ranks-from) in place of
     cross-entropy / distillation. finetune: fine-tune the built model afterwards (finetune_compressed;
     result.finetune says how); the costs do not change.
@@ -239,10 +249,14 @@ def compress(
     never_slower_table: a per-layer latency table measured on the target (edgecomp.pipeline.latency_table);
     each layer is left dense from the rank on where its factored form is not measurably faster
     (edgecomp.ranks.latency.apply_latency_break_even), whatever the method.
+    rank_multiple: round each factored rank down to a multiple of it once the ranks are chosen
+    (edgecomp.factor.rank_rounding; None or 1: no rounding; not under method lc, whose ranks come with
+    its trained weights). selection.info["rank_rounding"] records each layer's rank before and after.
     """
     check_callable(loss_fn, "loss_fn")
     result = _compress(model, input_shape, budgets, method, scheme, data, cobla, lc, heldout, callback,
-                       latency_table, latency_budget_ms, loss_fn, cp_solver, seed, never_slower_table)
+                       latency_table, latency_budget_ms, loss_fn, cp_solver, seed, never_slower_table,
+                       rank_multiple)
     if finetune is not None:
         result.finetune = finetune_compressed(result, model, data, finetune)
         result.timings["total_s"] += result.timings["finetune_s"]
@@ -250,7 +264,8 @@ def compress(
 
 
 def _compress(model, input_shape, budgets, method, scheme, data, cobla, lc, heldout, callback, latency_table,
-              latency_budget_ms, loss_fn, cp_solver="als", seed=0, never_slower_table=None) -> CompressResult:
+              latency_budget_ms, loss_fn, cp_solver="als", seed=0, never_slower_table=None,
+              rank_multiple=None) -> CompressResult:
     if method not in METHODS:
         raise UserInputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     check_scheme_method(scheme, method, latency_table is not None)
@@ -264,15 +279,20 @@ def _compress(model, input_shape, budgets, method, scheme, data, cobla, lc, held
     problem = build_problem(cost, spectra, budgets.macs, budgets.params)
     cost_problem = problem  # MACs: what the built model is checked against
     if latency_table is not None:
-        from edgecomp.ranks.latency import latency_problem
+        from edgecomp.ranks.latency import with_latency_budget
 
-        problem = latency_problem(problem, latency_table, latency_budget_ms)
-        cost_problem = build_problem(cost, spectra, float("inf"), budgets.params)
+        if budgets.mac_source.startswith("derived from latency"):
+            # the measured latency replaces its MAC estimate; a MAC budget of its own stays in force
+            problem = build_problem(cost, spectra, float("inf"), budgets.params)
+        problem = cost_problem = with_latency_budget(problem, latency_table, latency_budget_ms)
     if never_slower_table is not None:
         from edgecomp.ranks.latency import apply_latency_break_even
 
         # both: the built model is checked against cost_problem's break-even ranks
-        problem, cost_problem = (apply_latency_break_even(p, never_slower_table) for p in (problem, cost_problem))
+        if cost_problem is problem:
+            problem = cost_problem = apply_latency_break_even(problem, never_slower_table)
+        else:
+            problem, cost_problem = (apply_latency_break_even(p, never_slower_table) for p in (problem, cost_problem))
     timings["analysis_s"] = time.perf_counter() - t0
     if method in BUDGETED_METHODS:
         check_satisfiable(problem, budgets.precision, budgets)
@@ -280,17 +300,21 @@ def _compress(model, input_shape, budgets, method, scheme, data, cobla, lc, held
     t1 = time.perf_counter()
     if method == "lc":
         return _compress_lc(model, input_shape, budgets, problem, scheme, data, cobla, lc or LCOptions(), heldout,
-                            callback, timings, t0, loss_fn, cp_solver, seed)
+                            callback, timings, t0, loss_fn, cp_solver, seed, never_slower_table)
     components = scales = None
+    # The run's Placement (edgecomp.torch_device) reaches compress() in LCOptions (compress_loaded sets it for
+    # every method, as it sets FinetuneOptions'): COBLA's oracle and Fisher scoring run on its device too.
+    placement = lc.placement if lc is not None else None
     if method == "cobla" and scheme in CHOICE_SCHEMES:
         from edgecomp.compression.choice_scores import select_choices_by_scores
 
         if data is None:
             raise UserInputError("--method cobla needs training data for its loss estimates: pass --data SPEC")
         options = cobla or CoblaOptions()
-        train_idx, _ = split_heldout(len(data), heldout, options.seed)
+        train_idx, heldout_idx = split_heldout(len(data), heldout, options.seed)
         selection = select_choices_by_scores(problem, model, cost, spectra, data, indices=train_idx,
-                                             sample=options.sample, seed=options.seed, loss_fn=loss_fn)
+                                             sample=options.sample, seed=options.seed, loss_fn=loss_fn,
+                                             placement=placement, heldout=heldout_idx)
     elif method == "cobla":
         if data is None:
             raise UserInputError("--method cobla needs training data for its gradients: pass --data SPEC")
@@ -298,7 +322,7 @@ def _compress(model, input_shape, budgets, method, scheme, data, cobla, lc, held
         train_idx, heldout_idx = split_heldout(len(data), heldout, options.seed)
         selection, kept, m_hat = run_cobla(
             problem, model, cost, spectra, data, train_idx=train_idx, heldout_idx=heldout_idx,
-            teacher=model, options=options, callback=callback, loss_fn=loss_fn,
+            teacher=model, options=options, callback=callback, loss_fn=loss_fn, placement=placement,
         )
         components = {layer.name: kept[i] for i, layer in enumerate(problem.layers)}
         scales = {layer.name: m_hat[problem.offsets[i] + kept[i]] for i, layer in enumerate(problem.layers)}
@@ -307,6 +331,10 @@ def _compress(model, input_shape, budgets, method, scheme, data, cobla, lc, held
     else:
         selection = select(method, problem)
     timings["selection_s"] = time.perf_counter() - t1
+    if rank_multiple is not None and rank_multiple > 1:  # the ranks are final: align them (budgets still hold)
+        from edgecomp.factor.rank_rounding import round_selection
+
+        selection, components, scales = round_selection(problem, selection, rank_multiple, components, scales)
 
     t2 = time.perf_counter()
     ranks = {layer.name: _built_rank(layer, int(r), scheme) for layer, r in zip(problem.layers, selection.ranks)}
@@ -326,23 +354,44 @@ def _compress(model, input_shape, budgets, method, scheme, data, cobla, lc, held
 
 
 def _compress_lc(model, input_shape, budgets, problem, scheme, data, cobla, options: LCOptions, heldout, callback,
-                 timings, t0, loss_fn, cp_solver="als", seed=0) -> CompressResult:
-    """LC with ranks fixed by another method (options.ranks_from) or chosen in each C step under the budgets.
+                 timings, t0, loss_fn, cp_solver="als", seed=0, never_slower_table=None) -> CompressResult:
+    """LC with ranks fixed by another method (options.ranks_from) or chosen in each C step under the budgets
+    (and `problem`'s extra budgets, e.g. latency; the never-slower rule as an unbounded latency row whose
+    break-even is not-measurably-faster, since each C step rebuilds its problem from new spectra).
     With options.train_fn the L steps are the user's and need no data here."""
     from edgecomp.lc import run_lc
 
     if data is None and options.train_fn is None:
         raise UserInputError("--method lc needs training data for its L steps: pass --data SPEC")
-    fixed = None
+    fixed, choices = None, {}
+    if options.ranks_from and scheme == "auto":
+        raise UserInputError("--ranks-from does not apply to --scheme auto: LC chooses each layer's scheme and "
+                             "ranks in its C steps; drop --ranks-from, or fix the scheme (--scheme spatial, ...)")
+    if scheme == "auto":
+        from edgecomp.lc.choices import AutoChoices
+
+        auto = AutoChoices(analyze_model(model, input_shape, scheme), cp_solver=cp_solver, seed=seed)
+        choices = {"choices_fn": auto, "project_fn": auto.project}
     if options.ranks_from:
         if options.ranks_from == "lc" or options.ranks_from not in BUDGETED_METHODS:
             raise UserInputError(f"--ranks-from must be one of {', '.join(m for m in BUDGETED_METHODS if m != 'lc')}")
         fixed = compress(model, input_shape, budgets, method=options.ranks_from, scheme=scheme, data=data,
                          cobla=cobla, heldout=heldout, callback=callback, loss_fn=loss_fn, cp_solver=cp_solver,
-                         seed=seed).factored
+                         seed=seed, lc=LCOptions(placement=options.placement)).factored
+    extra = problem.extra
+    if never_slower_table is not None and fixed is None and scheme not in CHOICE_SCHEMES:
+        from dataclasses import replace
+
+        from edgecomp.ranks.latency import latency_budget
+
+        extra = (*extra, replace(latency_budget(problem, never_slower_table, float("inf"), never_slower=True),
+                                 name="never-slower"))
+    if extra:
+        choices["extra_budgets"] = extra
     t1 = time.perf_counter()
     result = run_lc(model, data, scheme=scheme, input_shape=input_shape, ranks=fixed,
-                    problem_budgets=None if fixed is not None else (budgets.macs, budgets.params), **options.kwargs())
+                    problem_budgets=None if fixed is not None else (budgets.macs, budgets.params), **choices,
+                    **options.kwargs())
     timings["selection_s"] = time.perf_counter() - t1
     from edgecomp.ranks.choices import ChoiceLayer
 
@@ -387,6 +436,7 @@ def finetune_compressed(result: CompressResult, original: nn.Module, data, optio
         result.model, train_data, epochs=options.epochs, lr=options.lr, seed=options.seed, eval_data=heldout_data,
         teacher=teacher, distill_alpha=1.0 if teacher is not None else 0.0, progress=options.progress,
         max_steps=options.max_steps, train_fn=options.train_fn, metric=options.metric,
+        placement=options.placement, checkpoint=options.checkpoint,
     )
     result.model = trained.model.eval()
     result.timings["finetune_s"] = trained.seconds
@@ -458,8 +508,10 @@ def finish(built: nn.Module, problem: RankProblem, selection: RankSelection, inp
             **_layer_shape(infos.get(layer.name)),
             **_cp_refit(built, layer.name),
         })
-    if selection_problem is not problem:
-        selection.info["predicted_latency_ms"] = selection_problem.cost(selection.ranks)[0]
+    if selection_problem.compute_unit == "ms" or any(b.unit == "ms" for b in selection_problem.extra):
+        from edgecomp.ranks.latency import predicted_latency_ms
+
+        selection.info["predicted_latency_ms"] = predicted_latency_ms(selection_problem, selection.ranks)
     return CompressResult(
         model=built, selection=selection, problem=problem, ranks=ranks,
         factored={row["name"]: ranks[row["name"]] for row in layers if row["factored"]},

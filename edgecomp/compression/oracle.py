@@ -48,6 +48,31 @@ calls) uses the same S_k, so the L-BFGS pairs compare gradients on one sample. `
 (default: all masks) restricts the norms to the masks the solver moves (fixed masks only shift the
 budgets, and their gradients would inflate ||g||). `sample_sizes` records |S_k| per iteration and
 `norm_tests` each test's numbers.
+
+Many processes (edgecomp.distributed, `dist` with world_size W > 1). The SQP and the rounding run on
+rank 0 only; the other ranks only evaluate. Each evaluation rank 0 starts sends them the request
+(the masks m, the sample's indices, grad or not: `broadcast_object`); each rank evaluates the chunks
+k = rank, rank + W, ... of the single-process batching of the sample (`shard_chunks`: the very
+batches one process would run), sums its losses (each divided by the *total* count n) and its
+mask-gradient, and one float64 all-reduce sums [E, dE/dm] (with the norm test, also each chunk's mean
+gradient in its row of a K x n matrix). So E(m) and dE/dm equal the single-process values up to the
+order of the final float sums, and every rank holds the same numbers. Why rank 0 alone decides rather
+than every rank running the same deterministic SQP on identical numbers: the SQP's time limit, its
+"allocation stable" rule and the rounding's deadline read the clock, which no two processes read
+alike; one rank deciding and broadcasting the masks is the arrangement in which the ranks cannot
+diverge. `serve()` is the other ranks' loop; rank 0 ends it with `finish(payload)` (the payload is
+what serve() returns on every rank). BatchNorms stay in eval mode (masked_model), so every rank
+computes with the same running statistics and no batch statistic crosses ranks.
+
+Device (edgecomp.torch_device). The oracle computes on the device of the masked model it is given
+(run_cobla places it, and the teacher, on the run's --torch-device): each batch and the mask vector
+are moved there, and the gradient comes back to the CPU as a float64 numpy vector; the SQP, the
+rounding and the cost model stay on the CPU in float64. The sub-samples are drawn by numpy from the
+seed and the iteration number, so they are the same on every device. Mixed precision (--amp) is not
+applied here, on purpose: the SQP steers on dE/dm and on differences of E between nearby mask
+vectors (the line search, the rounding candidates), which are small against E itself; bf16's 8-bit
+mantissa (relative error ~4e-3) and fp16's range would drown them, and the masks' gradients are
+sums over many tiny per-sample contributions.
 """
 
 from __future__ import annotations
@@ -67,8 +92,11 @@ from torch.utils.data import default_collate
 
 from edgecomp.compression.masked import MaskVector, SharedWeights, masked_layers, sequential_split
 from edgecomp.compression.masked import fold_batchnorm as fold_batchnorm_into
+from edgecomp.distributed import Dist, all_reduce_sum, broadcast_object, current, shard_chunks
+from edgecomp.distributed.channel import collective
 from edgecomp.errors import UserInputError
 from edgecomp.finetune.callables import LossFn, check_callable
+from edgecomp.torch_device import module_device, moved_to
 
 
 @dataclass
@@ -78,6 +106,20 @@ class _Batch:
     target: torch.Tensor | None  # the teacher's log-probabilities, when cached
     size: int
     upstream: bool = False
+
+
+@dataclass(frozen=True)
+class _Request:  # rank 0 -> the other ranks: evaluate this (MaskLossOracle._evaluate's arguments)
+    m: np.ndarray
+    indices: np.ndarray
+    grad: bool
+    size: int
+    per_chunk: bool
+
+
+@dataclass(frozen=True)
+class _Finish:  # rank 0 -> the other ranks: stop serving, return `payload`
+    payload: Any
 
 
 @dataclass
@@ -90,6 +132,19 @@ class NormTest:
     grad_norm2: float
     passed: bool
     required: int  # the sample size at which the test would hold
+
+
+def batch_to(value: Any, device: torch.device) -> Any:
+    """A batch with its tensors on `device` (also inside tuples, named tuples, lists and dicts, as a
+    user's loss_fn may get them); anything else as it is."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, (list, tuple)):
+        moved = [batch_to(v, device) for v in value]
+        return type(value)(*moved) if hasattr(value, "_fields") else type(value)(moved)
+    if isinstance(value, dict):
+        return type(value)((k, batch_to(v, device)) for k, v in value.items())
+    return value
 
 
 def sample_count(sample: float | int, n: int) -> int:
@@ -140,9 +195,11 @@ class MaskLossOracle:
         initial_sample: float | int = 0.01,
         theta: float = 0.9,
         variance_chunks: int = 8,
+        dist: Dist | None = None,
     ):
         """sample: a fraction (0, 1] of the data or a number of samples; 1.0 = full batch (with
-        dynamic=True the largest sample; initial_sample the first). Other switches: module docstring."""
+        dynamic=True the largest sample; initial_sample the first). dist: the processes that share
+        the evaluations (default: edgecomp.distributed.current()). Other switches: module docstring."""
         check_callable(loss_fn, "loss_fn")
         if not 0 < theta:
             raise ValueError("theta must be positive")
@@ -161,10 +218,10 @@ class MaskLossOracle:
         if loss_fn is None and not data.has_labels and teacher is None:
             raise ValueError("unlabeled data needs a teacher model for the distillation loss")
         self.inference_mode = inference_mode
+        self.device = module_device(masked)
         self.folded: list[str] = []
         if fold_batchnorm and loss_fn is None and n:
-            example = data.get_batch(self.pool[: min(n, 32)])[0]
-            self.folded = fold_batchnorm_into(masked, example)
+            self.folded = self._fold(data.get_batch(self.pool[: min(n, 32)])[0])
         self.layers = masked_layers(masked) if shared_weights else None
         self.cache_bytes = cache_bytes if (cache_sample or cache_upstream) and loss_fn is None else 0
         self.split = sequential_split(masked) if cache_upstream and loss_fn is None else None
@@ -180,6 +237,18 @@ class MaskLossOracle:
         self._batch_cache: tuple[np.ndarray, int, list[_Batch]] | None = None
         self.seconds = 0.0
         self.calls = 0
+        self.dist = dist or current()
+
+    def _fold(self, example: torch.Tensor) -> list[str]:
+        """fold_batchnorm on the CPU (its probe masks are CPU tensors), then back on the model's device."""
+        cpu = torch.device("cpu")
+        on_device = self.masks.value
+        self.masks.value = on_device.to(cpu)
+        try:
+            with moved_to(cpu, self.model):
+                return fold_batchnorm_into(self.model, example.to(cpu))
+        finally:
+            self.masks.value = on_device
 
     @property
     def sample_sizes(self) -> list[int]:
@@ -214,10 +283,10 @@ class MaskLossOracle:
         for i in range(0, len(indices), size):
             chunk = indices[i : i + size]
             if self.loss_fn is not None:
-                yield _Batch(self._collate(chunk), None, None, len(chunk))
+                yield _Batch(batch_to(self._collate(chunk), self.device), None, None, len(chunk))
             else:
                 x, y = self.data.get_batch(chunk)
-                yield _Batch(x, y, None, len(chunk))
+                yield _Batch(x.to(self.device), None if y is None else y.to(self.device), None, len(chunk))
 
     def _batches(self, indices: np.ndarray, size: int) -> Iterable[_Batch]:
         """The batches of `indices`: cached when enabled and within cache_bytes, else streamed.
@@ -279,13 +348,71 @@ class MaskLossOracle:
 
     def _evaluate(self, m: np.ndarray, indices: np.ndarray, grad: bool, size: int,
                   per_chunk: bool) -> tuple[float, np.ndarray | None, list[tuple[int, np.ndarray]]]:
-        """(mean loss, gradient, [(chunk size, chunk mean gradient)] when per_chunk)."""
+        """(mean loss, gradient, [(chunk size, chunk mean gradient)] when per_chunk); with several
+        processes rank 0 asks the others to evaluate their shares first (module docstring)."""
+        if not self.dist.active:
+            return self._evaluate_local(m, indices, grad, size, per_chunk)
+        if not self.dist.is_main:
+            raise RuntimeError("only rank 0 starts evaluations; the other ranks serve() them")
+        with collective():
+            broadcast_object(_Request(np.asarray(m), np.asarray(indices), grad, size, per_chunk), self.dist)
+            return self._evaluate_shared(m, indices, grad, size, per_chunk)
+
+    def serve(self) -> Any:
+        """The other ranks' loop: evaluate rank 0's requests until it calls finish(payload); returns payload."""
+        while True:
+            message = broadcast_object(None, self.dist)
+            if isinstance(message, _Finish):
+                return message.payload
+            self._evaluate_shared(message.m, message.indices, message.grad, message.size, message.per_chunk)
+
+    def finish(self, payload: Any = None) -> Any:
+        """Rank 0: end the other ranks' serve() loops, which return `payload` (a picklable value)."""
+        if self.dist.active:
+            broadcast_object(_Finish(payload), self.dist)
+        return payload
+
+    def _evaluate_shared(self, m: np.ndarray, indices: np.ndarray, grad: bool, size: int,
+                         per_chunk: bool) -> tuple[float, np.ndarray | None, list[tuple[int, np.ndarray]]]:
+        """This rank's chunks of the sample (shard_chunks), then one all-reduce of [E, dE/dm, chunk means]."""
+        dist = self.dist
+        indices = np.asarray(indices)
+        chunks = shard_chunks(len(indices), size, dist.rank, dist.world_size)
+        mine = np.concatenate([indices[a:b] for a, b in chunks]) if chunks else indices[:0]
+        total, g, parts = self._evaluate_local(m, mine, grad, size, per_chunk, n=len(indices))
+        n_masks = self.masks.value.numel()
+        n_chunks = math.ceil(len(indices) / size)
+        vector = [np.array([total])]
+        if grad:
+            vector.append(g)
+            if per_chunk:
+                rows = np.zeros((n_chunks, n_masks))
+                for (a, _), (_, mean) in zip(chunks, parts):
+                    rows[a // size] = mean
+                vector.append(rows.reshape(-1))
+        summed = all_reduce_sum(np.concatenate(vector), dist)
+        total = float(summed[0])
+        if not grad:
+            return total, None, []
+        g = summed[1 : 1 + n_masks]
+        if per_chunk:
+            rows = summed[1 + n_masks :].reshape(n_chunks, n_masks)
+            parts = [(min(size, len(indices) - k * size), rows[k]) for k in range(n_chunks)]
+        return total, g, parts
+
+    def _evaluate_local(self, m: np.ndarray, indices: np.ndarray, grad: bool, size: int, per_chunk: bool,
+                        n: int | None = None) -> tuple[float, np.ndarray | None, list[tuple[int, np.ndarray]]]:
+        """This process's part: losses over `indices`, each divided by n (default len(indices))."""
         start = time.perf_counter()
-        value = torch.as_tensor(np.asarray(m), dtype=self.masks.value.dtype).clone().requires_grad_(grad)
+        value = torch.as_tensor(np.asarray(m), dtype=self.masks.value.dtype, device=self.device)
+        value = value.clone().requires_grad_(grad)
         self.masks.value = value
-        n = len(indices)
+        n = len(indices) if n is None else n
         batches = self._batches(indices, size)
-        total, parts = 0.0, []
+        # E summed in float64 on the device, read once at the end (no host sync per batch); the same
+        # float64 sums, in the same order, as adding each batch's float(loss) on the host.
+        total_t = torch.zeros((), dtype=torch.float64, device=self.device)
+        parts = []
         mode = torch.inference_mode() if (self.inference_mode and not grad) else torch.set_grad_enabled(grad)
         with mode:
             shared = SharedWeights(self.layers, self.masks, grad) if self.layers is not None else None
@@ -300,15 +427,15 @@ class MaskLossOracle:
                         loss.backward()
                         if per_chunk:
                             part = self._pull(shared, value, seen)
-                            parts.append((batch.size, part.double().numpy() * (n / batch.size)))
-                    total += float(loss.detach())
-        g = None
+                            parts.append((batch.size, part.double().cpu().numpy() * (n / batch.size)))
+                    total_t += loss.detach().double()
+        g, total = None, float(total_t)
         if grad:
             if shared is None:
                 g_t = value.grad if value.grad is not None else torch.zeros_like(value)
             else:
                 g_t = seen if per_chunk else shared.pull()
-            g = g_t.detach().double().numpy().copy()
+            g = g_t.detach().double().cpu().numpy().copy()
         self.masks.value = value.detach()
         self.seconds += time.perf_counter() - start
         self.calls += 1

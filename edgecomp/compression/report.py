@@ -52,7 +52,33 @@ def build_report(result, *, method: str, scheme: str, budgets, original_cost, ac
         "timings": result.timings,
     }
     report.update(extra or {})
+    report["layers"] = _with_rank_rounding(result.layers, info.get("rank_rounding"))
+    multiple = report.get("rank_multiple")
+    if isinstance(multiple, dict) and multiple.get("multiple", 1) > 1 and not info.get("rank_rounding"):
+        report["rank_multiple"] = {**multiple, "applied": False,
+                                   "note": f"ranks not rounded: --method {method} chooses them with its weights"}
+    elif isinstance(multiple, dict):
+        report["rank_multiple"] = {**multiple, "applied": multiple.get("multiple", 1) > 1}
     return stamp(report, "compress-report")
+
+
+def _with_rank_rounding(layers: list[dict], rounding: dict | None) -> list[dict]:
+    """The layer rows, each rounded layer's with "rank_before_rounding" (its rank, or Tucker-2 [r1, r2],
+    as the method chose it) and, when it could not be rounded, "rank_rounding_note"."""
+    if not rounding:
+        return layers
+    by_name = {r["name"]: r for r in rounding.get("layers", [])}
+    out = []
+    for row in layers:
+        record = by_name.get(row["name"])
+        if record is None:
+            out.append(row)
+            continue
+        extra = {"rank_before_rounding": record["before"]}
+        if record.get("note"):
+            extra["rank_rounding_note"] = record["note"]
+        out.append({**row, **extra})
+    return out
 
 
 def _time_budget(info: dict) -> dict | None:

@@ -9,6 +9,7 @@ replaced (recipe.json last), and a user's file is never touched.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +53,17 @@ class CompressRequest:
     # per-layer latency table whose never-slower rule caps each layer's break-even rank
     # (edgecomp.ranks.latency.apply_latency_break_even; edgecomp export measures it)
     never_slower_table: dict | None = None
+    # round factored ranks down to this multiple (--rank-multiple; None: the profile's, 1: no rounding)
+    rank_multiple: int | None = None
     progress: bool = True
+    # edgecomp.torch_device: --torch-device auto|cpu|cuda|cuda:N|mps, --amp off|bf16|fp16, --workers N (None: by device)
+    torch_device: str = "auto"
+    amp: str = "off"
+    workers: int | None = None
+    # --checkpoint-every N / --resume (edgecomp.finetune.checkpoint); checkpoint: its path (None: beside outdir)
+    checkpoint_every: int | None = None
+    resume: bool = False
+    checkpoint: str | None = None
     # Python API only (edgecomp.compress), never read from a file: the user's COBLA loss
     # loss_fn(model, batch), fine-tuning loop finetune_fn(model, penalty_fn, steps), metric(outputs, targets).
     loss_fn: Callable | None = None
@@ -85,23 +96,24 @@ def _export_onnx(model, path: Path, input_shape, recipe: dict, log) -> dict:
             "folded_batchnorms": result.folded_batchnorms}
 
 
-def evaluate_accuracy(model, dataset, metric=None) -> float | None:
+def evaluate_accuracy(model, dataset, metric=None, placement=None) -> float | None:
     """Top-1 on labelled data, or the user's metric(outputs, targets) (Python API) on any data; None
-    without data (or without labels and a metric)."""
+    without data (or without labels and a metric). placement: edgecomp.torch_device.Placement."""
     if dataset is None or (metric is None and not dataset.has_labels):
         return None
     from edgecomp.finetune import evaluate
 
-    result = evaluate(model, dataset, metric=metric)
+    result = evaluate(model, dataset, metric=metric, placement=placement)
     return result["metric"] if metric is not None else result["top1"]
 
 
-def _finetune(req: CompressRequest, result, original, data) -> dict:
+def _finetune(req: CompressRequest, result, original, data, placement=None, checkpoint=None) -> dict:
     """Fine-tune (labels) or distill from the original model (no labels needed) on the training data,
     or run the user's train_fn; the best checkpoint is chosen on a held-out part of the *training*
     data, never on --eval-data (edgecomp.compression.methods.finetune_compressed)."""
     options = FinetuneOptions(epochs=req.finetune_epochs, lr=req.finetune_lr, distill=req.distill, seed=req.seed,
-                              progress=req.progress, train_fn=req.finetune_fn, metric=req.metric)
+                              progress=req.progress, train_fn=req.finetune_fn, metric=req.metric,
+                              placement=placement, checkpoint=checkpoint)
     return finetune_compressed(result, original, data, options)
 
 
@@ -132,6 +144,9 @@ def check_compress_options(*, seed, finetune_epochs: float, mac_budget: str | No
 
 
 def _check_options(req: CompressRequest) -> None:
+    from edgecomp.torch_device import resolve_placement
+
+    resolve_placement(req.torch_device, req.amp, req.workers)  # first: a missing GPU refuses before any work
     check_compress_options(seed=req.seed, finetune_epochs=req.finetune_epochs, mac_budget=req.mac_budget,
                            memory_budget=req.memory_budget, cobla=req.cobla, finetune_lr=req.finetune_lr)
     if req.profile is not None and req.precision is not None:
@@ -147,6 +162,7 @@ class Compressed:
     recipe: dict  # recipe.json: how to rebuild the factored model from its weights without pickle
     input_shape: tuple[int, ...]
     title: str  # ranks.png's title
+    checkpoint: object | None = None  # edgecomp.finetune.checkpoint.Checkpoint: removed once OUTDIR is written
 
 
 def _check_data(loaded, input_shape, data, eval_data) -> None:
@@ -175,8 +191,6 @@ def _check_method(req: CompressRequest) -> None:
     from edgecomp.compression.methods import check_scheme_method
 
     check_scheme_method(req.scheme, req.method, req.latency_table is not None)
-    if req.latency_table is not None and req.method == "lc":
-        raise UserInputError("--cost latency works with the rank-selection methods, not lc (use --ranks-from with lc)")
     _check_options(req)
 
 
@@ -184,13 +198,26 @@ def compress_loaded(req: CompressRequest, loaded, data=None, eval_data=None, log
     """Choose ranks for an already built model (edgecomp.models.LoadedModel), build the factored model,
     evaluate and fine-tune it, in memory. `data`/`eval_data` are EdgeDatasets (req.data/eval_data are
     only recorded). run_compress and the Python API (edgecomp.compress) both come through here."""
+    from edgecomp.distributed.jobs import share_job
+    from edgecomp.models.loading import is_in_memory
+
+    # Under `edgecomp export` on several processes the other ranks join here (a no-op otherwise).
+    share_job(follow_compress, req, loaded if is_in_memory(loaded.spec) else None)
     _check_method(req)
     seed_everything(req.seed)
+    from edgecomp.finetune.checkpoint import checkpoint_for
+    from edgecomp.torch_device import resolve_placement
+
+    placement = resolve_placement(req.torch_device, req.amp, req.workers)
+    checkpoint = checkpoint_for(req.outdir, req.checkpoint_every, req.resume, req.checkpoint, log=log)
     input_shape = tuple(req.input_shape or loaded.input_shape or ())
     if not input_shape:
         raise UserInputError("this model has no default input shape: pass --input-shape N,C,H,W")
     precision = req.precision or (req.profile.default_precision if req.profile else "fp32")
     _check_data(loaded, input_shape, data, eval_data)
+    from edgecomp.factor.rank_rounding import resolve_rank_multiple
+
+    rank_multiple, multiple_source = resolve_rank_multiple(req.rank_multiple, req.profile, precision)
 
     original_cost = analyze_model(loaded.module, input_shape, req.scheme)
     if not original_cost.decomposable:
@@ -225,21 +252,23 @@ def compress_loaded(req: CompressRequest, loaded, data=None, eval_data=None, log
     try:
         result = compress(
             loaded.module, input_shape, budgets, method=req.method, scheme=req.scheme, data=data,
-            cobla=req.cobla, lc=req.lc, callback=callback, latency_table=req.latency_table,
+            cobla=req.cobla, lc=dataclasses.replace(req.lc, placement=req.lc.placement or placement,
+                                                    checkpoint=req.lc.checkpoint or checkpoint),
+            callback=callback, latency_table=req.latency_table,
             latency_budget_ms=req.latency_budget_ms, loss_fn=req.loss_fn, cp_solver=req.cp_solver, seed=req.seed,
-            never_slower_table=req.never_slower_table,
+            never_slower_table=req.never_slower_table, rank_multiple=rank_multiple,
         )
     finally:
         if bar is not None:
             bar.close()
     t_eval = time.perf_counter()
-    original_accuracy = evaluate_accuracy(loaded.module, eval_data, req.metric)
-    accuracy = evaluate_accuracy(result.model, eval_data, req.metric)
+    original_accuracy = evaluate_accuracy(loaded.module, eval_data, req.metric, placement)
+    accuracy = evaluate_accuracy(result.model, eval_data, req.metric, placement)
     result.timings["evaluate_s"] = time.perf_counter() - t_eval
     extra = {"accuracy_before_finetune": accuracy, "finetune": None}
     if req.finetune_epochs > 0:
-        extra["finetune"] = _finetune(req, result, loaded.module, data)
-        accuracy = evaluate_accuracy(result.model, eval_data, req.metric)
+        extra["finetune"] = _finetune(req, result, loaded.module, data, placement, checkpoint)
+        accuracy = evaluate_accuracy(result.model, eval_data, req.metric, placement)
     result.timings["wall_s"] = time.perf_counter() - t0
     report = build_report(
         result, method=req.method, scheme=req.scheme, budgets=budgets,
@@ -249,6 +278,10 @@ def compress_loaded(req: CompressRequest, loaded, data=None, eval_data=None, log
         extra={"original_fits": fits, "data": req.data, "eval_data": req.eval_data, "seed": req.seed,
                "cost": "latency" if req.latency_table else "macs", "latency_budget_ms": req.latency_budget_ms,
                "accuracy_metric": "user metric" if req.metric is not None else "top1",
+               **placement.describe(),
+               "checkpoint": {"every": req.checkpoint_every, "resumed_from": dict(checkpoint.resumed)} if checkpoint else None,
+               "distributed": _processes(result.model),
+               "rank_multiple": {"multiple": rank_multiple, "source": multiple_source},
                **({"cp_solver": req.cp_solver} if req.scheme == "cp" else {}), **extra},
     )
     from edgecomp.models.loading import is_in_memory
@@ -267,13 +300,38 @@ def compress_loaded(req: CompressRequest, loaded, data=None, eval_data=None, log
     }
     title = (f"{loaded.spec} - {req.method}/{req.scheme}: "
              f"{report['mac_ratio']:.2f}x MACs, {report['param_ratio']:.2f}x params")
-    return Compressed(result=result, report=report, recipe=recipe, input_shape=input_shape, title=title)
+    return Compressed(result=result, report=report, recipe=recipe, input_shape=input_shape, title=title,
+                      checkpoint=checkpoint)
+
+
+def follow_compress(req: CompressRequest, loaded=None) -> None:
+    """Another rank's part of rank 0's compress_loaded(req, ...) (edgecomp.distributed.jobs): the same
+    model (`loaded` when it is in memory, else rebuilt from req.model) and data, loaded here; nothing is written."""
+    from edgecomp.data import load_dataset
+    from edgecomp.models import load_model
+
+    loaded = loaded or load_model(req.model, req.weights, trust_pickle=req.trust_pickle)
+    data = load_dataset(req.data) if req.data else None
+    eval_data = load_dataset(req.eval_data) if req.eval_data else None
+    compress_loaded(req, loaded, data, eval_data, log=lambda message: None)
+
+
+def _processes(model) -> dict:
+    """report.json's "distributed": world_size, backend (None for one process) and the torch device."""
+    from edgecomp.distributed import current
+
+    param = next(model.parameters(), None)
+    return current().describe(str(param.device) if param is not None else "cpu")
 
 
 def write_outdir(outdir: str | Path, done: Compressed, log=print) -> dict:
     """Write OUTDIR atomically (model.safetensors, recipe.json, model.onnx, report.json, ranks.png);
     returns report.json's content with "outdir" added."""
     outdir = Path(outdir)
+    from edgecomp.distributed import current
+
+    if not current().is_main:  # several processes (torchrun): rank 0 alone writes OUTDIR
+        return {**done.report, "outdir": str(outdir)}
     _check_outdir(outdir)
     report = dict(done.report)
     with replace_outputs(outdir, COMPRESS_FILES, by="compress", log=log) as tmp:
@@ -296,4 +354,8 @@ def run_compress(req: CompressRequest, log=print) -> dict:
     loaded = load_model(req.model, req.weights, trust_pickle=req.trust_pickle)
     data = load_dataset(req.data) if req.data else None
     eval_data = load_dataset(req.eval_data) if req.eval_data else None
-    return write_outdir(req.outdir, compress_loaded(req, loaded, data, eval_data, log), log)
+    done = compress_loaded(req, loaded, data, eval_data, log)
+    report = write_outdir(req.outdir, done, log)
+    if done.checkpoint is not None:
+        done.checkpoint.remove()  # the run is complete: its checkpoints are not needed to resume it
+    return report

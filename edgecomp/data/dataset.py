@@ -31,6 +31,9 @@ class EdgeDataset(Dataset):
     sample_shape: tuple[int, ...]
     num_classes: int | None
     classes: tuple[str, ...] | None = None
+    # True when every sample is already decoded in memory: batches are one get_batch gather. False
+    # (user datasets): batches go through a DataLoader with workers (edgecomp.finetune.batches).
+    in_memory: bool = False
 
     def __len__(self) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -57,6 +60,8 @@ class EdgeDataset(Dataset):
 class ArrayDataset(EdgeDataset):
     """Samples held in one array. uint8 storage is scaled to [0, 1] per item (x / 255), which keeps
     60000 Fashion-MNIST images in 47 MB instead of 188 MB of float32."""
+
+    in_memory = True
 
     def __init__(
         self,
@@ -122,6 +127,7 @@ class SubsetDataset(EdgeDataset):
         self.sample_shape = base.sample_shape
         self.num_classes = base.num_classes
         self.classes = base.classes
+        self.in_memory = base.in_memory
 
     def __len__(self) -> int:
         return len(self.indices)

@@ -66,12 +66,17 @@ def split(ds: EdgeDataset, fractions: Sequence[float], seed: int = 0) -> list[Ed
     return parts
 
 
-def make_loader(ds: EdgeDataset, batch_size: int, shuffle: bool = False, seed: int = 0, drop_last: bool = False) -> DataLoader:
-    """A single-process DataLoader whose shuffling order depends only on `seed`."""
+def make_loader(ds: EdgeDataset, batch_size: int, shuffle: bool = False, seed: int = 0, drop_last: bool = False,
+                workers: int = 0, pin_memory: bool = False) -> DataLoader:
+    """A DataLoader whose shuffling order (and its workers' seeds) depend only on `seed`; `workers`
+    processes load batches (0: in this process), pin_memory for fast copies to a CUDA device."""
     if batch_size < 1:
         raise UserInputError(f"batch size must be >= 1, got {batch_size}")
+    if workers < 0:
+        raise UserInputError(f"workers must be >= 0, got {workers}")
     return DataLoader(
-        ds, batch_size=batch_size, shuffle=shuffle, generator=_generator(seed), num_workers=0, drop_last=drop_last
+        ds, batch_size=batch_size, shuffle=shuffle, generator=_generator(seed), num_workers=workers,
+        drop_last=drop_last, pin_memory=pin_memory,
     )
 
 

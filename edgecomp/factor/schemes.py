@@ -108,24 +108,12 @@ def cp_factors(weight: torch.Tensor, rank: int, solver: str = "als", seed: int =
 def cp_truncation_errors(kernel: np.ndarray, fit: CPResult) -> np.ndarray:
     """Squared errors ||T - X_r||_F^2 of the reconstructions X_r from the r largest-weight terms of `fit`, for
     r = 1..R, exactly and without forming any X_r (CP terms are not nested: X_r is not the best rank-r fit,
-    and its error need not decrease with r). With t_r = lambda_r a_1r o ... o a_Nr (weights descending),
-
-        ||T - X_r||^2 = ||T||^2 - 2 sum_{j<=r} <T, t_j> + sum_{i,j<=r} G_ij,
-        <T, t_j> = lambda_j sum_i (M_1 * A_1)_ij  (M_1 the mode-1 MTTKRP),  G_ij = lambda_i lambda_j prod_k (A_k^T A_k)_ij,
-
-    one MTTKRP (O(|T| R)) and R x R Grams; clipped at 0 (roundoff of near-exact fits)."""
-    from edgecomp.factor.cp import mttkrp
+    and its error need not decrease with r): edgecomp.factor.cp.truncation_profile's relative errors, times
+    ||T||_F, squared."""
+    from edgecomp.factor.cp import truncation_profile
 
     t = np.asarray(kernel, dtype=np.float64)
-    order = np.argsort(-np.asarray(fit.weights, dtype=np.float64), kind="stable")
-    weights, factors = np.asarray(fit.weights, dtype=np.float64)[order], [np.asarray(a)[:, order] for a in fit.factors]
-    inner = weights * np.einsum("ir,ir->r", mttkrp(t, factors, 0), factors[0])
-    gram = np.outer(weights, weights)
-    for a in factors:
-        gram = gram * (a.T @ a)
-    # sum_{i,j<=r} G_ij grows by G_rr + 2 sum_{i<r} G_ir at step r
-    block = np.cumsum(np.diag(gram) + 2.0 * np.triu(gram, 1).sum(axis=0))
-    return np.maximum(float(np.sum(t * t)) - 2.0 * np.cumsum(inner) + block, 0.0)
+    return (truncation_profile(t, fit) * float(np.linalg.norm(t))) ** 2
 
 
 def cp_default_rank(shape: tuple[int, ...]) -> int:

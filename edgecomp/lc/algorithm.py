@@ -49,6 +49,19 @@ Hence DEFAULTS: a = 1.5, n_mu = 10, steps_per_mu = 100, lr = 0.01 (cosine) and m
 means reach(mu0) = 1, i.e. mu0 = (1 - momentum) / (lr * steps_per_mu) (0.1 at the defaults; Adam
 uses momentum 0.9 in this rule), so other lr / L-step lengths keep the measured behaviour. At the
 defaults mu ends at 3.8, where ||w - Delta(Theta)|| ~ 1e-3 ||w||.
+
+Many processes (edgecomp.distributed, world W > 1): the L steps are data-parallel as fine-tuning is
+(edgecomp.finetune.train): each rank's loss is its shard's share of the global batch, one all-reduce
+sums the loss gradients, and the penalty's exact gradient mu (w - target) is added *after* it, on every
+rank, to the summed gradient (the weights and targets are the same everywhere), so the penalty counts
+once, as in one process, at no extra communication. After each L step the BatchNorm statistics are
+averaged and rank 0's weights broadcast (a guard against drift; w is what the C step compresses, so
+this is also the state after the C step). The C step then runs on every rank: it is deterministic
+(float64 LAPACK and the exact knapsack on the same inputs give the same result on the same machine),
+it costs the same wall time as rank 0 alone would, and no factors (several times the weights' size)
+travel; agree_c_step checks rank 0's ranks against each rank's and broadcasts its deltas, and a rank
+whose choice differs (nodes with other CPUs or LAPACK builds, near a tie) takes rank 0's whole result.
+A user train_fn runs on every rank over its own data; the broadcast keeps rank 0's weights.
 """
 
 from __future__ import annotations
@@ -62,13 +75,31 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
+from edgecomp.distributed import (
+    Dist,
+    all_reduce_max_int,
+    average_buffers,
+    broadcast_object,
+    broadcast_parameters,
+    broadcast_tensors,
+    current,
+    sum_gradients,
+)
 from edgecomp.errors import UserInputError
 from edgecomp.finetune.batches import batch_stream, check_dataset, epoch_batches
 from edgecomp.finetune.callables import MetricFn, TrainFn, check_callable, run_train_fn
+from edgecomp.finetune.checkpoint import Checkpoint, rng_state, set_rng_state, to_device
 from edgecomp.finetune.evaluate import eval_mode, evaluate
-from edgecomp.finetune.losses import training_loss
-from edgecomp.finetune.train import data_has_labels, make_optimizer, progress_bar, set_train_mode
+from edgecomp.finetune.train import (
+    check_shard_size,
+    data_has_labels,
+    make_optimizer,
+    progress_bar,
+    set_train_mode,
+    shard_loss,
+)
 from edgecomp.graph import analyze_model
 from edgecomp.lc import schedule as S
 from edgecomp.lc.choices import ChoicesFn, ProjectFn
@@ -83,6 +114,8 @@ from edgecomp.lc.cstep import (
 )
 from edgecomp.lc.penalty import QuadraticPenalty
 from edgecomp.ranks.problem import RankProblem, RankSelection
+from edgecomp.io import to_jsonable
+from edgecomp.torch_device import Placement, amp_name, grad_scaler, module_device, moved_to, rng_devices
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +150,7 @@ def run_lc(
     input_shape: tuple[int, ...],
     ranks: dict[str, int] | None = None,
     problem_budgets: tuple[float, float] | None = None,
+    extra_budgets: tuple = (),
     mu0: float | None = DEFAULTS["mu0"],
     a: float = DEFAULTS["a"],
     n_mu: int = DEFAULTS["n_mu"],
@@ -141,9 +175,14 @@ def run_lc(
     metric: MetricFn | None = None,
     choices_fn: ChoicesFn | None = None,
     project_fn: ProjectFn | None = None,
+    placement: Placement | None = None,
+    checkpoint: Checkpoint | None = None,
+    dist: Dist | None = None,
 ) -> LCResult:
     """Compress `model` (not modified) by LC; ranks fixed (`ranks`: layer name -> rank) or chosen in
-    every C step under `problem_budgets` = (MAC budget, parameter budget) of the whole model.
+    every C step under `problem_budgets` = (MAC budget, parameter budget) of the whole model, and any
+    `extra_budgets` (edgecomp.ranks.problem.LinearBudget, one entry per compressed layer in order, e.g. a
+    measured latency budget or the never-slower rule) beside them.
 
     mu_k = mu0 * a^k for k < n_mu (mu0 = None: (1 - momentum) / (lr * steps_per_mu), see above);
     tol is relative: stop when ||w - Delta(Theta)|| <= tol * ||w|| over the compressed layers.
@@ -164,6 +203,20 @@ def run_lc(
     (name, X, choice_layer, choice) -> Delta overrides the Tucker-2 projection). The result's `problem`
     and `selection` are then the last C step's, whose choices the returned model is built at. With fixed
     `ranks`, a "tucker2" layer's rank is its pair (r1, r2).
+
+    placement (edgecomp.torch_device.Placement): the L steps, the teacher and evaluation run on its
+    device under autocast at its AMP dtype (fp16 with a GradScaler, unscaled before the penalty's
+    gradient is added); every C step's SVD runs on the CPU in float64, and the returned model is on
+    the CPU. None: where `model` is, in float32.
+
+    checkpoint (edgecomp.finetune.checkpoint.Checkpoint): after the L/C step of a mu, once
+    `checkpoint.every` SGD steps have passed since the last write (and after the last mu), the weights,
+    the multipliers before and after the update, the mu index, the history and the RNG state are saved;
+    with checkpoint.resume the run continues at the next mu (its C step is recomputed from the saved
+    weights and multipliers, exactly) and ends as an uninterrupted run would.
+
+    dist (default edgecomp.distributed.current()): the processes sharing the L steps and evaluations
+    (module docstring); every rank calls run_lc with the same arguments and gets the same model.
     """
     t_start = time.perf_counter()
     if lr_schedule not in S.LR_SCHEDULES:
@@ -189,11 +242,17 @@ def run_lc(
     if eval_data is not None:
         check_dataset(eval_data, "evaluation data")
 
+    dist = dist or current()
     work = copy.deepcopy(model)
-    device = next((p.device for p in work.parameters()), torch.device("cpu"))
-    cost = analyze_model(work, tuple(input_shape), scheme)
+    cost = analyze_model(work, tuple(input_shape), scheme)  # traced where the model is (the CPU)
+    if placement is not None:
+        work.to(placement.device)
+    device = module_device(work)
     layers = compressed_layers(work, cost, list(ranks) if ranks is not None else None)
     fixed = check_fixed_ranks(ranks, layers) if ranks is not None else None
+    if train_fn is None and not isinstance(train_data, DataLoader):
+        check_shard_size(work, min(batch_size, len(train_data)), dist, freeze_bn)
+    broadcast_parameters(work, dist)  # a guard: every rank starts from rank 0's weights
     labels = data_has_labels(train_data) if train_fn is None else True
     if labels is None:  # a plain Dataset: look at one batch
         _, y = next(epoch_batches(train_data, batch_size, shuffle=False, generator=torch.Generator()))
@@ -216,14 +275,20 @@ def run_lc(
 
             choices_fn = tucker2_choices_fn(cost)
         if choices_fn is not None:
+            if extra_budgets:
+                raise UserInputError(f"--method lc with --scheme {scheme}: its layers' choices have no per-rank "
+                                     "costs, so latency cannot be budgeted on them; use the MAC budget")
             problem = budget_template(layers, cost, mac_budget, param_budget)
         else:
-            spectra0 = {l.name: svd_factors(w_ref[l.name], l.scheme) for l in layers}
-            problem = rank_problem(layers, cost, spectra0, mac_budget, param_budget)
+            spectra0 = {l.name: svd_factors(w_ref[l.name].cpu(), l.scheme) for l in layers}
+            problem = rank_problem(layers, cost, spectra0, mac_budget, param_budget, extra_budgets)
 
-    def do_c_step(mu: float) -> CStepResult:
-        inputs = {name: S.c_step_input(w.detach(), lam[name], mu) for name, w in weights.items()}
-        return c_step(inputs, layers, ranks=fixed, problem=problem, choices_fn=choices_fn, project_fn=project_fn)
+    def do_c_step(mu: float, multipliers=None) -> CStepResult:
+        """Pi(w - lambda/mu) on the CPU (float64 SVDs); deltas on the CPU."""
+        multipliers = lam if multipliers is None else multipliers
+        inputs = {name: S.c_step_input(w.detach(), multipliers[name], mu).cpu() for name, w in weights.items()}
+        result = c_step(inputs, layers, ranks=fixed, problem=problem, choices_fn=choices_fn, project_fn=project_fn)
+        return agree_c_step(result, dist)
 
     def evaluate_delta(cs: CStepResult) -> dict | None:
         if eval_data is None:
@@ -232,10 +297,11 @@ def run_lc(
         with torch.no_grad():
             for name, delta in cs.deltas.items():
                 probe.get_submodule(name).weight.copy_(delta)
-        return evaluate(probe, eval_data, eval_batch_size, teacher=teacher if distill else None, metric=metric)
+        return evaluate(probe, eval_data, eval_batch_size, teacher=teacher if distill else None, metric=metric,
+                        placement=placement, dist=dist)
 
     def entry(step: int, mu: float, cs: CStepResult, **extra) -> dict:
-        diff = [weights[n].detach() - cs.deltas[n] for n in weights]
+        diff = [weights[n].detach() - cs.deltas[n].to(device) for n in weights]
         distance, norm = _norm(diff), _norm(w.detach() for w in weights.values())
         shift = _norm(cs.deltas[n] - delta0[n] for n in weights) if step > 0 else 0.0
         out = {"step": step, "mu": mu, **extra, "distance": distance, "weight_norm": norm,
@@ -258,38 +324,81 @@ def run_lc(
 
     converged = False
     total_steps = len(mus) * steps_per_mu
+    fingerprint = None
+    saved = None
+    if checkpoint is not None:
+        fingerprint = {"mus": [float(m) for m in mus], "steps_per_mu": steps_per_mu, "lr": lr, "lr_decay": lr_decay,
+                       "lr_schedule": lr_schedule, "batch_size": batch_size, "variant": variant, "tol": tol,
+                       "seed": seed, "optimizer": optimizer, "momentum": momentum, "weight_decay": weight_decay,
+                       "distill": distill, "distill_temperature": distill_temperature, "freeze_bn": freeze_bn,
+                       "ranks": fixed, "problem_budgets": problem_budgets, "scheme": scheme,
+                       "train_samples": len(train_data) if train_data is not None else None,
+                       "user_l_step": train_fn is not None, "amp": amp_name(placement.amp if placement else None),
+                       "parameters": {name: list(p.shape) for name, p in work.named_parameters()}}
+        saved = checkpoint.load("lc", fingerprint)
+    done_k = -1
+    if saved is not None:
+        done_k = int(saved["k"])
+        work.load_state_dict(saved["work"])
+        lam_before = to_device(saved["lam_before"], device)
+        cs = do_c_step(float(mus[done_k]), lam_before)  # the C step of mu_k, recomputed exactly
+        lam = to_device(saved["lam"], device)
+        history = list(saved["history"])
+        converged = bool(saved["converged"])
+        log.info("resuming LC after mu %d/%d (%s)", done_k + 1, len(mus), checkpoint.path("lc"))
+    last_saved = (done_k + 1) * steps_per_mu
     bar = progress_bar(total_steps, progress, f"LC ({variant})")
+    bar.update(last_saved)
     modes = [(m, m.training) for m in work.modules()]
+    scaler = grad_scaler(placement)
     try:
-        with torch.random.fork_rng(devices=[]), eval_mode(teacher):
+        with torch.random.fork_rng(devices=rng_devices(device)), eval_mode(teacher), \
+                moved_to(device if placement is not None else None, teacher):
             torch.manual_seed(seed)
+            if saved is not None:
+                set_rng_state(saved["rng"], device)
             stream = None
             if train_fn is None:
-                stream = batch_stream(train_data, batch_size, generator=torch.Generator().manual_seed(seed))
+                stream = batch_stream(train_data, batch_size, generator=torch.Generator().manual_seed(seed),
+                                      placement=placement, start_step=last_saved,
+                                      part=(dist.rank, dist.world_size) if dist.active else None)
             for k, mu in enumerate(mus):
+                if k <= done_k or converged:
+                    continue
                 mu = float(mu)
-                targets = {n: S.penalty_target(cs.deltas[n], lam[n], mu) for n in weights}
+                targets = {n: S.penalty_target(cs.deltas[n].to(device), lam[n], mu) for n in weights}
                 lrs = [S.sgd_lr(lr, k * steps_per_mu + i, total_steps, k, mu, schedule=lr_schedule, lr_decay=lr_decay)
                        for i in range(steps_per_mu)]
                 set_train_mode(work, freeze_bn)
                 if train_fn is None:
                     opt = make_optimizer(work, optimizer, lr, momentum, weight_decay)
                     loss, penalty = _l_step(work, opt, stream, weights, targets, mu, lrs, device,
-                                            teacher if distill else None, distill_temperature, bar)
+                                            teacher if distill else None, distill_temperature, bar, placement, scaler,
+                                            dist)
                 else:
                     loss, penalty, lrs = _user_l_step(train_fn, work, weights, targets, mu, steps_per_mu, bar)
+                average_buffers(work, dist)  # per-shard BatchNorm statistics -> the same on every rank
+                broadcast_parameters(work, dist)  # a guard against drift: rank 0's w, which the C step compresses
+                lam_before = {n: t.clone() for n, t in lam.items()} if checkpoint is not None else None
                 cs = do_c_step(mu)
                 if variant == "al":
                     with torch.no_grad():
                         for n, w in weights.items():
-                            lam[n] = S.multiplier_update(lam[n], mu, w.detach(), cs.deltas[n])
+                            lam[n] = S.multiplier_update(lam[n], mu, w.detach(), cs.deltas[n].to(device))
                 item = entry(k + 1, mu, cs, lr=lrs[0], lr_end=lrs[-1], loss=loss, penalty=penalty)
                 history.append(item)
                 _log_entry(item)
                 bar.set_postfix(mu=f"{mu:.2g}", loss="-" if loss is None else f"{loss:.3f}",
                                 dist=f"{item['relative_distance']:.2e}")
-                if S.converged(item["distance"], item["weight_norm"], tol):
-                    converged = True
+                converged = S.converged(item["distance"], item["weight_norm"], tol)
+                steps_done = (k + 1) * steps_per_mu
+                if checkpoint is not None and (converged or k == len(mus) - 1 or checkpoint.due(steps_done, last_saved)):
+                    checkpoint.save("lc", fingerprint, {
+                        "step": steps_done, "k": k, "converged": converged, "work": work.state_dict(),
+                        "lam_before": lam_before, "lam": lam, "history": to_jsonable(history),
+                        "rng": rng_state(device)})
+                    last_saved = steps_done
+                if converged:
                     break
     finally:
         bar.close()
@@ -301,41 +410,57 @@ def run_lc(
         log.warning(warning)
         warnings.warn(warning, stacklevel=2)
     compressed, factored = build_compressed(work, layers, cs, scheme)
+    broadcast_parameters(compressed, dist)  # rank 0's factors (each rank factored its own, equal, deltas)
     compressed.eval()
+    if placement is not None:
+        compressed.cpu()  # saved and exported to ONNX from the CPU
     return LCResult(model=compressed, ranks=factored, history=history, seconds=time.perf_counter() - t_start,
                     layer_ranks=dict(cs.ranks), converged=converged, warning=warning, problem=cs.problem,
                     selection=cs.selection)
 
 
-def _l_step(model, opt, stream, weights, targets, mu, lrs, device, teacher, temperature, bar) -> tuple[float, float]:
+def _l_step(model, opt, stream, weights, targets, mu, lrs, device, teacher, temperature, bar, placement=None,
+            scaler=None, dist: Dist | None = None) -> tuple[float, float]:
     """len(lrs) SGD steps on L(w) + mu/2 sum_i ||w_i - target_i||^2; returns the mean loss and penalty.
 
     The penalty's gradient mu (w_i - target_i) is added to the loss gradient of each compressed
-    weight; every other parameter follows the loss alone.
+    weight; every other parameter follows the loss alone. Under AMP the loss runs in autocast; with
+    a GradScaler (fp16) its gradients are unscaled before the penalty's (exact, float32) is added.
+    Many processes: the loss gradient is the all-reduced sum of the ranks' shard shares, and the
+    penalty's is added after the all-reduce, on every rank (so it counts once).
     """
+    dist = dist or current()
     loss_sum = pen_sum = 0.0
     for eta in lrs:
         for group in opt.param_groups:
             group["lr"] = eta
-        _, x, y = next(stream)
-        x, y = x.to(device), y.to(device)
-        t_logits = None
-        if teacher is not None:
-            with torch.no_grad():
-                t_logits = teacher(x)
-        loss = training_loss(model(x), None if teacher is not None else y, t_logits, temperature=temperature, alpha=1.0)
-        if not torch.isfinite(loss.detach()):
-            raise UserInputError(f"LC L step diverged at mu={mu:.3g} (loss {float(loss)}); lower lr")
+        _, x, y, global_size = next(stream)
+        non_blocking = bool(placement and placement.pin_memory)
+        x, y = x.to(device, non_blocking=non_blocking), y.to(device, non_blocking=non_blocking)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = shard_loss(model, x, None if teacher is not None else y, teacher, global_size, dist, placement,
+                          temperature, 1.0)
+        if scaler is None:
+            loss.backward()
+        else:
+            scaler.scale(loss).backward()
+        loss = sum_gradients(model, dist, extra=loss)  # the global batch's mean loss, on every rank
+        if not torch.isfinite(loss):
+            raise UserInputError(f"LC L step diverged at mu={mu:.3g} (loss {float(loss)}); lower lr")
+        if scaler is not None:
+            scaler.unscale_(opt)
         penalty = 0.0
         with torch.no_grad():
             for n, w in weights.items():
                 gap = w - targets[n]
                 penalty += float(torch.sum(gap * gap))
                 w.grad.add_(gap, alpha=mu)
-        opt.step()
-        loss_sum += float(loss.detach())
+        if scaler is None:
+            opt.step()
+        else:
+            scaler.step(opt)
+            scaler.update()
+        loss_sum += float(loss)
         pen_sum += 0.5 * mu * penalty
         bar.update(1)
     return loss_sum / len(lrs), pen_sum / len(lrs)
@@ -347,6 +472,23 @@ def _user_l_step(train_fn: TrainFn, model, weights, targets, mu, steps, bar) -> 
     run_train_fn(train_fn, model, penalty_fn, steps, f"LC L step at mu={mu:.3g}")
     bar.update(steps)
     return None, penalty_fn.value(), [None]
+
+
+def agree_c_step(cs: CStepResult, dist: Dist) -> CStepResult:
+    """The C step every rank computed, made rank 0's on every rank (module docstring): rank 0's ranks
+    are compared with each rank's; when all agree, rank 0's deltas are broadcast into each rank's
+    result (bitwise the same from then on), else the ranks that differ take rank 0's whole result."""
+    if not dist.active:
+        return cs
+    ranks0 = broadcast_object(cs.ranks if dist.is_main else None, dist)
+    if all_reduce_max_int(int(ranks0 != cs.ranks), dist):
+        log.warning("LC C step: the processes chose different ranks (nodes with other CPUs or LAPACK builds?); "
+                    "all take rank 0's")
+        full = broadcast_object(cs if dist.is_main else None, dist)
+        return cs if dist.is_main else full
+    cs.deltas = {name: delta.contiguous() for name, delta in cs.deltas.items()}
+    broadcast_tensors([cs.deltas[name] for name in sorted(cs.deltas)], dist)
+    return cs
 
 
 def _log_entry(item: dict) -> None:

@@ -25,11 +25,11 @@ from typing import Callable, Mapping
 
 import torch
 
-from edgecomp.factor import svd_factors, unmatricize
+from edgecomp.factor import Spectrum, svd_factors, unmatricize
 from edgecomp.ranks.choices import ChoiceLayer, select_choices_min_error
 from edgecomp.ranks.problem import RankProblem
 
-ChoicesFn = Callable[[str, torch.Tensor], "ChoiceLayer | None"]
+ChoicesFn = Callable[[str, torch.Tensor], "ChoiceLayer | Spectrum | None"]
 ProjectFn = Callable[[str, torch.Tensor, ChoiceLayer, int], torch.Tensor]
 
 
@@ -65,6 +65,44 @@ def fixed_pair_projection(weight: torch.Tensor, pair) -> torch.Tensor:
     return torch.as_tensor(fit.reconstruct(), dtype=weight.dtype, device=weight.device)
 
 
+class AutoChoices:
+    """choices_fn and project_fn of scheme auto's C step: each conv layer's options are rebuilt from X_i
+    (edgecomp.compression.problem.auto_spectrum: the spatial / channel SVDs and a CP fit of X_i by `cp_solver`
+    at the layer's largest CP rank, plus its Tucker-2 pairs, Pareto-pruned), Linear and 1x1 layers stay SVD
+    layers. The projection of a chosen option is its best fit of X_i: the truncated SVD (spatial, channel),
+    the HOOI fit (tucker2), or the r largest-weight CP terms refitted at rank r by ALS
+    (edgecomp.factor.cp.refit, as the build does); the dense option is X_i itself. The auto Spectrum of the
+    last C step (`spectra`) is what the build reads."""
+
+    def __init__(self, cost, cp_solver: str = "als", seed: int = 0):
+        self.by_name = {lc.name: lc for lc in cost.decomposable}
+        self.cp_solver, self.seed = cp_solver, seed
+        self.spectra: dict[str, Spectrum] = {}
+
+    def __call__(self, name: str, weight: torch.Tensor) -> Spectrum | None:
+        from edgecomp.compression.problem import auto_spectrum
+
+        lc = self.by_name[name]
+        if lc.decomposition.scheme != "auto":
+            return None
+        self.spectra[name] = auto_spectrum(lc, weight.detach().cpu(), cp_solver=self.cp_solver, seed=self.seed)
+        return self.spectra[name]
+
+    def project(self, name: str, weight: torch.Tensor, layer: ChoiceLayer, choice: int) -> torch.Tensor:
+        scheme = layer.scheme(choice)
+        if scheme in ("dense", "tucker2"):
+            return tucker2_projection(name, weight, layer, choice)
+        rank = int(layer.choice_ranks[choice - 1])
+        part = self.spectra[name].parts[scheme]
+        if scheme == "cp":
+            from edgecomp.factor.cp import refit
+
+            kernel = weight.detach().to("cpu", torch.float64).numpy()
+            fitted = refit(kernel, part.cp, rank).fit.reconstruct()
+            return torch.as_tensor(fitted, dtype=weight.dtype, device=weight.device)
+        return truncate(part, rank, scheme, tuple(weight.shape), weight.dtype).to(weight.device)
+
+
 def choice_problem(inputs: Mapping[str, torch.Tensor], layers, template: RankProblem, choices_fn: ChoicesFn,
                    ) -> tuple[RankProblem, dict]:
     """The knapsack problem of this C step: `template`'s budgets and fixed costs, each layer's options made
@@ -73,6 +111,8 @@ def choice_problem(inputs: Mapping[str, torch.Tensor], layers, template: RankPro
     for layer in layers:
         x = inputs[layer.name]
         choice = choices_fn(layer.name, x)
+        if isinstance(choice, Spectrum):  # scheme auto: the options and the fits they come from (for the build)
+            spectra[layer.name], choice = choice, choice.choices
         if choice is None:
             spectra[layer.name] = svd_factors(x, layer.scheme, name=layer.name)
             choice = layer.decomposition.spectrum(layer.name, spectra[layer.name].sigma.numpy())
@@ -101,7 +141,7 @@ def select_and_project(inputs: Mapping[str, torch.Tensor], layers, template: Ran
         x, k = inputs[layer.name], int(k)
         if isinstance(spec_layer, ChoiceLayer):
             delta = project_fn(layer.name, x, spec_layer, k).to(x.dtype).to(x.device)
-            ranks[layer.name] = spec_layer.pair(k)
+            ranks[layer.name] = (_auto_entry(spec_layer, k) if spec_layer.mixed else spec_layer.pair(k))
         else:
             delta = truncate(spectra[layer.name], k, layer.scheme, layer.shape, x.dtype).to(x.device)
             ranks[layer.name] = k
@@ -109,3 +149,9 @@ def select_and_project(inputs: Mapping[str, torch.Tensor], layers, template: Ran
         error += float(torch.sum((x.double() - delta.double()) ** 2))
     return problem, selection, deltas, spectra, ranks, error
 
+
+
+def _auto_entry(layer: ChoiceLayer, choice: int) -> dict:
+    """What the build takes for a mixed (scheme auto) layer's choice: {"scheme": S, "rank": R}."""
+    entry = layer.rank_entry(choice)
+    return {"scheme": "dense"} if entry is None else {"scheme": layer.scheme(choice), "rank": entry}

@@ -106,8 +106,9 @@ def budget_template(layers: list[CompressedLayer], cost: ModelCost, mac_budget: 
 
 
 def rank_problem(layers: list[CompressedLayer], cost: ModelCost, spectra: Mapping[str, Spectrum],
-                 mac_budget: float, param_budget: float) -> RankProblem:
-    """The budgeted rank problem of these layers (compute in MACs); every other layer is a fixed cost."""
+                 mac_budget: float, param_budget: float, extra: tuple = ()) -> RankProblem:
+    """The budgeted rank problem of these layers (compute in MACs); every other layer is a fixed cost.
+    extra: more budgets (edgecomp.ranks.problem.LinearBudget, e.g. latency), one entry per layer in order."""
     fixed_macs, fixed_params = _fixed_costs(layers, cost)
     return RankProblem(
         layers=tuple(layer.decomposition.spectrum(layer.name, spectra[layer.name].sigma.numpy()) for layer in layers),
@@ -115,6 +116,7 @@ def rank_problem(layers: list[CompressedLayer], cost: ModelCost, spectra: Mappin
         param_budget=float(param_budget),
         fixed_compute=float(fixed_macs),
         fixed_params=float(fixed_params),
+        extra=tuple(extra),
     )
 
 

@@ -51,7 +51,9 @@ class ExportRequest:
     latency_budget_ms: float | None = None
     percentile: float | None = None
     max_accuracy_drop: float | None = 0.01
-    cost: str = "macs"  # "macs" | "latency"
+    cost: str = "auto"  # "auto" | "macs" | "latency"; resolved() turns auto into one (rounds.choose_cost)
+    cost_choice: dict | None = None  # set by resolved(): {"asked", "cost", "why"}
+    rank_multiple: int | None = None  # --rank-multiple; None: the profile's runtime.rank_multiple
     latency_cache: bool = True  # False (--no-cache): time every layer afresh and refresh the per-user cache
     never_slower: bool | None = None  # None: with a measured latency table; True: measure one under --cost macs too
     max_rounds: int = 3
@@ -64,6 +66,13 @@ class ExportRequest:
     calibration_samples: int | None = None  # INT8: samples of --data that calibrate; None: convert's default
     measure: dict = field(default_factory=dict)  # MeasureSettings overrides (warmup_s, iterations, ...)
     progress: bool = True
+    torch_device: str = "auto"  # --torch-device / --amp / --workers (edgecomp.torch_device), for the compress stage
+    amp: str = "off"
+    workers: int | None = None
+    # --checkpoint-every N / --resume: each round's compress stage saves fine-tuning / LC progress beside its
+    # folder (round-K/.compress.checkpoint.*.pt, edgecomp.finetune.checkpoint) and deletes it once the stage is done
+    checkpoint_every: int | None = None
+    resume: bool = False
     settings_note: str | None = None  # set by resolved() when the built-in run's lighter settings apply
     target_environment: dict | None = None  # a remote target's agent report (run_export contacts it first)
     module: object | None = None  # an in-memory nn.Module (Python API only); `model` then only labels it
@@ -98,10 +107,16 @@ class ExportRequest:
                                           for k, v in lighter.items()))
         if self.finetune_epochs is None:
             self.finetune_epochs = DEFAULT_FINETUNE_EPOCHS
-        if self.cost not in ("macs", "latency"):
-            raise UserInputError(f"--cost must be macs or latency, got {self.cost!r}")
+        if self.cost not in ("auto", "macs", "latency"):
+            raise UserInputError(f"--cost must be auto, macs or latency, got {self.cost!r}")
         if self.cost == "latency" and self.latency_budget_ms is None and self.profile.latency_budget_ms is None:
             raise UserInputError("--cost latency needs a latency budget (--latency-budget-ms or the profile's)")
+        from edgecomp.factor.rank_rounding import check_rank_multiple
+        from edgecomp.pipeline.rounds import choose_cost
+
+        check_rank_multiple(self.rank_multiple)
+        self.cost_choice = self.cost_choice or choose_cost(self)
+        self.cost = self.cost_choice["cost"]
         if self.max_rounds < 1:
             raise UserInputError("--max-rounds must be >= 1")
         self.precision = self.profile.check_precision(self.precision)
@@ -119,7 +134,12 @@ class ExportRequest:
         from edgecomp.compression.cobla import CoblaOptions
         from edgecomp.compression.run import check_compress_options
         from edgecomp.runtime.harness import MeasureSettings, check_gate_options
+        from edgecomp.torch_device import resolve_placement
 
+        resolve_placement(self.torch_device, self.amp, self.workers)  # a missing GPU: exit 2 before any stage
+        every = self.checkpoint_every
+        if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+            raise UserInputError(f"--checkpoint-every must be a whole number >= 1, got {every!r}")
         check_gate_options(self.latency_budget_ms, self.percentile, self.max_accuracy_drop)
         MeasureSettings(**self.measure).validate()
         unknown = sorted(set(self.cobla) - set(vars(CoblaOptions())))
@@ -130,7 +150,17 @@ class ExportRequest:
 
 
 def run_export(request: ExportRequest, log: Callable[[str], None] = print) -> dict:
-    """Run every stage; returns the final report (its 'exit_code' is the gate's)."""
+    """Run every stage; returns the final report (its 'exit_code' is the gate's). Under torchrun rank 0
+    runs the stages and the other ranks join only each round's compression (edgecomp.distributed.jobs)."""
+    from edgecomp.distributed import current
+    from edgecomp.distributed.jobs import follow, lead
+
+    if not current().is_main:
+        return follow()
+    return lead(lambda: _run_export(request, log))
+
+
+def _run_export(request: ExportRequest, log: Callable[[str], None]) -> dict:
     from edgecomp.pipeline import rounds
 
     req = request.resolved()

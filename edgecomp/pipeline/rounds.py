@@ -57,6 +57,53 @@ def analyze(req) -> dict:
     }
 
 
+def choose_cost(req) -> dict:
+    """What `--cost auto` means for this run: {"asked", "cost": "latency" | "macs", "why"}.
+
+    Latency when the device has a latency budget (--latency-budget-ms or the profile's) and the target is
+    the device itself (a remote board, or this host when the profile's target is local); MACs otherwise.
+    On a stand-in (--target local for a remote device) host timings say nothing about the device, so
+    MACs stay; `--cost latency` there is the user's choice, labelled as the host's. Under latency the
+    selection takes latency, MACs and memory together (edgecomp.ranks.latency.with_latency_budget; a MAC
+    budget derived from the latency budget is dropped, an explicit one stays). An explicit --mac-budget
+    asks for MACs, and the schemes that cannot select under latency (tucker2, auto) keep MACs.
+    """
+    from edgecomp.graph.cost import CHOICE_SCHEMES
+    from edgecomp.pipeline.latency_table import latency_budget_ms
+
+    asked = req.cost
+    if asked != "auto":
+        why = f"--cost {asked}"
+        if asked == "latency" and _stand_in(req):
+            why += f" (timed on this host, a stand-in for {req.profile.name}: the host's latency, not the device's)"
+        return {"asked": asked, "cost": asked, "why": why}
+    budget = latency_budget_ms(req)
+    if budget is None:
+        return {"asked": "auto", "cost": "macs", "why": f"auto: {req.profile.name} has no latency budget"}
+    if _stand_in(req):
+        return {"asked": "auto", "cost": "macs",
+                "why": f"auto: the target is this host, a stand-in for {req.profile.name}; its timings say nothing "
+                       "about the device (--cost latency would budget the host's latency)"}
+    if req.mac_budget is not None:
+        return {"asked": "auto", "cost": "macs", "why": "auto: --mac-budget given (budget MACs; --cost latency "
+                                                        "budgets latency, MACs and memory together)"}
+    if req.scheme in CHOICE_SCHEMES:
+        return {"asked": "auto", "cost": "macs", "why": f"auto: --scheme {req.scheme} selects ranks under MACs only "
+                                                        "(its choices have no per-rank latency)"}
+    return {"asked": "auto", "cost": "latency",
+            "why": f"auto: {req.profile.name} has a latency budget of {budget:g} ms and the target "
+                   f"{req.target_url()} is the device"}
+
+
+def min_latency_ms(table: dict) -> float:
+    """The table's fastest model: fixed + each layer at min(dense, its fit at rank 1) (ms). A lower bound
+    on what any rank selection can predict (a layer's MAC break-even can forbid rank 1)."""
+    from edgecomp.ranks.latency import fitted_ms
+
+    return float(table["fixed_ms"]) + sum(min(float(row["original_ms"]), fitted_ms(row, 1))
+                                          for row in table["layers"].values())
+
+
 def latency_plan(req) -> dict:
     """Whether this run measures a per-layer latency table, reads the per-user cache and applies the
     never-slower rule (edgecomp.ranks.latency.apply_latency_break_even).
@@ -73,11 +120,29 @@ def latency_plan(req) -> dict:
     return {"measure": measure, "apply": measure and req.never_slower is not False, "use_cache": req.latency_cache}
 
 
+def placement_inputs(placement) -> dict:
+    """What of the run's torch placement (edgecomp.torch_device.Placement) a compress stage's result depends on,
+    for its fingerprint: the device type and the AMP dtype, which change the numbers (float rounding on a GPU,
+    autocast); not the DataLoader workers (the batches are the same seeded ones: only their loading is
+    parallel), nor the GPU's index, nor --checkpoint-every / --resume (a resumed run ends bit for bit as an
+    uninterrupted one). Empty on the CPU without AMP, so stages finished before the option existed are reused."""
+    from edgecomp.torch_device import amp_name
+
+    inputs = {}
+    if placement.device.type != "cpu":
+        inputs["torch_device"] = placement.device.type
+    if placement.amp is not None:
+        inputs["amp"] = amp_name(placement.amp)
+    return inputs
+
+
 def run_rounds(req, stages: Stages, analysis: dict, source: dict, log) -> list[dict]:
     """Compress/export/verify until the latency gate passes or the rounds run out."""
     from edgecomp.pipeline.latency_table import latency_budget_ms
+    from edgecomp.torch_device import resolve_placement
 
     history: list[dict] = []
+    placement = placement_inputs(resolve_placement(req.torch_device, req.amp, req.workers))
     mac_budget = req.mac_budget
     budget_ms = latency_budget_ms(req)
     table = None
@@ -97,9 +162,26 @@ def run_rounds(req, stages: Stages, analysis: dict, source: dict, log) -> list[d
                                use_cache=plan["use_cache"]))
         # What the compress stages depend on: the numbers, not how many came from the cache.
         table = {k: v for k, v in table.items() if k != "cache"}
+        fastest = min_latency_ms(table)
+        if req.cost_choice and req.cost_choice.get("asked") == "auto" and budget_ms is not None and fastest > budget_ms:
+            # No rank choice meets the budget by the table: MACs, and the closed-loop rounds, take over.
+            req.cost = "macs"
+            req.cost_choice = {**req.cost_choice, "cost": "macs", "why": (
+                f"auto: the latency table's fastest model takes {fastest:.4g} ms > the {budget_ms:g} ms budget; "
+                "MACs are budgeted and the measured rounds tighten them")}
+            log(f"[latency-table] {req.cost_choice['why']}")
+            # As under --cost macs: the never-slower rule only when asked (it would also keep the closed
+            # loop from tightening MACs below what it allows); the table is still reported.
+            plan = latency_plan(req)
     at_minimum = False
+    # --cost auto chose latency: an original that fits MACs and memory and that the table predicts within the
+    # latency budget needs no compression (the gate still measures it); an explicit --cost latency compresses.
+    original_ms = None if table is None else float(table["fixed_ms"]) + sum(
+        float(row["original_ms"]) for row in table["layers"].values())
+    latency_fits = (bool(req.cost_choice) and req.cost_choice.get("asked") == "auto" and original_ms is not None
+                    and budget_ms is not None and original_ms <= budget_ms)
     for k in range(1, req.max_rounds + 1):
-        compress_needed = k > 1 or not analysis["fits"] or req.cost == "latency"
+        compress_needed = k > 1 or not analysis["fits"] or (req.cost == "latency" and not latency_fits)
         entry: dict = {"round": k, "mac_budget_override": mac_budget, "at_minimum": at_minimum}
         compressed = None
         if compress_needed:
@@ -109,7 +191,9 @@ def run_rounds(req, stages: Stages, analysis: dict, source: dict, log) -> list[d
                       "data": data_fingerprint(req.data), "eval_data": data_fingerprint(req.eval_data),
                       "finetune_epochs": req.finetune_epochs, "cobla": req.cobla,
                       "distill": req.distill, "seed": req.seed, "cost": req.cost, "latency_table": table,
-                      "latency_budget_ms": budget_ms, **({"never_slower": True} if plan["apply"] else {})}
+                      "latency_budget_ms": budget_ms, **({"never_slower": True} if plan["apply"] else {}),
+                      **({"rank_multiple": req.rank_multiple} if req.rank_multiple is not None else {}),
+                      **placement}
             entry["compress"] = stages.run(
                 "compress", f"round-{k}/compress", inputs,
                 lambda folder, mb=mac_budget: compress_stage(req, folder, mb, table, budget_ms, log,
@@ -117,8 +201,9 @@ def run_rounds(req, stages: Stages, analysis: dict, source: dict, log) -> list[d
             )
             compressed = entry["compress"]["outdir"]
         else:
+            predicted = f"; {original_ms:.4g} ms predicted <= {budget_ms:g} ms" if latency_fits else ""
             log(f"[compress] the original model fits {req.profile.name}'s budgets "
-                f"({analysis['original_macs']:,} MACs <= {analysis['mac_budget']:,.0f}): skipping compression")
+                f"({analysis['original_macs']:,} MACs <= {analysis['mac_budget']:,.0f}{predicted}): skipping compression")
             entry["compress"] = {"skipped": True, "reason": "the original model already fits the budgets"}
         export_inputs = {**source, "compressed": compressed,
                          "compressed_files": folder_digests(compressed) if compressed else None,
@@ -207,13 +292,19 @@ def compress_stage(req, folder: Path, mac_budget: str | None, table, budget_ms, 
         eval_data=req.eval_data,
         seed=req.seed, cobla=CoblaOptions(**{**req.cobla, "seed": req.seed}), lc=LCOptions(seed=req.seed),
         finetune_epochs=req.finetune_epochs if req.data else 0.0, distill=req.distill, progress=req.progress,
+        rank_multiple=req.rank_multiple,
+        torch_device=req.torch_device, amp=req.amp, workers=req.workers,
+        checkpoint_every=req.checkpoint_every, resume=req.resume,
         latency_table=table if req.cost == "latency" else None,
         latency_budget_ms=budget_ms if req.cost == "latency" else None,
         **({"never_slower_table": table} if never_slower and table is not None else {}),
     )
     data = load_dataset(req.data) if req.data else None
     eval_data = load_dataset(req.eval_data) if req.eval_data else None
-    report = write_outdir(folder, compress_loaded(request, _load_source(req), data, eval_data, log), log)
+    done = compress_loaded(request, _load_source(req), data, eval_data, log)
+    report = write_outdir(folder, done, log)
+    if done.checkpoint is not None:
+        done.checkpoint.remove()  # the stage's output is written: nothing is left to resume
     return {
         "outdir": str(folder),
         "method": method,
@@ -228,6 +319,8 @@ def compress_stage(req, folder: Path, mac_budget: str | None, table, budget_ms, 
         "cost": report.get("cost", "macs"),
         "layers": report["layers"],
         "never_slower": bool(never_slower and table is not None),
+        "rank_multiple": report.get("rank_multiple"),
+        "predicted_latency_ms": (report.get("selection_info") or {}).get("predicted_latency_ms"),
         **({"latency_layers": layer_latency_rows(table, chosen_ranks(report["layers"]))} if table else {}),
     }
 

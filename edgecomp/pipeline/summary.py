@@ -14,6 +14,7 @@ from edgecomp.formats import stamp
 from edgecomp.io import write_json, write_text
 from edgecomp.report import budget_rows, layer_rows, render_page
 from edgecomp.report.facts import has_schemes
+from edgecomp.report.latency import latency_markdown
 from edgecomp.report.fmt import UNBOUNDED, is_bounded, ratio, si
 
 
@@ -65,6 +66,7 @@ def markdown(report: dict) -> str:
             scheme = f" {row.scheme if row.factored else ''} |" if schemes else ""
             lines.append(f"| {_cell(row.name)} | {row.shape} |{scheme} {row.rank_text} | {si(row.original_macs)} -> "
                          f"{si(row.macs)} | {si(row.original_params)} -> {si(row.params)} |")
+    lines += latency_markdown(report)
     lines += ["", "| gate | status | measured | threshold | message |", "|---|---|---|---|---|"]
     for g in final["verify"]["gates"]:
         lines.append(f"| {_cell(g['name'])} | {g['status']} | {g['measured']} | {g['threshold']} | {_cell(g['message'])} |")
@@ -99,6 +101,7 @@ def write_summary(req, outdir: Path, analysis: dict, history: list[dict], stages
         "precision": req.precision,
         "method": req.method,
         "cost": req.cost,
+        "cost_choice": getattr(req, "cost_choice", None),  # {"asked", "cost", "why"}: what --cost auto chose
         "finetune_epochs": req.finetune_epochs if req.data else 0.0,
         "cobla_settings": req.cobla,
         "settings_note": req.settings_note,

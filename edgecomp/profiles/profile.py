@@ -79,6 +79,8 @@ class DeviceProfile:
     memory_budget_bytes: float | None
     target: TargetSpec
     source: Path | None = field(default=None, compare=False)
+    # precision -> the rank multiple its runtime runs fastest (runtime.rank_multiple; absent: no rounding)
+    rank_multiples: dict[str, int] = field(default_factory=dict)
 
     def __hash__(self) -> int:  # the dict field is unhashable; equal profiles share a name
         return hash(self.name)
@@ -96,6 +98,11 @@ class DeviceProfile:
             eps = ["CPUExecutionProvider"] if runtime["kind"] == "onnxruntime" else []
         mac_budget = budgets.get("mac_budget")
         memory_budget = budgets.get("memory_budget")
+        multiple = runtime.get("rank_multiple")
+        if isinstance(multiple, dict):
+            multiples = {k: int(v) for k, v in multiple.items()}
+        else:
+            multiples = {} if multiple is None else {p: int(multiple) for p in data["precisions"]}
         return cls(
             name=data["name"],
             aliases=tuple(data.get("aliases") or ()),
@@ -121,6 +128,7 @@ class DeviceProfile:
                 workdir=target.get("workdir", "/tmp/edgecomp"),
             ),
             source=source,
+            rank_multiples=multiples,
         )
 
     # ---- derived numbers ----------------------------------------------------------------
@@ -141,6 +149,10 @@ class DeviceProfile:
     def effective_macs_per_s(self, precision: str | None = None) -> float:
         """Achievable MAC rate: peak[precision] * efficiency."""
         return self.peak_macs_per_s[self._precision(precision)] * self.efficiency
+
+    def rank_multiple(self, precision: str | None = None) -> int:
+        """The multiple factored ranks are rounded down to at `precision` (default: the device's); 1: none."""
+        return self.rank_multiples.get(self._precision(precision), 1)
 
     def bytes_per_param(self, precision: str | None = None) -> int:
         """Weight storage per parameter: fp32 4, fp16 2, int8 1."""
@@ -195,6 +207,8 @@ class DeviceProfile:
                 "execution_providers": list(self.execution_providers),
                 "threads": self.threads,
                 "graph_optimization_level": self.graph_optimization_level,
+                # only when set, so profiles without one keep their fingerprints (edgecomp.pipeline stages)
+                **({"rank_multiple": dict(self.rank_multiples)} if self.rank_multiples else {}),
             },
             "precisions": list(self.precisions),
             "default_precision": self.default_precision,

@@ -2,7 +2,8 @@
 
 A profile is structural data (checked here with jsonschema) plus a few cross-field rules that a
 schema cannot state clearly (checked in `check_semantics`): the default precision must be one of
-the precisions, every precision needs a peak MAC rate, an ssh target needs an ssh:// URL, and
+the precisions, every precision needs a peak MAC rate (and a per-precision rank multiple names a listed
+precision), an ssh target needs an ssh:// URL, and
 profile budgets must be absolute (fractions only make sense relative to a model, on the CLI).
 """
 
@@ -27,6 +28,16 @@ _NAME = {
     "x-hint": "use lowercase letters, digits, '.', '_' and '-' (starting with a letter or digit)",
 }
 _POSITIVE = {"type": "number", "exclusiveMinimum": 0}
+_MULTIPLE = {"type": "integer", "minimum": 1}
+# runtime.rank_multiple: one integer for every precision, or one per precision (edgecomp.factor.rank_rounding)
+_RANK_MULTIPLE = {
+    "oneOf": [
+        _MULTIPLE,
+        {"type": "object", "additionalProperties": False, "minProperties": 1,
+         "properties": {p: _MULTIPLE for p in PRECISIONS}},
+    ],
+    "x-hint": "use an integer >= 1, or a mapping of precisions to integers >= 1 such as {fp16: 8, int8: 32}",
+}
 
 PROFILE_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -57,6 +68,8 @@ PROFILE_SCHEMA: dict[str, Any] = {
                 },
                 "threads": {"type": ["integer", "null"], "minimum": 1},
                 "graph_optimization_level": {"enum": list(OPT_LEVELS)},
+                # the rank multiple the runtime runs fastest (factored ranks are rounded down to it)
+                "rank_multiple": _RANK_MULTIPLE,
             },
         },
         "precisions": {
@@ -141,6 +154,8 @@ def _describe(error: jsonschema.ValidationError) -> list[str]:
         ]
     if error.validator == "pattern" and "x-hint" in error.schema:
         return [f"{where}: {error.instance!r} is not a valid name: {error.schema['x-hint']}"]
+    if error.validator == "oneOf" and "x-hint" in error.schema:
+        return [f"{where}: {error.instance!r} is not valid: {error.schema['x-hint']}"]
     return [f"{where or '<top level>'}: {error.message}"]
 
 
@@ -169,6 +184,11 @@ def check_semantics(data: dict) -> list[str]:
     for precision in precisions:
         if precision not in peaks:
             problems.append(f"compute.peak_macs_per_s.{precision}: missing (every listed precision needs a peak rate)")
+
+    multiple = data["runtime"].get("rank_multiple")
+    if isinstance(multiple, dict):
+        for precision in sorted(set(multiple) - set(precisions)):
+            problems.append(f"runtime.rank_multiple.{precision}: {precision!r} is not one of precisions {precisions}")
 
     budgets = data.get("budgets") or {}
     if budgets.get("latency_ms") == 0:

@@ -4,6 +4,6 @@ Nothing in this package imports torch. The torch glue that builds a RankProblem 
 lives in edgecomp.compression.
 """
 
-from edgecomp.ranks.problem import LayerSpectrum, RankProblem, RankSelection
+from edgecomp.ranks.problem import LayerSpectrum, LinearBudget, RankProblem, RankSelection
 
-__all__ = ["LayerSpectrum", "RankProblem", "RankSelection"]
+__all__ = ["LayerSpectrum", "LinearBudget", "RankProblem", "RankSelection"]

@@ -3,12 +3,14 @@
 Every layer i offers a list of candidate ranks k with a value v_ik and exact costs (compute_ik,
 in MACs or ms: RankProblem.compute_unit; params_ik) from the break-even rule of
 `edgecomp.ranks.problem`. Choosing one candidate per layer is the multiple-choice knapsack problem
-with two knapsack rows
+with two knapsack rows, plus one per extra budget of the problem (`RankProblem.extra`, e.g. latency:
+`CostRow`)
 
     max (or min)  sum_{i,k} v_ik x_ik
     s.t.          sum_k x_ik = 1                          for every layer i
                   sum_{i,k} compute_ik x_ik <= N_C,max - fixed_compute
                   sum_{i,k} params_ik  x_ik <= N_M,max - fixed_params
+                  sum_{i,k} cost_l,ik  x_ik <= N_l,max - fixed_l        for every extra budget l
                   x_ik in {0, 1}
 
 solved with `scipy.optimize.milp` (HiGHS branch and cut) after an LP relaxation whose duals fix
@@ -25,7 +27,8 @@ returns the best solution found (its gap, ~1e-5, is in the result).
 
 The LC algorithm's C-step (Idelbayev & Carreira-Perpinan, "Low-rank compression of neural nets:
 learning the rank of each layer", CVPR 2020) is `select_min_error`: minimize the squared
-Frobenius error of truncating every layer, sum_i sum_{j > r_i} sigma_ij^2, under both budgets.
+Frobenius error of truncating every layer, sum_i sum_{j > r_i} sigma_ij^2, under all budgets
+(compute, params and any extra ones).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 from scipy.sparse import csr_array
 
 from edgecomp.errors import EdgecompError, InfeasibleBudgetError
-from edgecomp.ranks.problem import LayerSpectrum, RankProblem, RankSelection
+from edgecomp.ranks.problem import LayerSpectrum, RankProblem, RankSelection, infeasible_budget_error
 
 # A chosen solution must satisfy the budgets exactly (RankProblem.feasible uses rtol 1e-12);
 # HiGHS accepts rows violated by its feasibility tolerance (~1e-6 of the budget here), so a
@@ -69,6 +72,16 @@ def layer_candidates(layer: LayerSpectrum) -> LayerCandidates:
         ranks = np.append(ranks, k)
     costs = np.array([layer.cost(int(r)) for r in ranks], dtype=np.float64).reshape(-1, 2)
     return LayerCandidates(ranks=ranks, compute=costs[:, 0], params=costs[:, 1])
+
+
+@dataclass(frozen=True)
+class CostRow:
+    """A further knapsack row: costs[g][k] of candidate k of group g, its budget, and how errors name it."""
+
+    name: str
+    unit: str
+    costs: list
+    budget: float
 
 
 @dataclass
@@ -207,8 +220,9 @@ def solve_mcknapsack(
     mip_rel_gap: float = 1e-6,
     node_limit: int | None = None,
     compute_unit: str = "MACs",
+    extra: tuple[CostRow, ...] | list[CostRow] = (),
 ) -> KnapsackSolution:
-    """Solve the multiple-choice knapsack with a compute row and a parameter row.
+    """Solve the multiple-choice knapsack with a compute row, a parameter row and the `extra` rows.
 
     values/compute/params: one array per group (layer), one entry per candidate; compute and
     compute_budget in `compute_unit` (which only words the errors). Budgets may be +inf (row
@@ -223,24 +237,43 @@ def solve_mcknapsack(
     (status "time_limit" / "node_limit", at worst the rounded LP incumbent); info carries the gap.
 
     Raises InfeasibleBudgetError when no choice fits (its min_macs / min_params are the smallest
-    reachable totals of each row taken separately; min_macs is in `compute_unit`).
+    reachable totals of each row taken separately; min_macs is in `compute_unit`; the message names the
+    rows whose cheapest total is over budget, extra rows included).
     """
     t0 = time.perf_counter()
     vs, ms, ps = _as_groups(values, compute, params)
     n_groups = len(vs)
     n = int(sum(v.size for v in vs))
-    min_compute = float(sum(m.min() for m in ms))
-    min_params = float(sum(p.min() for p in ps))
+    extra = tuple(extra)
+    labels = [("MAC" if compute_unit == "MACs" else "compute", compute_unit), ("parameter", "parameters")]
+    row_costs, budgets = [ms, ps], [float(compute_budget), float(param_budget)]
+    for row in extra:
+        costs = [np.asarray(c, dtype=np.float64).reshape(-1) for c in row.costs]
+        if len(costs) != n_groups or any(c.size != v.size or not np.all(np.isfinite(c)) for c, v in zip(costs, vs)):
+            raise ValueError(f"row {row.name}: needs finite costs, one per candidate of every group")
+        labels.append((row.name, row.unit))
+        row_costs.append(costs)
+        budgets.append(float(row.budget))
+    minimums = [float(sum(c.min() for c in cs)) for cs in row_costs]
 
     def infeasible(detail: str) -> InfeasibleBudgetError:
-        return InfeasibleBudgetError(
+        over = [k for k in range(len(budgets)) if not _fits(minimums[k], budgets[k])]
+        extra_text = "".join(f", {minimums[k]:.6g} {labels[k][1]} {labels[k][0]}" for k in range(2, len(labels)))
+        budget_text = "".join(f", {budgets[k]:.6g} {labels[k][1]} {labels[k][0]}" for k in range(2, len(labels)))
+        binding = "; ".join(f"{labels[k][0]} budget {budgets[k]:.6g} {labels[k][1]} < minimum achievable "
+                            f"{minimums[k]:.6g} {labels[k][1]}" for k in over)
+        error = InfeasibleBudgetError(
             f"budget infeasible: {detail}; budgets are {compute_budget:.6g} {compute_unit} and {param_budget:.6g} "
-            f"parameters (cheapest per row: {min_compute:.6g} {compute_unit}, {min_params:.6g} parameters)",
-            min_macs=min_compute,
-            min_params=min_params,
+            f"parameters{budget_text} (cheapest per row: {minimums[0]:.6g} {compute_unit}, {minimums[1]:.6g} "
+            f"parameters{extra_text})" + (f" (over: {binding})" if extra and over else ""),
+            min_macs=minimums[0],
+            min_params=minimums[1],
         )
+        error.minimums = {label: v for (label, _), v in zip(labels, minimums)}
+        error.binding = [labels[k][0] for k in over]
+        return error
 
-    if not (_fits(min_compute, compute_budget) and _fits(min_params, param_budget)):
+    if not all(_fits(m, b) for m, b in zip(minimums, budgets)):
         raise infeasible("even the cheapest choice in every group does not fit")
     if n_groups == 0:
         return KnapsackSolution(np.zeros(0, np.int64), 0.0, "trivial", 0.0, 0.0, 0)
@@ -248,9 +281,7 @@ def solve_mcknapsack(
     sign = 1.0 if maximize else -1.0
     # The unconstrained best choice (ties -> cheapest in compute, then params) often already fits.
     best = np.array([np.lexsort((p, m, -sign * v))[0] for v, m, p in zip(vs, ms, ps)], dtype=np.int64)
-    if _fits(sum(m[k] for m, k in zip(ms, best)), compute_budget) and _fits(
-        sum(p[k] for p, k in zip(ps, best)), param_budget
-    ):
+    if all(_fits(sum(c[k] for c, k in zip(cs, best)), b) for cs, b in zip(row_costs, budgets)):
         obj = float(sum(v[k] for v, k in zip(vs, best)))
         return KnapsackSolution(best, obj, "trivial", 0.0, time.perf_counter() - t0, n, 0, obj)
 
@@ -258,7 +289,7 @@ def solve_mcknapsack(
     scale = float(np.max(np.abs(v_all))) or 1.0
     offsets = np.concatenate([[0], np.cumsum([v.size for v in vs])]).astype(np.int64)
     rows, rhs, caps = [], [], []
-    for costs, budget in ((np.concatenate(ms), float(compute_budget)), (np.concatenate(ps), float(param_budget))):
+    for costs, budget in zip((np.concatenate(cs) for cs in row_costs), budgets):
         if np.isfinite(budget):
             norm = max(abs(budget), 1.0)
             rows.append(costs / norm)
@@ -270,7 +301,7 @@ def solve_mcknapsack(
     with _solver_stdout_to_stderr():
         cols, incumbent, lb = _lp_fixing(model, time_limit)
     if lb == np.inf:
-        raise infeasible("no combination of candidates fits both budgets")
+        raise infeasible("no combination of candidates fits all budgets")
     lp_bound = None if lb is None else float(-sign * lb * scale)
 
     # mip_abs_gap (passed to HiGHS verbatim) is in units of the largest |value|: with
@@ -293,7 +324,7 @@ def solve_mcknapsack(
                        constraints=constraints, options=options)
         if res.x is None:
             if res.status == 2:
-                raise infeasible("no combination of candidates fits both budgets")
+                raise infeasible("no combination of candidates fits all budgets")
             if incumbent is None:
                 raise EdgecompError(f"knapsack MILP found no solution: {res.message} "
                                     f"(raise time_limit={time_limit} / node_limit={node_limit})")
@@ -330,9 +361,17 @@ def mcknapsack(values: list[np.ndarray], compute: list[np.ndarray], params: list
     return solve_mcknapsack(values, compute, params, compute_budget, param_budget, maximize, **options).indices
 
 
+def extra_rows(problem: RankProblem, candidates: list[LayerCandidates]) -> list[CostRow]:
+    """The knapsack rows of `problem`'s extra budgets over the candidate ranks (budgets net of fixed costs)."""
+    return [CostRow(b.name, b.unit,
+                    [np.array([b.layer_cost(i, layer, int(r)) for r in c.ranks]) for i, (layer, c) in
+                     enumerate(zip(problem.layers, candidates))], b.budget - b.fixed) for b in problem.extra]
+
+
 def solve_layers(problem: RankProblem, values: list[np.ndarray], candidates: list[LayerCandidates],
                  maximize: bool, **options) -> tuple[np.ndarray, KnapsackSolution]:
-    """Run the knapsack over `problem`'s layers; returns (ranks, solution). Budgets net of fixed costs."""
+    """Run the knapsack over `problem`'s layers, every budget of it included (extra ones too); returns
+    (ranks, solution). Budgets net of fixed costs."""
     sol = solve_mcknapsack(
         values,
         [c.compute for c in candidates],
@@ -341,6 +380,7 @@ def solve_layers(problem: RankProblem, values: list[np.ndarray], candidates: lis
         problem.param_budget - problem.fixed_params,
         maximize,
         compute_unit=problem.compute_unit,
+        extra=extra_rows(problem, candidates),
         **options,
     )
     ranks = np.array([c.ranks[k] for c, k in zip(candidates, sol.indices)], dtype=np.int64)
@@ -355,15 +395,19 @@ def solver_info(sol: KnapsackSolution) -> dict:
 
 def infeasible_error(problem: RankProblem, method: str) -> InfeasibleBudgetError:
     """The error every budgeted selector raises when even rank 1 everywhere does not fit."""
-    min_compute, min_params = problem.min_cost
-    unit = problem.compute_unit
-    return InfeasibleBudgetError(
-        f"{method}: budget infeasible: the smallest model this scheme can build (rank 1 in every "
-        f"layer) needs {min_compute:.6g} {unit} and {min_params:.6g} parameters, but the budgets are "
-        f"{problem.compute_budget:.6g} {unit} and {problem.param_budget:.6g} parameters",
-        min_macs=min_compute,
-        min_params=min_params,
-    )
+    return infeasible_budget_error(
+        problem, f"{method}: budget infeasible: the smallest model this scheme can build (rank 1 in every layer)")
+
+
+def extra_cost_info(problem: RankProblem, ranks) -> dict:
+    """{"extra_costs": {name: cost}, "extra_budgets": {name: budget}, "extra_units": {name: unit}} of the
+    problem's extra budgets for RankSelection.info; {} without any."""
+    if not problem.extra:
+        return {}
+    values = problem.extra_cost(ranks)
+    return {"extra_costs": {b.name: float(v) for b, v in zip(problem.extra, values)},
+            "extra_budgets": {b.name: b.budget for b in problem.extra},
+            "extra_units": {b.name: b.unit for b in problem.extra}}
 
 
 def truncation_errors(sigma: np.ndarray, ranks: np.ndarray, max_rank: int) -> np.ndarray:
@@ -377,7 +421,8 @@ def select_min_error(problem: RankProblem, sigma_override: list[np.ndarray] | No
                      time_limit: float | None = 30.0, mip_rel_gap: float = 1e-6,
                      node_limit: int | None = None) -> RankSelection:
     """LC C-step: ranks minimizing sum_i ||W_i - W_i,r_i||_F^2 = sum_i sum_{j > r_i} sigma_ij^2
-    subject to N_C(r) <= N_C,max and N_M(r) <= N_M,max (exact MILP; unfactored layers: error 0).
+    subject to N_C(r) <= N_C,max, N_M(r) <= N_M,max and the problem's extra budgets (exact MILP;
+    unfactored layers: error 0).
 
     sigma_override: the spectra of the current weights (one array per layer, each of the layer's
     max rank), used instead of `problem.layers[i].sigma`.
@@ -411,6 +456,7 @@ def select_min_error(problem: RankProblem, sigma_override: list[np.ndarray] | No
             "macs": compute,  # report.json's key (and lc.cstep's): in "compute_unit", MACs or ms
             "compute_unit": problem.compute_unit,
             "params": params,
+            **extra_cost_info(problem, ranks),
             **solver_info(sol),
         },
     )

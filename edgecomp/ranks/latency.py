@@ -7,6 +7,12 @@ Latency as the cost (`latency_problem`, `edgecomp export --cost latency`): the p
 constraint (compute_unit "ms") reads  fixed + sum_i t_i(r_i) <= latency budget,  still linear in the
 masks (the intercepts a_i go into the constant), with t_i(r) = d_i from the break-even rank on.
 
+Latency as a third budget (`latency_budget`, `with_latency_budget`): the same row as a LinearBudget
+("latency", ms) beside the MAC and memory budgets, so all three can bind at once. Its break-even rule is
+the one `latency_problem` applies (factored no faster than dense, by the fit: left dense), or with
+never_slower=True the never-slower rank below. `predicted_latency_ms` is the whole-model latency the table
+predicts for chosen ranks, either way (for the report's predicted vs measured).
+
 Never slower, layer by layer (`apply_latency_break_even`): a factored layer must be measurably faster
 than the dense one. The latency break-even rank of layer i is
 
@@ -26,7 +32,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from edgecomp.ranks.problem import LayerSpectrum, RankProblem
+from edgecomp.ranks.problem import LayerSpectrum, LinearBudget, RankProblem
 
 MIN_SLOPE_MS = 1e-6  # a measured slope can be ~0 or negative within noise; costs must increase with rank
 NOT_FASTER = 0.95  # factored >= NOT_FASTER x dense (by the fitted line): not measurably faster
@@ -94,7 +100,7 @@ def apply_latency_break_even(problem: RankProblem, table: Mapping[str, Any]) -> 
         layers.append(_capped(layer, latency_break_even_rank(row, layer.max_rank)))
     return RankProblem(tuple(layers), compute_budget=problem.compute_budget, param_budget=problem.param_budget,
                        fixed_compute=problem.fixed_compute, fixed_params=problem.fixed_params,
-                       compute_unit=problem.compute_unit)
+                       compute_unit=problem.compute_unit, extra=problem.extra)
 
 
 def latency_problem(problem: RankProblem, table: dict, budget_ms: float) -> RankProblem:
@@ -110,7 +116,48 @@ def latency_problem(problem: RankProblem, table: dict, budget_ms: float) -> Rank
                         original_compute=row["original_ms"])
         layers.append(_capped(timed, layer.break_even_rank))
     return RankProblem(tuple(layers), compute_budget=float(budget_ms), param_budget=problem.param_budget,
-                       fixed_compute=float(table["fixed_ms"]), fixed_params=problem.fixed_params, compute_unit="ms")
+                       fixed_compute=float(table["fixed_ms"]), fixed_params=problem.fixed_params, compute_unit="ms",
+                       extra=problem.extra)
+
+
+LATENCY = "latency"  # the LinearBudget's name
+
+
+def latency_budget(problem: RankProblem, table: Mapping[str, Any], budget_ms: float, *,
+                   never_slower: bool = False) -> LinearBudget:
+    """The measured per-layer latency table (edgecomp.pipeline.latency_table) as a LinearBudget on
+    `problem`'s layers: per layer slope_ms per rank, intercept_ms, original_ms dense; fixed_ms for the rest
+    of the network; budget_ms (+inf: reported, not enforced). A layer is left dense from the first rank whose
+    fitted latency reaches its dense latency (as in `latency_problem`), or with never_slower=True NOT_FASTER
+    times it (`latency_break_even_rank`, the never-slower rule). Every layer of `problem` must be in the table."""
+    missing = [layer.name for layer in problem.layers if layer.name not in table["layers"]]
+    if missing:
+        raise ValueError(f"the latency table has no row for layers {missing}")
+    rows = [table["layers"][layer.name] for layer in problem.layers]
+    return LinearBudget(LATENCY, "ms", per_rank=np.array([float(r["slope_ms"]) for r in rows]),
+                        intercept=np.array([float(r["intercept_ms"]) for r in rows]),
+                        original=np.array([float(r["original_ms"]) for r in rows]), budget=float(budget_ms),
+                        fixed=float(table["fixed_ms"]), break_even_ratio=NOT_FASTER if never_slower else 1.0)
+
+
+def with_latency_budget(problem: RankProblem, table: Mapping[str, Any], budget_ms: float, *,
+                        never_slower: bool = False) -> RankProblem:
+    """`problem` (MACs and memory budgets unchanged) with the latency table as a third budget
+    (`latency_budget`), beside any extra budget it already has."""
+    return problem.with_extra((*problem.extra, latency_budget(problem, table, budget_ms,
+                                                              never_slower=never_slower)))
+
+
+def predicted_latency_ms(problem: RankProblem, ranks) -> float:
+    """The whole-model latency (ms) the latency table predicts for `ranks` (break-even rule applied): the
+    problem's "latency" budget row (`with_latency_budget`), or its compute cost when that is in ms
+    (`latency_problem`)."""
+    for k, b in enumerate(problem.extra):
+        if b.name == LATENCY and b.unit == "ms":
+            return float(problem.extra_cost(ranks)[k])
+    if problem.compute_unit == "ms":
+        return float(problem.cost(ranks)[0])
+    raise ValueError("the problem carries no latency: build it with with_latency_budget or latency_problem")
 
 
 def layer_latency_rows(table: Mapping[str, Any], ranks: Mapping[str, int | None]) -> list[dict[str, Any]]:

@@ -153,17 +153,23 @@ class LayerRow:
     energy: float | None
     scheme: str | None = None  # the layer's scheme (report rows that record it); "dense": left whole by auto
     pair: tuple[int, int] | None = None  # a Tucker-2 layer's (r1, r2)
+    rank_before_rounding: int | list[int] | None = None  # the method's rank (or [r1, r2]) when rounding changed it
 
     @property
     def rank_text(self) -> str:
-        """'20 / 160'; '(r1, r2) = (4, 6)' for a Tucker-2 pair; 'full (160)' when not factored; '' without a rank."""
+        """'20 / 160'; '(r1, r2) = (4, 6)' for a Tucker-2 pair; 'full (160)' when not factored; '' without a rank;
+        ', rounded from 23' (or '(5, 7)') appended when rank rounding changed it."""
         if self.rank is None:
             return ""
         if not self.factored:
             return f"full ({self.max_rank})"
+        before = self.rank_before_rounding
+        if isinstance(before, list):
+            before = f"({before[0]}, {before[1]})"
+        rounded = f", rounded from {before}" if before is not None else ""
         if self.pair:
-            return f"(r1, r2) = ({self.pair[0]}, {self.pair[1]})"
-        return f"{self.rank} / {self.max_rank}"
+            return f"(r1, r2) = ({self.pair[0]}, {self.pair[1]}){rounded}"
+        return f"{self.rank} / {self.max_rank}{rounded}"
 
 
 def has_schemes(rows: list[LayerRow]) -> bool:
@@ -185,6 +191,13 @@ def describe_shape(layer: dict) -> str:
     return "\u00d7".join(str(d) for d in shape)
 
 
+def _rounded_from(row: dict) -> int | list[int] | None:
+    """The rank (or Tucker-2 [r1, r2]) the method chose, when rank rounding changed it; else None."""
+    before = row.get("rank_before_rounding")
+    now = [row["r1"], row["r2"]] if "r1" in row and "r2" in row else row.get("rank")
+    return None if before is None or before == now else before
+
+
 def layer_rows(report: dict) -> list[LayerRow]:
     """One row per decomposable layer, then 'other layers' (not decomposable) when they cost anything."""
     analysis, comp = report["analysis"], report["final"]["compress"]
@@ -192,7 +205,8 @@ def layer_rows(report: dict) -> list[LayerRow]:
     rows = [LayerRow(row["name"], describe_shape(row), row.get("rank"), row.get("max_rank"), row.get("break_even_rank"),
                      bool(row.get("factored")), row["original_macs"], row["macs"], row["original_params"], row["params"],
                      row.get("energy"), row.get("scheme"),
-                     (int(row["r1"]), int(row["r2"])) if "r1" in row and "r2" in row else None) for row in layers]
+                     (int(row["r1"]), int(row["r2"])) if "r1" in row and "r2" in row else None,
+                     _rounded_from(row)) for row in layers]
     macs, params = achieved_costs(report)
     other_macs = analysis["original_macs"] - sum(r.original_macs for r in rows)
     other_params = analysis["original_params"] - sum(r.original_params for r in rows)

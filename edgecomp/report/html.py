@@ -23,6 +23,7 @@ from edgecomp.report.facts import (
     layer_rows,
 )
 from edgecomp.report.fmt import UNBOUNDED, is_bounded, ms, pct, points, ratio, si
+from edgecomp.report.latency import cost_text, latency_layer_rows, predicted_vs_measured, rounding_text
 from edgecomp.report.style import CSS
 
 STATUS_CLASS = {"PASS": "pass", "FAIL": "fail", "INCONCLUSIVE": "warn", "SKIPPED": "muted", "ERROR": "fail",
@@ -55,6 +56,7 @@ def render_page(report: dict, images: dict[str, str | Path | None]) -> str:
         _accuracy(accuracy_rows(report), report),
         _layers(layer_rows(report), report, images.get("ranks")),
         _latency(report, images.get("latency")),
+        _latency_layers(report),
         _gates(report),
         _notes(report),
         _files(report),
@@ -69,7 +71,7 @@ def render_page(report: dict, images: dict[str, str | Path | None]) -> str:
 
 def _header(report: dict) -> str:
     facts = [f"target <code>{e(report.get('target'))}</code>", f"precision {e(report.get('precision'))}",
-             f"method {e(report.get('method'))}", f"cost {e(report.get('cost'))}"]
+             f"method {e(report.get('method'))}", f"cost {e(cost_text(report))}"]
     rounds = len(report["rounds"])
     facts.append(f"{rounds} round{'s' if rounds != 1 else ''}")
     return (f"<header><h1>edgecomp export: <code>{e(report['model'])}</code> on {e(report['device'])}</h1>"
@@ -265,6 +267,41 @@ def _latency(report: dict, chart) -> str:
               "</figcaption></figure>") if uri else ""
     return (f"<h2>Latency<small>{e(report.get('measured_on'))}</small></h2><div class=\"tiles small\">{stats}</div>"
             + unstable + figure + _rounds(report))
+
+
+def _latency_layers(report: dict) -> str:
+    """Per layer, as timed on the target: dense ms, factored ms at the built rank (the fit), what was built;
+    and the whole model's predicted latency against the measured one when latency was budgeted."""
+    rows = latency_layer_rows(report)
+    pair = predicted_vs_measured(report)
+    rounding = rounding_text(report)
+    if not rows and pair is None and rounding is None:
+        return ""
+    parts = [f"<h2>Per-layer latency<small>compute cost: {e(cost_text(report))}</small></h2>"]
+    if pair is not None:
+        parts.append(f"<p class=\"note\">Whole model: predicted <b>{e(ms(pair[0]))}</b> by the per-layer fit, "
+                     f"measured p50 <b>{e(ms(pair[1]))}</b>.</p>")
+    if rounding is not None:
+        parts.append(f"<p class=\"note\">Rank rounding: {e(rounding)}.</p>")
+    if rows:
+        body = "".join(
+            f"<tr><td><code>{e(r.name)}</code></td><td class=\"num\">{e(ms(r.dense_ms))}</td>"
+            f"<td class=\"num\">{e(r.rank_text)}</td><td class=\"num\">{e(ms(r.factored_ms))}</td>"
+            f"<td>{_chosen_badge(r.chosen, r.faster)}</td>"
+            f"<td class=\"muted\" style=\"font-size:13px\">{e(r.why)}</td></tr>" for r in rows)
+        parts.append("<table><thead><tr><th>Layer</th><th class=\"num\">Dense</th><th class=\"num\">Rank</th>"
+                     "<th class=\"num\">Factored (fit)</th><th>Chosen</th><th>Why</th></tr></thead><tbody>"
+                     + body + "</tbody></table><p class=\"note\">Each layer timed alone on the target (p50); "
+                     "factored: the line a + b&middot;rank fitted to its timings, at the built rank.</p>")
+    return "".join(parts)
+
+
+def _chosen_badge(chosen: str, faster: bool | None) -> str:
+    if chosen != "factored":
+        return '<span class="badge muted">dense</span>'
+    if faster is False:  # built factored although the never-slower rule would have kept it dense
+        return '<span class="badge warn">factored, not faster</span>'
+    return '<span class="badge pass">factored</span>'
 
 
 def _rounds(report: dict) -> str:

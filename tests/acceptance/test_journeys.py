@@ -92,3 +92,70 @@ def test_compress_with_cp_scheme_and_unconstrained_memory_then_verify_the_direct
     verified = edgecomp("verify", "cp", "--device", "x86-host", "--target", "local", "--data", "fashion-mnist:test",
                         "--latency-budget-ms", "1000", "--max-accuracy-drop", "0.5", cwd=tmp_path)
     assert verified.returncode == 0, str(verified)  # from model.onnx: no code named by recipe.json runs
+
+
+def test_export_budgets_latency_on_the_device_itself_and_reports_each_layer(tmp_path, monkeypatch):
+    """x86-host measured with --target local is the device itself and has a latency budget. `--cost latency`
+    budgets latency from a per-layer table and the report shows each layer's timings and why; `--cost auto`
+    (the default) chooses latency there, and an original that the table predicts within the budget is left
+    uncompressed (the per-layer measurements come from the cache the first run filled)."""
+    monkeypatch.setenv("EDGECOMP_CACHE_DIR", str(tmp_path / "cache"))  # never the user's own cache
+    fast = ["--warmup", "0.05", "--iterations", "80", "--min-duration", "0.1", "--allow-unstable"]
+    run = edgecomp("export", "zoo:tiny_cnn", "--device", "x86-host", "--target", "local", "--method", "pos-cvx",
+                   "--latency-budget-ms", "50", "--cost", "latency", *fast, "-o", "out", "--json", cwd=tmp_path)
+    assert run.returncode == 0, str(run)
+    report = run.json()
+    assert report["cost"] == "latency" and report["cost_choice"]["asked"] == "latency"
+    rows = report["final"]["compress"]["latency_layers"]
+    assert {row["name"] for row in rows} == {"conv1", "conv2", "fc"}
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "Compute cost budgeted: latency (--cost latency" in markdown
+    assert "| layer | dense (ms) | rank | factored (ms) | chosen | why |" in markdown
+    assert all(f"| {row['name']} | " in markdown for row in rows)
+    assert "predicted" in markdown and "measured p50" in markdown
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "Per-layer latency" in html
+
+    auto = edgecomp("export", "zoo:tiny_cnn", "--device", "x86-host", "--target", "local", "--method", "pos-cvx",
+                    "--latency-budget-ms", "50", *fast, "-o", "auto", "--json", cwd=tmp_path)
+    assert auto.returncode == 0, str(auto)
+    report = auto.json()
+    assert report["cost"] == "latency" and report["cost_choice"]["asked"] == "auto"
+    assert "x86-host has a latency budget" in report["cost_choice"]["why"]
+    assert report["final"]["compress"].get("skipped") is True  # tiny_cnn is far inside 50 ms
+    assert "skipping compression" in auto.stderr + auto.stdout or "original (fits)" in auto.stdout
+    assert "x86-host has a latency budget" in (tmp_path / "auto" / "report.md").read_text()
+
+
+def test_compress_with_scheme_auto_and_cobla_names_each_layers_scheme(tmp_path):
+    """--scheme auto with the default method: each conv layer takes the scheme that serves the budget best,
+    COBLA keeps the knapsack allocation with the lowest held-out loss, and the report says both."""
+    run = edgecomp("compress", "zoo:fmnist_cnn", "--weights", shipped_weights(), "--device", "pizero2",
+                   "--scheme", "auto", "--mac-budget", "0.5", "--memory-budget", "none", "--data", "fashion-mnist:train",
+                   "--eval-data", "fashion-mnist:test", "--sample", "0.01", "--torch-device", "cpu", "-o", "auto",
+                   "--json", cwd=tmp_path)
+    assert run.returncode == 0, str(run)
+    report = run.json()
+    assert report["scheme"] == "auto" and report["method"] == "cobla"
+    assert report["macs"] <= 0.5 * report["original_macs"]
+    factored = [row for row in report["layers"] if row["factored"]]
+    assert factored and all(row["scheme"] in ("spatial", "channel", "cp", "tucker2", "linear") for row in factored)
+    info = report["selection_info"]
+    assert info["chosen_candidate"] in info["candidates"]
+    assert report["accuracy"] > 0.5  # the built model still classifies (before any fine-tuning)
+    assert report["torch_device"] == "cpu"
+
+
+def test_a_gpu_that_is_not_there_is_refused_before_any_work(tmp_path):
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pytest.skip("torch is not importable")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the refusal cannot be shown here")
+    run = edgecomp("export", "--device", "pizero2", "--target", "local", "--torch-device", "cuda", "-o", "out",
+                   cwd=tmp_path)
+    assert run.returncode == 2, str(run)
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "cuda" in errors[0].lower(), run.stderr
+    assert not (tmp_path / "out").exists()

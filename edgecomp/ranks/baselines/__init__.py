@@ -1,7 +1,8 @@
 """Baseline rank selectors that COBLA (Li & Shi, ECCV 2018, Sec. 4) is compared against.
 
 Every selector is `select_<name>(problem: RankProblem, **options) -> RankSelection`. The budgeted
-ones (uniform, cptv, pos-greedy, pos-cvx) return ranks with `problem.feasible(ranks)` and raise
+ones (uniform, cptv, pos-greedy, pos-cvx) return ranks with `problem.feasible(ranks)` (every budget,
+the extra ones of RankProblem.extra included) and raise
 InfeasibleBudgetError when rank 1 in every layer does not fit; vbmf and gavish-donoho pick ranks
 from each spectrum alone and only report the resulting cost (enforces_budgets=False). Ranks at or
 above a layer's break-even rank are reported as its max rank (the layer stays unfactored).

@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from edgecomp.errors import UserInputError
-from edgecomp.ranks.knapsack import infeasible_error
+from edgecomp.ranks.knapsack import extra_cost_info, infeasible_error
 from edgecomp.ranks.problem import LayerSpectrum, RankProblem
 
 
@@ -62,7 +62,8 @@ def pos_objective(problem: RankProblem, ranks) -> float:
 
 def cost_report(problem: RankProblem, ranks) -> dict:
     """Costs of `ranks` against the budgets, for RankSelection.info (report.json's selection_info, whose
-    keys say "macs" / "mac_budget" for the compute cost, in "compute_unit": MACs or ms)."""
+    keys say "macs" / "mac_budget" for the compute cost, in "compute_unit": MACs or ms; the extra budgets'
+    costs, budgets and units under "extra_costs" / "extra_budgets" / "extra_units")."""
     compute, params = problem.cost(ranks)
     return {
         "macs": compute,
@@ -71,6 +72,7 @@ def cost_report(problem: RankProblem, ranks) -> dict:
         "compute_unit": problem.compute_unit,
         "param_budget": float(problem.param_budget),
         "meets_budgets": bool(problem.feasible(ranks)),
+        **extra_cost_info(problem, ranks),
         "pos_objective": pos_objective(problem, ranks),
         "factored": [bool(layer.is_factored(int(r))) for layer, r in zip(problem.layers, ranks)],
     }
@@ -78,7 +80,7 @@ def cost_report(problem: RankProblem, ranks) -> dict:
 
 def largest_feasible(problem: RankProblem, breakpoints: np.ndarray,
                      ranks_at: Callable[[float], np.ndarray]) -> tuple[float, np.ndarray, int]:
-    """Largest breakpoint t whose ranks_at(t) fit both budgets, by bisection over the sorted breakpoints.
+    """Largest breakpoint t whose ranks_at(t) fit every budget, by bisection over the sorted breakpoints.
 
     Requires ranks_at to be elementwise non-decreasing in t (so costs are too, feasibility is
     monotone) and breakpoints[0] to be feasible. Between consecutive breakpoints the ranks do not

@@ -3,7 +3,8 @@ hold a fraction beta of its spectral energy,
 
     r_i(beta) = min { r : E_i(r) >= beta },   E_i(r) = sum_{j<=r} sigma_ij^p / sum_j sigma_ij^p,
 
-with one beta for the whole network, the largest whose ranks fit both budgets.
+with one beta for the whole network, the largest whose ranks fit every budget (compute, params and the
+problem's extra budgets, e.g. latency).
 
 Energy: p = 2 by default (sigma^2, the variance of the weight along each singular direction, so
 E_i(r) is the kept fraction of ||W_i||_F^2). This is COBLA's reference code heuristic 0 ("percentage

@@ -1,6 +1,6 @@
 """Product-of-sums (PoS) rank selection solved exactly (COBLA's "PoS (CVX)" baseline).
 
-    max  sum_i log E_i(r_i)   s.t.  N_C(r) <= N_C,max,  N_M(r) <= N_M,max
+    max  sum_i log E_i(r_i)   s.t.  N_C(r) <= N_C,max,  N_M(r) <= N_M,max  (and every extra budget)
 
 (Zhang et al. TPAMI 2016 eq. 13-14 in logs; E_i as in `pos_greedy`). COBLA's reference code
 (chongli-uw/cobla cvx_sumlog_wrapper.m) solves it with CVX + MOSEK over 0/1 masks with the linear

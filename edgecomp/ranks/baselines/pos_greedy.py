@@ -12,12 +12,13 @@ The greedy, exactly:
      original_cost - cost(b_i - 1) at once); no move at rank 1 or when b_i = 1.
   3. Score of a move = loss / normalized saving, with
         loss   = log E_i(r) - log E_i(r')                     (>= 0)
-        saving = w_C * dCompute / C_0 + w_M * dParams / M_0,
+        saving = w_C * dCompute / C_0 + w_M * dParams / M_0 + sum_l dCost_l / X_l,
      C_0, M_0 the original compute (MACs or ms) / params of the decomposable layers, (w_C, w_M) = `weights`
-     (default (1, 1)). Zhang et al.'s measure is (relative loss) / (relative complexity saving);
+     (default (1, 1)); the last sum runs over the problem's extra budgets (e.g. latency), X_l their dense
+     cost of the decomposable layers, with weight 1. Zhang et al.'s measure is (relative loss) / (relative complexity saving);
      -log(1 - d eps / eps) is the log form of their relative loss d eps / eps.
   4. Apply the move with the smallest score (ties: lowest layer index); repeat 3-4 until
-     both budgets hold.
+     every budget holds (extra ones included).
 measure="loss" ranks moves by the loss alone, which is what COBLA's reference code
 (chongli-uw/cobla DnnUtili.greedy_product_sum_heuristic) does. Nothing else is added (no local
 search after the greedy).
@@ -63,6 +64,8 @@ def select_pos_greedy(problem: RankProblem, *, measure: str = "per_cost",
     log_e = [effective_log_energy(layer) for layer in layers]
     c0 = sum(layer.original_compute for layer in layers) or 1.0
     m0 = sum(layer.original_params for layer in layers) or 1.0
+    extra = problem.extra
+    x0 = [float(b.original.sum()) or 1.0 for b in extra]
     ranks = problem.max_ranks.copy()
     compute, params = problem.cost(ranks)
 
@@ -74,6 +77,8 @@ def select_pos_greedy(problem: RankProblem, *, measure: str = "per_cost",
         (c_old, p_old), (c_new, p_new) = layer.cost(r), layer.cost(nr)
         loss = max(float(log_e[i][r - 1] - log_e[i][nr - 1]), 0.0)
         saving = w_c * (c_old - c_new) / c0 + w_m * (p_old - p_new) / m0
+        for b, scale in zip(extra, x0):
+            saving += (b.layer_cost(i, layer, r) - b.layer_cost(i, layer, nr)) / scale
         score = loss if measure == "loss" else (loss / saving if saving > 0 else np.inf)
         return score, i, nr, c_old - c_new, p_old - p_new
 

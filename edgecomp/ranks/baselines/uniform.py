@@ -2,8 +2,8 @@
 
     r_i(alpha) = max(1, floor(alpha * K_i)),   alpha in [0, 1]
 
-and alpha is the largest value whose ranks fit both budgets (N_C(r) <= N_C,max and
-N_M(r) <= N_M,max, break-even rule applied). r_i(alpha) only changes at the breakpoints
+and alpha is the largest value whose ranks fit every budget (N_C(r) <= N_C,max,
+N_M(r) <= N_M,max and the problem's extra budgets, break-even rule applied). r_i(alpha) only changes at the breakpoints
 alpha = r / K_i, so the bisection runs over the sorted breakpoints and returns the exact largest
 feasible alpha (any alpha up to the next breakpoint gives the same ranks). A tighter budget can
 only lower alpha, so every rank and both costs are monotone in the budget.

@@ -8,7 +8,7 @@ the loss/gradient oracle and applies the mask scaling to the factored layers.
 """
 
 from edgecomp.ranks.cobla.lbfgs import CompactLBFGS
-from edgecomp.ranks.cobla.projection import BudgetPolytope
+from edgecomp.ranks.cobla.projection import BudgetPolytope, LinearPolytope, polytope
 from edgecomp.ranks.cobla.qp import QPResult, solve_qp
 from edgecomp.ranks.cobla.rounding import kept_components, round_ranks
 from edgecomp.ranks.cobla.shrink import heuristic_budgets, shrink_from_heuristics
@@ -17,6 +17,7 @@ from edgecomp.ranks.cobla.sqp import REASONS, Oracle, SQPOptions, SQPResult, sol
 __all__ = [
     "BudgetPolytope",
     "CompactLBFGS",
+    "LinearPolytope",
     "Oracle",
     "QPResult",
     "REASONS",
@@ -24,6 +25,7 @@ __all__ = [
     "SQPResult",
     "heuristic_budgets",
     "kept_components",
+    "polytope",
     "round_ranks",
     "shrink_from_heuristics",
     "solve_qp",

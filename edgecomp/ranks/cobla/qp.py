@@ -3,7 +3,7 @@
 At the iterate m (feasible) with gradient g and L-BFGS matrix B the step d = x - m solves
 
     min_x  q(x) = g . (x - m) + 1/2 (x - m)^T B (x - m)
-    s.t.   0 <= x <= 1,  a_C . x <= b_C,  a_M . x <= b_M,
+    s.t.   0 <= x <= 1,  a_C . x <= b_C,  a_M . x <= b_M,  a_l . x <= b_l (extra budgets),
 
 which is the QP  min_d g'd + 1/2 d'Bd  s.t.  a_C'(m + d) + c_C <= N_C,max, ... of the brief
 written in x = m + d. B is positive definite, so the QP is strongly convex.
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgecomp.ranks.cobla.lbfgs import CompactLBFGS
-from edgecomp.ranks.cobla.projection import BudgetPolytope
+from edgecomp.ranks.cobla.projection import LinearPolytope
 
 
 @dataclass
@@ -53,7 +53,7 @@ def solve_qp(
     g: np.ndarray,
     B: CompactLBFGS,
     m: np.ndarray,
-    P: BudgetPolytope,
+    P: LinearPolytope,
     *,
     max_iter: int = 200,
     rtol: float = 1e-3,
@@ -61,7 +61,8 @@ def solve_qp(
     check_every: int = 5,
     memory: int = 10,
 ) -> QPResult:
-    """Minimise q(x) over P starting from the feasible point m (see module docstring)."""
+    """Minimise q(x) over P (any number of budget rows) starting from the feasible point m (see module
+    docstring)."""
     lmin, lmax = B.eig_bounds()
     lmin = max(lmin, 1e-12 * lmax)
     x = m.copy()

@@ -1,4 +1,5 @@
-"""From relaxed masks m_hat to integer ranks that fit both budgets on the built model (COBLA eq. 9).
+"""From relaxed masks m_hat to integer ranks that fit every budget on the built model (COBLA eq. 9):
+compute, params and the problem's extra budgets (RankProblem.extra, e.g. latency), all alike below.
 
 Rank of layer i (eq. 9, randomized rounding of the expected number of kept components):
 
@@ -32,7 +33,8 @@ break-even rule applied), not just for the linear relaxation:
 
 Choice among the distinct feasible candidates (draws that repeat a rank vector already drawn are
 counted in info["draws_duplicate"] and never evaluated twice): the smallest loss_fn(ranks) if
-given (the glue evaluates held-out loss), else the largest kept energy
+given (the glue evaluates held-out loss, on the run's torch device: edgecomp.compression.cobla;
+this module stays numpy on the CPU), else the largest kept energy
 
     sum_i  kept_i / sum_j sigma_ij^2,   kept_i = sum_{j in top r_i} (m_hat_ij sigma_ij)^2
 
@@ -58,7 +60,7 @@ from typing import Callable
 import numpy as np
 
 from edgecomp.errors import InfeasibleBudgetError
-from edgecomp.ranks.problem import RankProblem, RankSelection
+from edgecomp.ranks.problem import RankProblem, RankSelection, infeasible_budget_error
 
 
 def _check_masks(problem: RankProblem, masks) -> np.ndarray:
@@ -97,19 +99,21 @@ def kept_components(problem: RankProblem, masks, ranks) -> list[np.ndarray]:
 
 
 class _Ledger:
-    """Vectorised per-layer costs and kept energies for fast greedy moves."""
+    """Vectorised per-layer costs (one row per budget) and kept energies for fast greedy moves."""
 
     def __init__(self, problem: RankProblem, masks: np.ndarray):
         layers = problem.layers
         self.problem = problem
         self.K = np.array([l.max_rank for l in layers], dtype=np.int64)
         self.be = np.array([l.break_even_rank for l in layers], dtype=np.int64)
-        self.cpr = np.array([l.compute_per_rank for l in layers])
-        self.ppr = np.array([l.params_per_rank for l in layers])
-        self.bias = np.array([l.bias_params for l in layers])
-        self.c0 = np.array([l.compute_intercept for l in layers])
-        self.ocompute = np.array([l.original_compute for l in layers])
-        self.oparams = np.array([l.original_params for l in layers])
+        extra = problem.extra
+        self.per_rank = np.array([[l.compute_per_rank for l in layers], [l.params_per_rank for l in layers],
+                                  *(b.per_rank for b in extra)]).reshape(2 + len(extra), len(layers))
+        self.intercept = np.array([[l.compute_intercept for l in layers], [l.bias_params for l in layers],
+                                   *(b.intercept for b in extra)]).reshape(self.per_rank.shape)
+        self.original = np.array([[l.original_compute for l in layers], [l.original_params for l in layers],
+                                  *(b.original for b in extra)]).reshape(self.per_rank.shape)
+        self.fixed = np.array([problem.fixed_compute, problem.fixed_params, *(b.fixed for b in extra)])
         self.energy = []  # energy[i][r]: relative kept energy of layer i at rank r (factored)
         for layer, m, order in zip(layers, problem.split(masks), _order(problem, masks)):
             total = float(np.sum(layer.sigma**2))
@@ -117,15 +121,13 @@ class _Ledger:
             e = np.concatenate([[0.0], np.cumsum(v)]) / total if total > 0 else np.zeros(v.size + 1)
             self.energy.append(e)
 
-    def costs(self, ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        unf = ranks >= self.be
-        compute = np.where(unf, self.ocompute, ranks * self.cpr + self.c0)
-        params = np.where(unf, self.oparams, ranks * self.ppr + self.bias)
-        return compute, params
+    def costs(self, ranks: np.ndarray) -> np.ndarray:
+        """Per-layer cost of every row (rows x layers), break-even rule applied."""
+        return np.where(ranks >= self.be, self.original, ranks * self.per_rank + self.intercept)
 
-    def totals(self, ranks) -> tuple[float, float]:
-        compute, params = self.costs(ranks)
-        return self.problem.fixed_compute + float(compute.sum()), self.problem.fixed_params + float(params.sum())
+    def totals(self, ranks) -> np.ndarray:
+        costs = self.costs(ranks)
+        return np.array([self.fixed[k] + float(costs[k].sum()) for k in range(costs.shape[0])])
 
     def layer_energy(self, i: int, r: int) -> float:
         return 1.0 if r >= self.be[i] else float(self.energy[i][r])
@@ -137,21 +139,20 @@ class _Ledger:
         """Greedily lower layers until the built model fits; None if no move is left."""
         ranks = ranks.copy()
         p = self.problem
+        budgets = p.budgets
         while not p.feasible(ranks):
-            n_c, n_m = self.totals(ranks)
-            over_c = n_c >= p.compute_budget * (1 - 1e-9)
-            over_m = n_m >= p.param_budget * (1 - 1e-9)
-            if not (over_c or over_m):  # disagreement at rounding level: treat both as tight
-                over_c = over_m = True
+            over = self.totals(ranks) >= budgets * (1 - 1e-9)
+            if not over.any():  # disagreement at rounding level: treat every row as tight
+                over[:] = True
             unf = ranks >= self.be
             new = np.where(unf, self.be - 1, ranks - 1)
             movable = (new >= 1) & (unf if break_even_only else (ranks > 1))
             if not movable.any():
                 return None
-            compute, params = self.costs(ranks)
-            new_compute, new_params = self.costs(np.maximum(new, 1))
-            gain = ((over_c * (compute - new_compute) / p.compute_budget)
-                    + (over_m * (params - new_params) / p.param_budget))
+            costs, new_costs = self.costs(ranks), self.costs(np.maximum(new, 1))
+            gain = 0.0
+            for k in np.flatnonzero(over):  # removed excess, relative to each exceeded budget
+                gain = gain + (costs[k] - new_costs[k]) / budgets[k]
             idx = np.flatnonzero(movable & (gain > 0))
             if idx.size == 0:
                 return None
@@ -179,12 +180,8 @@ def round_ranks(
         raise ValueError("finalists must be >= 1")
     masks = _check_masks(problem, masks)
     if not problem.is_satisfiable():
-        min_compute, min_params = problem.min_cost
-        raise InfeasibleBudgetError(
-            f"no rank assignment fits: the smallest buildable model (rank 1 everywhere) needs "
-            f"{min_compute:.6g} {problem.compute_unit} and {min_params:.6g} parameters "
-            f"(budgets {problem.compute_budget:.6g} and {problem.param_budget:.6g})",
-            min_macs=min_compute, min_params=min_params)
+        raise infeasible_budget_error(problem, "no rank assignment fits: the smallest buildable model (rank 1 "
+                                               "everywhere)")
     ledger = _Ledger(problem, masks)
     s = np.array([float(m.sum()) for m in problem.split(masks)])
     base = np.floor(s + 1e-9)
@@ -237,6 +234,8 @@ def round_ranks(
         "macs": n_c,  # report.json's key for the compute cost, in "compute_unit"
         "compute_unit": problem.compute_unit,
         "params": n_m,
+        **({"extra_costs": dict(zip((b.name for b in problem.extra), problem.extra_cost(ranks).tolist()))}
+           if problem.extra else {}),
         "unfactored_layers": [l.name for l, r in zip(problem.layers, ranks) if not l.is_factored(int(r))],
     }
     return RankSelection(method="cobla", ranks=ranks, masks=masks, enforces_budgets=True, info=info)

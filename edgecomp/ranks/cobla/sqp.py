@@ -3,9 +3,11 @@ non-monotone line search.
 
     min_m E(m)   s.t.   N_C(m) = a_C . m + c_C <= N_C,max,
                         N_M(m) = a_M . m + c_M <= N_M,max,   0 <= m <= 1,
+                        N_l(m) = a_l . m + c_l <= N_l,max    for every extra budget l (e.g. latency),
 
 with E given by an oracle (loss and gradient, possibly on a fresh sub-sample per iteration) and
-the costs linear (`RankProblem.linear_costs`). The paper solves it with SQPlab (quasi-Newton,
+the costs linear (`RankProblem.linear_rows`: compute, params, then `RankProblem.extra`). With
+compute and params only the projection is the two-row BudgetPolytope, else the k-row LinearPolytope. The paper solves it with SQPlab (quasi-Newton,
 Powell-damped BFGS, line search; Dai & Schittkowski's non-monotone SQP); this is the same
 scheme written for large n:
 
@@ -69,8 +71,9 @@ callback, the step norm and the allocation after its step):
 A budget of +inf (a device without that budget) leaves its row unconstrained: it is replaced by
 c_k + a_k . 1, the cost with every mask at 1, which no point of the box exceeds.
 
-If the relaxed problem is infeasible (b_C < 0 or b_M < 0: even with every free mask at 0 the
-cost exceeds a budget) InfeasibleBudgetError is raised before the oracle is called.
+If the relaxed problem is infeasible (some b_k < 0: even with every free mask at 0 the cost exceeds a
+budget) InfeasibleBudgetError, naming every such budget and its minimum, is raised before the oracle is
+called.
 """
 
 from __future__ import annotations
@@ -82,11 +85,11 @@ from typing import Callable
 
 import numpy as np
 
-from edgecomp.errors import InfeasibleBudgetError, VerificationError
+from edgecomp.errors import VerificationError
 from edgecomp.ranks.cobla.lbfgs import CompactLBFGS
-from edgecomp.ranks.cobla.projection import BudgetPolytope
+from edgecomp.ranks.cobla.projection import LinearPolytope, polytope
 from edgecomp.ranks.cobla.qp import solve_qp
-from edgecomp.ranks.problem import RankProblem
+from edgecomp.ranks.problem import RankProblem, infeasible_budget_error
 
 Oracle = Callable[[np.ndarray, int], "tuple[float, np.ndarray]"]
 """(masks, iteration) -> (loss, gradient w.r.t. the masks). Trial points of one iteration share
@@ -151,7 +154,8 @@ class SQPResult:
 
     history: one record per iteration k with the state *after* its step -- "loss" (oracle loss
     at m_{k+1} on iteration k's sub-sample), "N_C", "N_M" (linear costs of m_{k+1}),
-    "step_norm" (relative inf-norm of m_{k+1} - m_k), "step_size" (alpha), "backtracks",
+    "step_norm" (relative inf-norm of m_{k+1} - m_k), "N_extra" ({name: linear cost} of the extra
+    budgets, only when the problem has some), "step_size" (alpha), "backtracks",
     "retries", "qp_iterations", "qp_converged", "damped", "pair_skipped", "lbfgs_pairs",
     "allocation_change" (delta_k of the "allocation stable" rule; <= 1 counts as stable) and
     "product_loss" (with product_loss) -- plus
@@ -177,17 +181,14 @@ class _Problem:
     """The relaxed problem over the free masks: polytope, costs, fixed values."""
 
     def __init__(self, problem: RankProblem, fixed: np.ndarray | None):
-        a_c, a_m, c_c, c_m = problem.linear_costs()
+        A, consts = problem.linear_rows()
         n = problem.n_masks
         budgets = []
-        compute = {"MACs": "MAC", "ms": "latency"}.get(problem.compute_unit, "compute")
-        for name, budget, a, c in ((compute, problem.compute_budget, a_c, c_c),
-                                   ("parameter", problem.param_budget, a_m, c_m)):
+        for (name, _), budget, a, c in zip(problem.budget_rows(), problem.budgets, A, consts):
             if np.isnan(budget) or budget == -np.inf:
                 raise ValueError(f"{name} budget must be a number or +inf, got {budget}")
             # No budget (+inf) leaves the row unconstrained: N(m) <= c + a . 1 holds for every m in the box.
-            budgets.append(min(float(budget), c + float(a.sum())))
-        compute_budget, param_budget = budgets
+            budgets.append(min(float(budget), float(c) + float(a.sum())))
         if fixed is None:
             fixed = np.full(n, -1, dtype=np.int64)
         fixed = np.asarray(fixed)
@@ -198,16 +199,14 @@ class _Problem:
         self.n = n
         self.free = np.flatnonzero(fixed == -1)
         self.base = np.where(fixed == 1, 1.0, 0.0)  # masks with the free ones at 0
-        self.a_c, self.a_m, self.c_c, self.c_m = a_c, a_m, c_c, c_m
-        min_c = c_c + float(a_c @ self.base)
-        min_m = c_m + float(a_m @ self.base)
-        self.P = BudgetPolytope(a_c[self.free], a_m[self.free], compute_budget - min_c, param_budget - min_m)
+        self.A, self.consts = A, consts
+        self.extra_names = [b.name for b in problem.extra]
+        mins = np.array([float(c) + float(a @ self.base) for a, c in zip(A, consts)])
+        self.P = polytope(A[:, self.free], np.array(budgets) - mins)
         if self.P.is_empty:
-            raise InfeasibleBudgetError(
-                "the relaxed COBLA problem is infeasible: with every free mask at 0 the model "
-                f"still needs {min_c:.6g} {problem.compute_unit} and {min_m:.6g} parameters "
-                f"(budgets {problem.compute_budget:.6g} and {problem.param_budget:.6g})",
-                min_macs=min_c, min_params=min_m)
+            raise infeasible_budget_error(
+                problem, "the relaxed COBLA problem is infeasible: with every free mask at 0 the model still",
+                minimums=mins)
         self.offsets = problem.offsets[:-1]
         self.n_layers = len(problem.layers)
         sigma_rel = []
@@ -226,7 +225,11 @@ class _Problem:
         return np.add.reduceat(m, self.offsets) if self.n_layers and m.size else np.zeros(self.n_layers)
 
     def costs(self, m: np.ndarray) -> tuple[float, float]:
-        return float(self.a_c @ m) + self.c_c, float(self.a_m @ m) + self.c_m
+        return float(self.A[0] @ m) + float(self.consts[0]), float(self.A[1] @ m) + float(self.consts[1])
+
+    def extra_costs(self, m: np.ndarray) -> dict:
+        """{name: linear cost} of the extra budgets ({} without any)."""
+        return {name: float(self.A[k] @ m) + float(self.consts[k]) for k, name in enumerate(self.extra_names, 2)}
 
     def start(self, m0: np.ndarray | None) -> tuple[np.ndarray, str]:
         if m0 is None:
@@ -245,7 +248,7 @@ class _Problem:
         return self.P.project(z), "projected"
 
 
-def _kkt_residual(P: BudgetPolytope, x: np.ndarray, g: np.ndarray) -> float:
+def _kkt_residual(P: LinearPolytope, x: np.ndarray, g: np.ndarray) -> float:
     if x.size == 0:
         return 0.0
     mu = P.mu.copy()  # keep the QP's warm start
@@ -334,6 +337,8 @@ def solve_relaxed(
         n_c, n_m = rp.costs(m)
         kkt = _kkt_residual(P, x, g)
         record = {"iteration": k, "loss": loss, "N_C": n_c, "N_M": n_m, "kkt_residual": kkt}
+        if rp.extra_names:
+            record["N_extra"] = rp.extra_costs(m)
         if kkt <= opts.kkt_tol:
             reason, converged = "KKT residual", True
             record.update(step_norm=0.0, step_size=0.0, backtracks=0, qp_iterations=0,
@@ -367,6 +372,8 @@ def solve_relaxed(
             stable = stable and not q < (1.0 - opts.stable_loss_rtol) * best_product
             best_product = min(best_product, q)
         stable_run = stable_run + 1 if stable else 0
+        if rp.extra_names:
+            record["N_extra"] = rp.extra_costs(m)
         record.update(
             loss=loss, N_C=n_c, N_M=n_m, step_norm=step_norm, step_size=alpha,
             backtracks=step["backtracks"], retries=step["retries"], qp_iterations=step["qp_iterations"],
