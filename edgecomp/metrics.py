@@ -11,15 +11,15 @@ MetricFn = Callable[[Any, Any], float]
 
 
 def map_tensors(fn: Callable[[Any], Any], value: Any) -> Any:
-    """`value` with fn applied to every tensor in it (nested lists, tuples, dicts); anything else as is."""
+    """`value` with fn applied to every tensor in it (nested lists, tuples, named tuples and dicts, each rebuilt
+    as its own type, as a user's batch may be); anything else as is."""
     if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch.Tensor, without importing torch
         return fn(value)
-    if isinstance(value, list):
-        return [map_tensors(fn, v) for v in value]
-    if isinstance(value, tuple):
-        return tuple(map_tensors(fn, v) for v in value)
+    if isinstance(value, (list, tuple)):
+        mapped = [map_tensors(fn, v) for v in value]
+        return type(value)(*mapped) if hasattr(value, "_fields") else type(value)(mapped)
     if isinstance(value, dict):
-        return {k: map_tensors(fn, v) for k, v in value.items()}
+        return type(value)((k, map_tensors(fn, v)) for k, v in value.items())
     return value
 
 

@@ -311,3 +311,20 @@ def test_two_process_training_equals_one_process(tmp_path, monkeypatch):
     assert not (tmp_path / "rank0" / "ck.finetune.pt").exists()  # removed by rank 0
     assert two[0]["agree"] == two[1]["agree"] == {"same": ({"a": 1}, 0.0), "other": ({"a": 1}, 0.0, 0.0)}
 
+
+
+def test_a_broken_launcher_environment_is_one_error_line_and_exit_2(tmp_path):
+    """A process group that cannot start (here RANK is not a number) is the environment's refusal: one
+    `error:` line and exit 2, never a traceback and exit 1 (which would read as a failed budget)."""
+    import shutil
+    from pathlib import Path
+
+    exe = Path(sys.executable).with_name("edgecomp")
+    command = [str(exe)] if exe.is_file() else [shutil.which("edgecomp") or "edgecomp"]
+    env = {**os.environ, "WORLD_SIZE": "2", "RANK": "abc", "LOCAL_RANK": "0"}
+    run = subprocess.run([*command, "inspect", "zoo:tiny_cnn"], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 2, run.stderr
+    assert [line for line in run.stderr.splitlines() if line.startswith("error:")] == [
+        "error: environment variable RANK='abc' is not an integer (set by torchrun)"]
+    assert "Traceback" not in run.stderr

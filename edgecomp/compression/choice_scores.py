@@ -286,6 +286,7 @@ def select_choices_by_scores(
         shrunk_values.append(np.sqrt(0.5 * float(np.mean(f_diag)) * energy) * errors / energy)
     ranks, sol = solve_layers(problem, values, candidates, maximize=False, time_limit=time_limit,
                               mip_rel_gap=mip_rel_gap)
+    scoring_s = time.perf_counter() - t0 - t_fisher - sol.solve_time_s
     heldout_info = {}
     if heldout is not None and len(heldout):
         ranks, heldout_info = _best_by_heldout_loss(
@@ -304,8 +305,9 @@ def select_choices_by_scores(
         "scores": {layer.name: [float(s) for s in v] for layer, v in zip(problem.layers, values)},
         "chosen_scores": picked,
         "sample_size": int(chosen.size), "fisher_batch_size": int(batch_size),
-        "fisher_seconds": t_fisher, "scoring_seconds": time.perf_counter() - t0 - t_fisher - sol.solve_time_s,
-        "macs": compute, "compute_unit": problem.compute_unit, "params": params, **solver_info(sol)})
+        "fisher_seconds": t_fisher, "scoring_seconds": scoring_s,
+        "macs": compute, "compute_unit": problem.compute_unit, "params": params,
+        **solver_info(sol)})  # the solver's diagnostics are the Fisher knapsack's
 
 
 def _best_by_heldout_loss(problem, model, spectra, schemes, reconstruct, data, heldout, loss_fn, placement,

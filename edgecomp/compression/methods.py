@@ -430,7 +430,9 @@ def finetune_compressed(result: CompressResult, original: nn.Module, data, optio
     train_data = heldout_data = teacher = None
     if data is not None:
         train_idx, heldout_idx = split_heldout(len(data), 0.1, options.seed)
-        train_data, heldout_data = _subset(data, train_idx), _subset(data, heldout_idx)
+        from edgecomp.finetune.batches import subset
+
+        train_data, heldout_data = subset(data, train_idx), subset(data, heldout_idx)
         teacher = original if (options.distill or not getattr(data, "has_labels", True)) else None
     trained = train(
         result.model, train_data, epochs=options.epochs, lr=options.lr, seed=options.seed, eval_data=heldout_data,
@@ -451,16 +453,6 @@ def finetune_compressed(result: CompressResult, original: nn.Module, data, optio
         "metric": trained.metric,
         "curve": trained.history,
     }
-
-
-def _subset(data, indices: np.ndarray):
-    from edgecomp.data import EdgeDataset, SubsetDataset
-
-    if isinstance(data, EdgeDataset):
-        return SubsetDataset(data, indices)
-    from torch.utils.data import Subset
-
-    return Subset(data, indices.tolist())
 
 
 def finish(built: nn.Module, problem: RankProblem, selection: RankSelection, input_shape, scheme: str,

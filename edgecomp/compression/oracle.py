@@ -137,14 +137,9 @@ class NormTest:
 def batch_to(value: Any, device: torch.device) -> Any:
     """A batch with its tensors on `device` (also inside tuples, named tuples, lists and dicts, as a
     user's loss_fn may get them); anything else as it is."""
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, (list, tuple)):
-        moved = [batch_to(v, device) for v in value]
-        return type(value)(*moved) if hasattr(value, "_fields") else type(value)(moved)
-    if isinstance(value, dict):
-        return type(value)((k, batch_to(v, device)) for k, v in value.items())
-    return value
+    from edgecomp.metrics import map_tensors
+
+    return map_tensors(lambda tensor: tensor.to(device), value)
 
 
 def sample_count(sample: float | int, n: int) -> int:

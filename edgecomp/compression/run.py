@@ -280,7 +280,7 @@ def compress_loaded(req: CompressRequest, loaded, data=None, eval_data=None, log
                "accuracy_metric": "user metric" if req.metric is not None else "top1",
                **placement.describe(),
                "checkpoint": {"every": req.checkpoint_every, "resumed_from": dict(checkpoint.resumed)} if checkpoint else None,
-               "distributed": _processes(result.model),
+               "distributed": _processes(placement),
                "rank_multiple": {"multiple": rank_multiple, "source": multiple_source},
                **({"cp_solver": req.cp_solver} if req.scheme == "cp" else {}), **extra},
     )
@@ -316,12 +316,12 @@ def follow_compress(req: CompressRequest, loaded=None) -> None:
     compress_loaded(req, loaded, data, eval_data, log=lambda message: None)
 
 
-def _processes(model) -> dict:
-    """report.json's "distributed": world_size, backend (None for one process) and the torch device."""
+def _processes(placement) -> dict:
+    """report.json's "distributed": world_size, backend (None for one process) and the torch device the work ran
+    on (the built model itself always comes back to the CPU)."""
     from edgecomp.distributed import current
 
-    param = next(model.parameters(), None)
-    return current().describe(str(param.device) if param is not None else "cpu")
+    return current().describe(str(placement.device))
 
 
 def write_outdir(outdir: str | Path, done: Compressed, log=print) -> dict:

@@ -59,8 +59,15 @@ def _code(exc: SystemExit) -> int:
 
 def run_distributed(command: Callable[[], object]) -> object:
     """Run `command` (a click main in standalone mode, which ends in SystemExit) in this process's
-    group; outside torchrun (world 1) it is just command()."""
-    dist = init()
+    group; outside torchrun (world 1) it is just command(). A process group that cannot start (a bad
+    WORLD_SIZE / RANK, a backend this torch lacks) is the user's environment: one `error:` line, exit 2."""
+    from edgecomp.errors import EdgecompError
+
+    try:
+        dist = init()
+    except EdgecompError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
     if not dist.active:
         return command()
     _quiet_others(dist)

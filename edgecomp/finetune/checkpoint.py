@@ -132,13 +132,9 @@ def set_rng_state(state: dict, device: torch.device) -> None:
 
 def to_device(state, device: torch.device):
     """An optimizer / model state with its tensors on `device` (checkpoints load on the CPU)."""
-    if isinstance(state, torch.Tensor):
-        return state.to(device)
-    if isinstance(state, dict):
-        return {k: to_device(v, device) for k, v in state.items()}
-    if isinstance(state, list):
-        return [to_device(v, device) for v in state]
-    return state
+    from edgecomp.metrics import map_tensors
+
+    return map_tensors(lambda tensor: tensor.to(device), state)
 
 
 def checkpoint_for(outdir: str | os.PathLike | None, every: int | None, resume: bool,
