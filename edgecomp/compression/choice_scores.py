@@ -281,9 +281,10 @@ def select_choices_by_scores(
             errors = truncation_errors(layer.sigma, cand.ranks, layer.max_rank)
         candidates.append(cand)
         values.append(score)
-        energy = max(float(np.sum(kernel ** 2)), 1e-300)
-        layer_values.append(0.5 * float(np.mean(f_diag)) * errors)
-        shrunk_values.append(np.sqrt(0.5 * float(np.mean(f_diag)) * energy) * errors / energy)
+        if heldout is not None:  # the other knapsack objectives only compete on held-out data
+            energy = max(float(np.sum(kernel ** 2)), 1e-300)
+            layer_values.append(0.5 * float(np.mean(f_diag)) * errors)
+            shrunk_values.append(np.sqrt(0.5 * float(np.mean(f_diag)) * energy) * errors / energy)
     ranks, sol = solve_layers(problem, values, candidates, maximize=False, time_limit=time_limit,
                               mip_rel_gap=mip_rel_gap)
     scoring_s = time.perf_counter() - t0 - t_fisher - sol.solve_time_s

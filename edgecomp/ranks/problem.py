@@ -196,14 +196,14 @@ class RankProblem:
 
     def _cap_layers(self) -> None:
         """Lower every layer's break-even rank to where it stops paying off in an extra budget."""
+        for b in self.extra:
+            if b.per_rank.size != len(self.layers):
+                raise ValueError(f"budget {b.name}: {b.per_rank.size} per-layer costs for {len(self.layers)} layers")
         layers = []
         for i, layer in enumerate(self.layers):
             if getattr(layer, "choice_compute", None) is not None:  # an edgecomp.ranks.choices.ChoiceLayer
                 raise ValueError(f"layer {layer.name}: extra budgets ({', '.join(b.name for b in self.extra)}) "
                                  "need per-rank costs; choice layers (schemes tucker2, auto) have none")
-            for b in self.extra:
-                if b.per_rank.size != len(self.layers):
-                    raise ValueError(f"budget {b.name}: {b.per_rank.size} per-layer costs for {len(self.layers)} layers")
             cap = min(b.break_even_rank(i, layer.max_rank) for b in self.extra)
             if cap < layer.break_even_rank:
                 layer = replace(layer, break_even_cap=cap)
