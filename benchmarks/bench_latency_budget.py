@@ -62,6 +62,7 @@ from edgecomp.errors import InfeasibleBudgetError
 from edgecomp.exporters import export_onnx
 from edgecomp.graph import analyze_model
 from edgecomp.latency import LatencyCache
+from edgecomp.latency.keys import host_simd_lanes
 from edgecomp.models import get_zoo_model
 from edgecomp.pipeline.latency_table import TIMING, Timed, measure_latency_table
 from edgecomp.ranks.latency import fitted_ms
@@ -71,11 +72,15 @@ TOLERANCE = 1.10  # a latency budget is met when the measured ratio <= 1.1 x eta
 INF = float("inf")
 
 
+SETTINGS = {"rank_multiple": 1}  # set once from the command line
+
+
 @dataclass(frozen=True)
 class TableRequest:
     """The two fields measure_latency_table reads from an ExportRequest when it is given its own timer."""
 
     scheme: str = "spatial"
+    rank_multiple: int = 1  # the table's rank grid is aligned to it, as the built ranks are
 
     def target_url(self) -> str:
         return "local"
@@ -165,7 +170,8 @@ def select(model, shape, cost, table: dict, eta: float, kind: str, budget_ms: fl
            "mac_budget_ratio": mac_ratio}
     t0 = time.perf_counter()
     try:
-        result = compress(model, shape, budgets, method="pos-cvx", scheme="spatial", **extra)
+        result = compress(model, shape, budgets, method="pos-cvx", scheme="spatial",
+                          rank_multiple=SETTINGS["rank_multiple"], **extra)
     except InfeasibleBudgetError as exc:
         minimum = getattr(exc, "minimums", {}).get("latency")
         return {**row, "model": None, "infeasible": str(exc), "min_predicted_ms": minimum,
@@ -262,9 +268,10 @@ def bench(name: str, model, shape, threads: int, args, workdir: Path, no_rule: d
     load_start, t0 = os.getloadavg(), time.perf_counter()
     folder = workdir / f"{name}-{threads}t"
     folder.mkdir(parents=True, exist_ok=True)
-    table = measure_latency_table(TableRequest(), {"input_shape": list(shape)}, folder / "table", print,
+    table = measure_latency_table(TableRequest(rank_multiple=SETTINGS["rank_multiple"]), {"input_shape": list(shape)}, folder / "table", print,
                                   loaded=SimpleNamespace(module=model), providers=["CPUExecutionProvider"],
-                                  timer=nospin_timer(threads), cache=LatencyCache(args.cache_dir))
+                                  timer=nospin_timer(threads), cache=LatencyCache(args.cache_dir),
+                                  layer_timing=args.layer_timing)
     table_s = time.perf_counter() - t0
     rows = variants(model, shape, table, args.etas, no_rule)
     paths = {"original": export_onnx(model, folder / "original.onnx", shape).path}
@@ -343,11 +350,20 @@ def main() -> None:
     parser.add_argument("--turn-seconds", type=float, default=0.5)
     parser.add_argument("--input-sizes", default="resnet18=224,mobilenet_v2=224", help="NAME=SIZE,... (ImageNet)")
     parser.add_argument("--cache-dir", type=Path, default=CACHE_DIR)
+    parser.add_argument("--layer-timing", choices=["isolated", "in-context", "auto"], default="isolated",
+                        help="how the per-layer table times factored layers (edgecomp export --layer-timing)")
+    parser.add_argument("--rank-multiple", default="1",
+                        help="round every built rank down to this multiple (simd: this host's fp32 SIMD width)")
     parser.add_argument("--name", default="latency_budget", help="results file benchmarks/results/NAME.json")
     parser.add_argument("--no-closed-loop", dest="closed_loop", action="store_false",
                         help="skip the second round for latency-budgeted rows that missed what was asked")
     args = parser.parse_args()
     args.etas = [float(e) for e in args.etas.split(",")]
+    if args.rank_multiple == "simd":
+        lanes, isa = host_simd_lanes()
+        print(f"rank multiple: simd = {lanes} ({isa})")
+        args.rank_multiple = lanes
+    SETTINGS["rank_multiple"] = int(args.rank_multiple)
     sizes = {k: int(v) for k, v in (item.split("=") for item in args.input_sizes.split(",") if item)}
     t0, load_start = time.perf_counter(), os.getloadavg()
     runs = []

@@ -173,7 +173,7 @@ def test_the_table_reuses_cached_layers_and_only_times_the_whole_model(tmp_path,
     from edgecomp.pipeline import latency_table
     from edgecomp.pipeline.latency_table import Timed, measure_latency_table
 
-    monkeypatch.setattr(latency_table, "rank_grid", lambda break_even, max_rank: [1])  # fewer exports
+    monkeypatch.setattr(latency_table, "rank_grid", lambda break_even, max_rank, **kw: [1])  # fewer exports
 
     loaded = _tiny_cnn()
     analysis = {"input_shape": list(loaded.input_shape)}

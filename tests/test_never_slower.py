@@ -154,3 +154,22 @@ def test_lc_refuses_a_latency_budget_below_the_fastest_model():
     with pytest.raises(InfeasibleBudgetError, match="latency"):
         compress(net, (1, 1, 28, 28), Budgets(float("inf"), float("inf"), "fp32"), method="lc", data=_lc_data(),
                  latency_table=_tiny_table(), latency_budget_ms=0.3, lc=LCOptions(n_mu=1, steps_per_mu=1))
+
+
+def test_cobla_under_a_latency_budget_survives_a_layer_never_faster_factored():
+    """The shrink fixes a layer every heuristic keeps whole at all its masks; for a layer never faster factored
+    that relaxed cost (intercept + slope x max_rank) is far above its dense time, so the relaxed problem looked
+    infeasible under a budget the model can meet. COBLA now skips such a shrink (info["shrink"])."""
+    from edgecomp.compression.cobla import CoblaOptions
+    from edgecomp.compression.methods import Budgets, compress
+    from edgecomp.models import load_model
+
+    net = load_model("zoo:tiny_cnn").module.eval()
+    table = {"fixed_ms": 0.2, "layers": {"conv1": row(0.2, 0.25, 0.1), "conv2": row(1.0, 0.1, 0.02),
+                                         "fc": row(0.05, 0.0, 0.005)}}
+    result = compress(net, (1, 1, 28, 28), Budgets(float("inf"), float("inf"), "fp32"), method="cobla",
+                      data=_lc_data(), latency_table=table, latency_budget_ms=0.6, never_slower_table=table,
+                      cobla=CoblaOptions(max_iter=2, sample=0.5, draws=2, seed=0))
+    assert "conv1" not in result.factored and "conv2" in result.factored
+    assert result.selection.info["predicted_latency_ms"] <= 0.6 + 1e-9
+    assert result.selection.info.get("shrink", "").startswith("skipped")

@@ -108,7 +108,8 @@ def test_profiles_take_one_multiple_or_one_per_precision():
         data["runtime"]["rank_multiple"] = bad
         with pytest.raises(UserInputError, match=message):
             validate_profile_data(data, "dev.yaml")
-    assert "rank_multiple" not in load_profile("x86-host").to_dict()["runtime"]  # fingerprints unchanged
+    assert "rank_multiple" not in load_profile("pizero2").to_dict()["runtime"]  # fingerprints unchanged
+    assert load_profile("x86-host").to_dict()["runtime"]["rank_multiple"] == {"fp32": "simd"}
 
 
 def test_the_override_beats_the_profile_which_beats_nothing():

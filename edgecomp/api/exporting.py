@@ -53,7 +53,7 @@ def export(
     edgecomp.pipeline.ExportRequest fields (method, scheme, latency_budget_ms, percentile,
     max_accuracy_drop, cost, max_rounds, finetune_epochs, cobla, distill, seed, force, precision,
     calibration_samples, measure, trust_pickle, torch_device, amp, workers, rank_multiple, latency_cache,
-    never_slower: see edgecomp.compress, edgecomp.torch_device and docs/latency.md).
+    layer_timing, never_slower: see edgecomp.compress, edgecomp.torch_device and docs/latency.md).
     cost "auto" (the default): latency, MACs and memory together when the device has a latency budget and the
     target is the device itself (its per-layer latency table is measured there, or read from the cache);
     MACs on a stand-in, without a latency budget, or with an explicit mac_budget. "macs" / "latency" force it.

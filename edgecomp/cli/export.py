@@ -72,6 +72,10 @@ def _accuracy_line(comp: dict) -> str | None:
                    "itself (not a stand-in), else MACs; the report says which and why.")
 @click.option("--no-cache", is_flag=True, help="Time every layer of the latency table afresh and refresh the "
               "per-user latency cache (see `edgecomp cache info`).")
+@click.option("--layer-timing", type=click.Choice(["auto", "isolated", "in-context"]), default="auto",
+              show_default=True, help="How the latency table times a factored layer: alone, or inside the whole "
+              "model (catches layout changes and per-op overheads that timing alone misses; one whole-model "
+              "timing per candidate). auto: in context when that takes under a minute (docs/latency.md).")
 @click.option("--rank-multiple", type=COUNT, default=None, help=RANK_MULTIPLE_HELP)
 @click.option("--max-rounds", type=COUNT, default=3, show_default=True, help="Latency-driven compress/verify rounds at most.")
 @click.option("--finetune-epochs", type=NON_NEGATIVE, default=None,
@@ -104,7 +108,7 @@ def _accuracy_line(comp: dict) -> str | None:
 @resume_options
 @json_option
 def command(model, weights, trust_pickle, input_shape, device, profile_file, target, data_spec, eval_data, method, scheme, cp_solver,
-            mac_budget, memory_budget, latency_budget_ms, percentile, max_accuracy_drop, cost, no_cache, rank_multiple,
+            mac_budget, memory_budget, latency_budget_ms, percentile, max_accuracy_drop, cost, no_cache, layer_timing, rank_multiple,
             max_rounds, finetune_epochs, max_iter, sample, draws, time_budget, threads, distill, precision, calib_samples, seed, warmup, iterations, min_duration, cv_threshold, allow_unstable, force, outdir,
             torch_device, amp, workers, checkpoint_every, resume, as_json):
     """Compress MODEL for a device, export its artifact, verify it on the target and report.
@@ -133,7 +137,7 @@ def command(model, weights, trust_pickle, input_shape, device, profile_file, tar
         input_shape=parse_input_shape(input_shape), target=target, data=data_spec, eval_data=eval_data, method=method,
         scheme=scheme, cp_solver=cp_solver, mac_budget=mac_budget, memory_budget=memory_budget, latency_budget_ms=latency_budget_ms,
         percentile=percentile, max_accuracy_drop=max_accuracy_drop, cost=cost, max_rounds=max_rounds,
-        latency_cache=not no_cache, rank_multiple=rank_multiple,
+        latency_cache=not no_cache, layer_timing=layer_timing, rank_multiple=rank_multiple,
         finetune_epochs=finetune_epochs, distill=distill,
         cobla={k: v for k, v in (("max_iter", max_iter), ("sample", sample), ("draws", draws),
                                  ("time_limit_s", time_budget)) if v is not None},

@@ -99,6 +99,14 @@ def heuristic_masks(problem: RankProblem, ranks: np.ndarray) -> np.ndarray:
     return m
 
 
+def shrink_overshoots(problem: RankProblem, fixed: np.ndarray) -> list[str]:
+    """Names of the budgets the relaxed cost with only `fixed`'s on-masks (every free mask at 0) exceeds."""
+    A, consts = problem.linear_rows()
+    mins = A @ (np.asarray(fixed) == 1).astype(np.float64) + consts
+    return [name for (name, _), budget, low in zip(problem.budget_rows(), problem.budgets, mins)
+            if low > float(budget) * (1 + 1e-12)]
+
+
 def _heuristic_ranks(scaled: RankProblem) -> list[np.ndarray]:
     from edgecomp.ranks.baselines import BASELINES
 
@@ -198,6 +206,13 @@ def _lead_cobla(problem: RankProblem, oracle: MaskLossOracle, heldout_idx: np.nd
             fixed = shrink_from_heuristics(problem, strict, loose)
             info["fixed_to_one"] = int((fixed == 1).sum())
             info["fixed_to_zero"] = int((fixed == 0).sum())
+            over = shrink_overshoots(problem, fixed)
+            if over:
+                # A layer every heuristic keeps whole is fixed at all max_rank masks, whose relaxed cost
+                # (intercept + slope x max_rank) can far exceed the dense layer's: for latency, a layer never
+                # faster factored. The relaxed problem would then be infeasible though the budgets are not.
+                info["shrink"] = f"skipped: its fixed masks alone exceed the {', '.join(over)} budget"
+                fixed = None
     sqp_limit = None
     if deadline is not None:
         sqp_limit = max(1e-9, t_start + SQP_SHARE * options.time_limit_s - time.perf_counter())

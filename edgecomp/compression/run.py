@@ -225,7 +225,7 @@ def compress_loaded(req: CompressRequest, loaded, data=None, eval_data=None, log
                              f"compress (see `edgecomp inspect {loaded.spec}`)")
     budgets = resolve_budgets(original_cost, precision, req.profile, req.mac_budget, req.memory_budget)
     fits = original_cost.total_macs <= budgets.macs and original_cost.memory_bytes(precision) <= budgets.memory_bytes
-    if fits:
+    if fits and req.latency_budget_ms is None:
         log(f"note: the original model already fits the budgets ({original_cost.total_macs:,} MACs); compressing anyway as asked")
 
     bar = None

@@ -154,5 +154,5 @@ def resolve_rank_multiple(override: int | None, profile, precision: str | None) 
     if profile is not None:
         multiple = profile.rank_multiple(precision)
         if multiple > 1:
-            return multiple, f"profile {profile.name} ({profile.runtime}, {precision or profile.default_precision})"
+            return multiple, profile.rank_multiple_source(precision)
     return 1, "none"

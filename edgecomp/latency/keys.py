@@ -63,6 +63,22 @@ def host_identity() -> dict[str, Any]:
             "cpu_flags": _flags_digest(flags)}
 
 
+def host_simd_lanes(path: str = "/proc/cpuinfo") -> tuple[int, str]:
+    """(fp32 lanes of this host's widest vector unit, its name): 16 with AVX-512F, 8 with AVX/AVX2, 4 with
+    NEON or SSE2; (1, ...) when the CPU flags say none. ONNX Runtime's CPU kernels block channels by it (MLAS
+    NCHWc convolutions use 16 channels with AVX-512F and 8 with AVX2), so a factored rank off that multiple
+    pads or falls back to slower kernels (BENCHMARKS.md, "Hardware-friendly ranks")."""
+    _, flags = _cpuinfo(path)
+    have = set(flags or ())
+    for flag, lanes, name in (("avx512f", 16, "AVX-512F"), ("avx2", 8, "AVX2"), ("avx", 8, "AVX"),
+                              ("asimd", 4, "NEON"), ("neon", 4, "NEON"), ("sse2", 4, "SSE2")):
+        if flag in have:
+            return lanes, name
+    if platform.machine().lower() in ("aarch64", "arm64"):
+        return 4, "NEON (aarch64)"
+    return 1, "no SIMD flags found"
+
+
 def measured_where(target_url: str, environment: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The `where` part of a key for a run on `target_url`; `environment`: what the agent reported there."""
     if target_url == "local":

@@ -55,6 +55,7 @@ class ExportRequest:
     cost_choice: dict | None = None  # set by resolved(): {"asked", "cost", "why"}
     rank_multiple: int | None = None  # --rank-multiple; None: the profile's runtime.rank_multiple
     latency_cache: bool = True  # False (--no-cache): time every layer afresh and refresh the per-user cache
+    layer_timing: str = "auto"  # --layer-timing: "isolated", "in-context" or "auto" (edgecomp.pipeline.layer_timing)
     never_slower: bool | None = None  # None: with a measured latency table; True: measure one under --cost macs too
     max_rounds: int = 3
     finetune_epochs: float | None = None  # None: DEFAULT_FINETUNE_EPOCHS (BUILTIN_QUICK's for the built-in model)
@@ -109,6 +110,8 @@ class ExportRequest:
             self.finetune_epochs = DEFAULT_FINETUNE_EPOCHS
         if self.cost not in ("auto", "macs", "latency"):
             raise UserInputError(f"--cost must be auto, macs or latency, got {self.cost!r}")
+        if self.layer_timing not in ("auto", "isolated", "in-context"):
+            raise UserInputError(f"--layer-timing must be auto, isolated or in-context, got {self.layer_timing!r}")
         if self.cost == "latency" and self.latency_budget_ms is None and self.profile.latency_budget_ms is None:
             raise UserInputError("--cost latency needs a latency budget (--latency-budget-ms or the profile's)")
         from edgecomp.factor.rank_rounding import check_rank_multiple

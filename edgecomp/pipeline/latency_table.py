@@ -18,6 +18,7 @@ providers in, so this module needs nothing from it (no import cycle).
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -43,9 +44,22 @@ def latency_budget_ms(req) -> float | None:
     return req.latency_budget_ms if req.latency_budget_ms is not None else req.profile.latency_budget_ms
 
 
-def rank_grid(break_even: int, max_rank: int, n: int = RANKS_PER_LAYER) -> list[int]:
+def rank_grid(break_even: int, max_rank: int, n: int = RANKS_PER_LAYER, multiple: int = 1) -> list[int]:
+    """`n` ranks from 1 to below the break-even rank, each rounded down to `multiple` as the built ranks
+    will be (edgecomp.factor.rank_rounding.round_rank), so the fit describes the ranks that are built."""
+    from edgecomp.factor.rank_rounding import round_rank
+
     top = max(1, min(break_even - 1, max_rank))
-    return sorted({int(round(v)) for v in np.linspace(1, top, n)})
+    return sorted({round_rank(int(round(v)), multiple) for v in np.linspace(1, top, n)})
+
+
+def table_rank_multiple(req) -> int:
+    """The rank multiple the compress stage will round to (--rank-multiple, else the profile's); 1 for a
+    request without a profile (a benchmark's own table request)."""
+    from edgecomp.factor.rank_rounding import resolve_rank_multiple
+
+    profile = getattr(req, "profile", None)
+    return resolve_rank_multiple(getattr(req, "rank_multiple", None), profile, getattr(req, "precision", None))[0]
 
 
 def run_facts(report) -> dict[str, Any]:
@@ -85,12 +99,15 @@ def measurement_context(target_url: str, facts: dict):
 
 
 def measure_latency_table(req, analysis: dict, folder: Path, log, *, loaded, providers: list[str] | None,
-                          use_cache: bool = True, timer: Timer | None = None, cache=None) -> dict:
+                          use_cache: bool = True, timer: Timer | None = None, cache=None,
+                          layer_timing: str = "isolated") -> dict:
     """Time `loaded` (an edgecomp.models.LoadedModel, the source model) and each of its decomposable
     layers, original and factored, on the target with `providers` (None: the profile's); latencies in ms.
 
     timer: times one ONNX file (default: harness_timer). cache: an edgecomp.latency.LatencyCache (default:
     the per-user one). use_cache=False: measure every layer afresh and overwrite its entry.
+    layer_timing: "isolated" (each layer exported and timed alone), "in-context" (each factored candidate
+    timed inside the whole model, edgecomp.pipeline.layer_timing), or "auto" (in-context when that is cheap).
     """
     import torch
 
@@ -99,6 +116,7 @@ def measure_latency_table(req, analysis: dict, folder: Path, log, *, loaded, pro
     from edgecomp.graph.cost import analyze_model, layer_scheme
     from edgecomp.latency import LatencyCache, entry_key, layer_shape
     from edgecomp.latency.keys import DENSE
+    from edgecomp.pipeline import layer_timing as ctx
     from edgecomp.ranks.latency import fit_line, latency_break_even_rank
 
     timer = timer or harness_timer(req, providers)
@@ -106,31 +124,84 @@ def measure_latency_table(req, analysis: dict, folder: Path, log, *, loaded, pro
     input_shape = tuple(analysis["input_shape"])
     cost = analyze_model(loaded.module, input_shape, req.scheme)
     modules = dict(loaded.module.named_modules())
-    whole = timer(export_onnx(loaded.module, folder / "model.onnx", input_shape).path)
+    model_onnx = export_onnx(loaded.module, folder / "model.onnx", input_shape).path
+    whole, call_s = ctx.elapsed(lambda: timer(model_onnx))
     context = measurement_context(req.target_url(), whole.facts)
-    layers = {}
+    digest = ctx.architecture_digest(loaded.module, input_shape)
+
+    def time_module(make, stem: str, shape) -> float:
+        return timer(export_onnx(make(), folder / f"{stem}.onnx", shape, dynamic_batch=False).path).ms
+
+    def export_whole(module, stem: str) -> Path:
+        return export_onnx(module, folder / f"{stem}.onnx", input_shape).path
+
+    multiple = table_rank_multiple(req)
+    plans = []
     for lc in cost.decomposable:
         info, dec = lc.layer, lc.decomposition
-        shape, scheme = (1, *info.in_shape), layer_scheme(info, req.scheme)
-        key_shape = layer_shape(info)
-
-        def time_module(make, stem: str, shape=shape) -> float:
-            return timer(export_onnx(make(), folder / f"{stem}.onnx", shape, dynamic_batch=False).path).ms
-
-        def factored(r: int, info=info, scheme=scheme):
+        scheme = layer_scheme(info, req.scheme)
+        ranks = rank_grid(dec.break_even_rank, dec.max_rank, multiple=multiple)
+        in_shape = ctx.in_context_shape(layer_shape(info), digest, lc.name)
+        ctx_keys = ([entry_key(context, in_shape, DENSE, DENSE)] + [entry_key(context, in_shape, scheme, r) for r in ranks]
+                    + [entry_key(context, in_shape, f"{scheme}:noise-margin", 0)])
+        plans.append((lc, scheme, ranks, ctx_keys))
+    uncached = [p for p in plans if not use_cache or any(cache.get(k) is None for k in p[3])]
+    calls = sum(ctx.ROUNDS * (len(p[2]) + 1) for p in uncached)
+    choice = ctx.choose_layer_timing(layer_timing, call_s, calls)
+    if layer_timing != "isolated":
+        log(f"[latency-table] layer timing: {choice['mode']} ({choice['why']})")
+    dense_alone = {lc.name: cache.measure(entry_key(context, layer_shape(lc.layer), DENSE, DENSE),
+                                          lambda name=lc.name, shape=(1, *lc.layer.in_shape): time_module(
+                                              lambda: modules[name], f"{name}.orig", shape), use_cache=use_cache)
+                   for lc, *_ in plans}
+    factored_by_layer = {}
+    for lc, scheme, ranks, ctx_keys in plans:
+        def factored(r: int, info=lc.layer, scheme=scheme):
             torch.manual_seed(0)
             return make_factored(info, scheme, r).eval()
+        factored_by_layer[lc.name] = factored
 
-        original_ms = cache.measure(entry_key(context, key_shape, DENSE, DENSE),
-                                    lambda name=lc.name: time_module(lambda: modules[name], f"{name}.orig"),
-                                    use_cache=use_cache)
-        ranks = rank_grid(dec.break_even_rank, dec.max_rank)
-        times = [cache.measure(entry_key(context, key_shape, scheme, r),
-                               lambda r=r, name=lc.name: time_module(lambda: factored(r), f"{name}.r{r}"),
-                               use_cache=use_cache) for r in ranks]
+    grouped = {}  # in context: each layer's (O, [V(r)], noise margin), from the cache or timed now
+    if choice["mode"] == "in-context":
+        for lc, scheme, ranks, ctx_keys in plans:
+            stored = [cache.get(k) for k in ctx_keys] if use_cache else [None]
+            if all(v is not None for v in stored):
+                cache.stats.hits += len(ctx_keys)
+                grouped[lc.name] = (stored[0], stored[1:-1], stored[-1])
+                continue
+            o, variant_ms, margin = ctx.time_layer_in_context(loaded.module, lc.name, ranks,
+                                                              factored_by_layer[lc.name], export_whole, timer)
+            margin = max(margin, ctx.MIN_MARGIN_MS)  # a cache entry is > 0 ms
+            cache.stats.misses += len(ctx_keys)
+            for key, value in zip(ctx_keys, [o, *variant_ms, margin]):
+                cache.put(key, value)
+            grouped[lc.name] = (o, variant_ms, margin)
+    # In context the model is O + sum_i (V_i(r_i) - O), O the median over the layer groups (steadier than the
+    # first whole-model call): the dense layers, timed alone with a session's own overheads, are scaled to sum
+    # to no more than O, so the table predicts O for the original.
+    reference_ms = statistics.median(g[0] for g in grouped.values()) if grouped else whole.ms
+    scale = 1.0
+    if grouped and sum(dense_alone.values()) > reference_ms:
+        scale = reference_ms / sum(dense_alone.values())
+    layers = {}
+    for lc, scheme, ranks, ctx_keys in plans:
+        info, dec = lc.layer, lc.decomposition
+        shape, key_shape = (1, *info.in_shape), layer_shape(info)
+        original_ms = scale * dense_alone[lc.name]
+        row = {}
+        if lc.name in grouped:
+            o, variant_ms, margin = grouped[lc.name]
+            times = [original_ms + (v - o) for v in variant_ms]
+            row["in_context"] = {"model_ms": o, "variant_ms": variant_ms, "dense_alone_ms": dense_alone[lc.name]}
+            row["margin_ms"] = margin
+        else:
+            times = [cache.measure(entry_key(context, key_shape, scheme, r),
+                                   lambda r=r, name=lc.name, shape=shape: time_module(
+                                       lambda: factored_by_layer[name](r), f"{name}.r{r}", shape),
+                                   use_cache=use_cache) for r in ranks]
         intercept, slope = fit_line(ranks, times)
         row = {"original_ms": original_ms, "ranks": ranks, "latency_ms": times, "intercept_ms": intercept,
-               "slope_ms": slope, "scheme": scheme, "max_rank": dec.max_rank}
+               "slope_ms": slope, "scheme": scheme, "max_rank": dec.max_rank, **row}
         row["latency_break_even_rank"] = latency_break_even_rank(row, dec.max_rank)
         layers[lc.name] = row
         be = row["latency_break_even_rank"]
@@ -139,7 +210,11 @@ def measure_latency_table(req, analysis: dict, folder: Path, log, *, loaded, pro
     stats = asdict(cache.stats)
     log(f"[latency-table] cache {cache.folder}: {stats['hits']} reused, {stats['misses']} measured"
         + ("" if use_cache else " (--no-cache: every layer measured afresh)"))
-    fixed = max(0.0, whole.ms - sum(row["original_ms"] for row in layers.values()))
+    fixed = max(0.0, reference_ms - sum(row["original_ms"] for row in layers.values()))
+    how = (f"factored layers timed inside the whole model: dense alone x {scale:.3g} + the whole model's difference "
+           "(edgecomp.pipeline.layer_timing)" if choice["mode"] == "in-context" else "p50 per layer in isolation")
     return {"total_ms": whole.ms, "fixed_ms": fixed, "layers": layers, "providers": providers,
             "context": context.to_dict(), "cache": {"path": str(cache.folder), "used": use_cache, **stats},
-            "note": "p50 per layer in isolation; fixed = whole model - sum of original layers (clipped at 0)"}
+            "layer_timing": choice,
+            "reference_ms": reference_ms,
+            "note": f"{how}; fixed = whole model - sum of original layers (clipped at 0)"}

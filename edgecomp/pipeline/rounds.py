@@ -155,11 +155,13 @@ def run_rounds(req, stages: Stages, analysis: dict, source: dict, log) -> list[d
         check_scheme_method(req.scheme, "pos-cvx", req.cost == "latency")
         table = stages.run("latency-table", "latency-table", {**source, "profile": req.profile.to_dict(),
                                                                "target": req.target, "scheme": req.scheme,
+                                                               "layer_timing": req.layer_timing,
+                                                               "rank_multiple": req.rank_multiple, **simd_input(req),
                                                                **({} if plan["use_cache"] else {"no_cache": True})},
                            lambda folder: measure_latency_table(
                                req, analysis, folder, log, loaded=_load_source(req),
                                providers=stand_in_providers(req) if _stand_in(req) else None,
-                               use_cache=plan["use_cache"]))
+                               use_cache=plan["use_cache"], layer_timing=req.layer_timing))
         # What the compress stages depend on: the numbers, not how many came from the cache.
         table = {k: v for k, v in table.items() if k != "cache"}
         fastest = min_latency_ms(table)
@@ -193,7 +195,7 @@ def run_rounds(req, stages: Stages, analysis: dict, source: dict, log) -> list[d
                       "distill": req.distill, "seed": req.seed, "cost": req.cost, "latency_table": table,
                       "latency_budget_ms": budget_ms, **({"never_slower": True} if plan["apply"] else {}),
                       **({"rank_multiple": req.rank_multiple} if req.rank_multiple is not None else {}),
-                      **placement}
+                      **simd_input(req), **placement}
             entry["compress"] = stages.run(
                 "compress", f"round-{k}/compress", inputs,
                 lambda folder, mb=mac_budget: compress_stage(req, folder, mb, table, budget_ms, log,
@@ -218,6 +220,12 @@ def run_rounds(req, stages: Stages, analysis: dict, source: dict, log) -> list[d
                          "max_accuracy_drop": req.max_accuracy_drop, "measure": req.measure}
         entry["verify"] = stages.run("verify", f"round-{k}/verify", verify_inputs,
                                      lambda folder: verify_stage(req, folder, entry["export"], budget_ms, log))
+        if table is not None and compressed is not None and comparable_with_original(entry["export"]):
+            entry["versus_original"] = stages.run(
+                "versus-original", f"round-{k}/versus-original",
+                {**source, "artifact_sha": verify_inputs["artifact_sha"], "profile": req.profile.to_dict(),
+                 "target": req.target},
+                lambda folder: versus_original_stage(req, folder, entry["export"]["artifact"], analysis, log))
         history.append(entry)
         next_budget = next_mac_budget(req, entry, analysis, budget_ms)
         if next_budget is None:
@@ -243,6 +251,33 @@ def run_rounds(req, stages: Stages, analysis: dict, source: dict, log) -> list[d
         log(f"[round {k}] measured latency misses {budget_ms:g} ms: tightening the MAC budget to {next_budget:,.0f}")
         mac_budget = f"{int(next_budget)}"
     return history
+
+
+def simd_input(req) -> dict:
+    """{"simd_lanes": N} when the profile's rank multiple is "simd" (this host's width, which a profile
+    fingerprint does not show), so an outdir moved to a host of another width redoes its compression."""
+    from edgecomp.latency.keys import host_simd_lanes
+    from edgecomp.profiles.profile import SIMD
+
+    return {"simd_lanes": host_simd_lanes()[0]} if SIMD in req.profile.rank_multiples.values() else {}
+
+
+def comparable_with_original(export: dict) -> bool:
+    """An fp32 ONNX artifact, like the original model exported for the check (not INT8, not an engine)."""
+    return str(export.get("artifact", "")).endswith(".onnx") and not export.get("int8")
+
+
+def versus_original_stage(req, folder: Path, artifact: str, analysis: dict, log) -> dict:
+    """The artifact timed against the original on the target (edgecomp.pipeline.versus_original)."""
+    from edgecomp.exporters import export_onnx
+    from edgecomp.pipeline.latency_table import harness_timer
+    from edgecomp.pipeline.versus_original import versus_original
+
+    original = export_onnx(_load_source(req).module, folder / "original.onnx", tuple(analysis["input_shape"])).path
+    timer = harness_timer(req, stand_in_providers(req) if _stand_in(req) else None)
+    result = versus_original(lambda path: timer(path).ms, original, Path(artifact))
+    log(f"[versus-original] {result['message']}")
+    return result
 
 
 def _best(history: list[dict]) -> str:
@@ -321,7 +356,8 @@ def compress_stage(req, folder: Path, mac_budget: str | None, table, budget_ms, 
         "never_slower": bool(never_slower and table is not None),
         "rank_multiple": report.get("rank_multiple"),
         "predicted_latency_ms": (report.get("selection_info") or {}).get("predicted_latency_ms"),
-        **({"latency_layers": layer_latency_rows(table, chosen_ranks(report["layers"]))} if table else {}),
+        **({"latency_layers": layer_latency_rows(table, chosen_ranks(report["layers"])),
+            "layer_timing": table.get("layer_timing")} if table else {}),
     }
 
 

@@ -89,6 +89,8 @@ def write_summary(req, outdir: Path, analysis: dict, history: list[dict], stages
                      "host, not the device")
     if final["export"].get("engine_error"):
         notes.append(final["export"]["engine_error"])
+    if (final.get("versus_original") or {}).get("slower"):
+        notes.append(final["versus_original"]["message"])
     best = min(history, key=lambda r: r["verify"]["latency"].get("p50") or float("inf"))
     report = {
         "edgecomp_version": __version__,

@@ -24,6 +24,8 @@ from typing import Any
 from edgecomp.errors import UserInputError
 from edgecomp.profiles.units import format_sci, parse_bytes, parse_count, parse_mac_budget, parse_memory_budget
 
+SIMD = "simd"  # runtime.rank_multiple: the fp32 SIMD width of the host that runs the model (local targets)
+
 
 def _bytes_per_param(precision: str) -> int:
     from edgecomp.graph.cost import BYTES_PER_PARAM
@@ -80,7 +82,7 @@ class DeviceProfile:
     target: TargetSpec
     source: Path | None = field(default=None, compare=False)
     # precision -> the rank multiple its runtime runs fastest (runtime.rank_multiple; absent: no rounding)
-    rank_multiples: dict[str, int] = field(default_factory=dict)
+    rank_multiples: dict[str, int | str] = field(default_factory=dict)  # an int, or SIMD (detected on the host)
 
     def __hash__(self) -> int:  # the dict field is unhashable; equal profiles share a name
         return hash(self.name)
@@ -100,9 +102,10 @@ class DeviceProfile:
         memory_budget = budgets.get("memory_budget")
         multiple = runtime.get("rank_multiple")
         if isinstance(multiple, dict):
-            multiples = {k: int(v) for k, v in multiple.items()}
+            multiples = {k: v if v == SIMD else int(v) for k, v in multiple.items()}
         else:
-            multiples = {} if multiple is None else {p: int(multiple) for p in data["precisions"]}
+            multiples = {} if multiple is None else {p: multiple if multiple == SIMD else int(multiple)
+                                                     for p in data["precisions"]}
         return cls(
             name=data["name"],
             aliases=tuple(data.get("aliases") or ()),
@@ -151,8 +154,24 @@ class DeviceProfile:
         return self.peak_macs_per_s[self._precision(precision)] * self.efficiency
 
     def rank_multiple(self, precision: str | None = None) -> int:
-        """The multiple factored ranks are rounded down to at `precision` (default: the device's); 1: none."""
-        return self.rank_multiples.get(self._precision(precision), 1)
+        """The multiple factored ranks are rounded down to at `precision` (default: the device's); 1: none.
+        "simd" in the profile: this host's fp32 SIMD width (edgecomp.latency.keys.host_simd_lanes)."""
+        value = self.rank_multiples.get(self._precision(precision), 1)
+        if value == SIMD:
+            from edgecomp.latency.keys import host_simd_lanes
+
+            return host_simd_lanes()[0]
+        return int(value)
+
+    def rank_multiple_source(self, precision: str | None = None) -> str:
+        """Where `rank_multiple` comes from, for a report: the profile, and for "simd" what was detected."""
+        where = f"profile {self.name} ({self.runtime}, {precision or self.default_precision})"
+        if self.rank_multiples.get(self._precision(precision)) == SIMD:
+            from edgecomp.latency.keys import host_simd_lanes
+
+            lanes, isa = host_simd_lanes()
+            return f"{where}: simd = {lanes} fp32 lanes ({isa} on this host)"
+        return where
 
     def bytes_per_param(self, precision: str | None = None) -> int:
         """Weight storage per parameter: fp32 4, fp16 2, int8 1."""

@@ -29,14 +29,16 @@ _NAME = {
 }
 _POSITIVE = {"type": "number", "exclusiveMinimum": 0}
 _MULTIPLE = {"type": "integer", "minimum": 1}
-# runtime.rank_multiple: one integer for every precision, or one per precision (edgecomp.factor.rank_rounding)
+# "simd": the fp32 SIMD width of the CPU that runs the model, detected (local targets only)
+_MULTIPLE_OR_SIMD = {"oneOf": [_MULTIPLE, {"const": "simd"}]}
+# runtime.rank_multiple: one value for every precision, or one per precision (edgecomp.factor.rank_rounding)
 _RANK_MULTIPLE = {
     "oneOf": [
-        _MULTIPLE,
+        _MULTIPLE_OR_SIMD,
         {"type": "object", "additionalProperties": False, "minProperties": 1,
-         "properties": {p: _MULTIPLE for p in PRECISIONS}},
+         "properties": {p: _MULTIPLE_OR_SIMD for p in PRECISIONS}},
     ],
-    "x-hint": "use an integer >= 1, or a mapping of precisions to integers >= 1 such as {fp16: 8, int8: 32}",
+    "x-hint": "use an integer >= 1 or simd, or a mapping of precisions to those such as {fp16: 8, int8: 32}",
 }
 
 PROFILE_SCHEMA: dict[str, Any] = {
@@ -189,6 +191,10 @@ def check_semantics(data: dict) -> list[str]:
     if isinstance(multiple, dict):
         for precision in sorted(set(multiple) - set(precisions)):
             problems.append(f"runtime.rank_multiple.{precision}: {precision!r} is not one of precisions {precisions}")
+    values = multiple.values() if isinstance(multiple, dict) else [multiple]
+    if "simd" in values and data["target"]["transport"] != "local":
+        problems.append("runtime.rank_multiple: simd is detected on this host, so only for a local target; "
+                        "give the board's multiple as an integer")
 
     budgets = data.get("budgets") or {}
     if budgets.get("latency_ms") == 0:

@@ -16,10 +16,11 @@ predicts for chosen ranks, either way (for the report's predicted vs measured).
 Never slower, layer by layer (`apply_latency_break_even`): a factored layer must be measurably faster
 than the dense one. The latency break-even rank of layer i is
 
-    b_i^lat = min { r >= 1 : a_i + b_i r >= NOT_FASTER * d_i }      (max_rank + 1 if there is none)
+    b_i^lat = min { r >= 1 : a_i + b_i r >= min(NOT_FASTER * d_i, d_i - margin_i) }      (max_rank + 1 if none)
 
 with NOT_FASTER = 0.95: a factored layer less than 5% faster than dense, by the fit, is within the noise
-of per-layer timings and counts as not faster. Each layer's break-even rank becomes
+of per-layer timings and counts as not faster; margin_i is the row's measured timing noise where the table
+has one (in context, edgecomp.pipeline.layer_timing.noise_margin_ms), else 0. Each layer's break-even rank becomes
 min(its own, b_i^lat), so every method reads the ranks from there on as "left dense" (the problem's
 existing break-even rule); b_i^lat = 1 leaves the layer dense at every rank.
 """
@@ -54,10 +55,19 @@ def fitted_ms(row: Mapping[str, Any], rank: int) -> float:
     return float(row["intercept_ms"]) + float(row["slope_ms"]) * int(rank)
 
 
+def not_faster_ms(row: Mapping[str, Any]) -> float:
+    """The fitted latency from which a factored layer is not measurably faster than its dense form:
+    min(NOT_FASTER x dense, dense - margin), margin_ms being the row's timing noise where the table
+    measured it (in context, edgecomp.pipeline.layer_timing.noise_margin_ms), else 0."""
+    dense = float(row["original_ms"])
+    return min(NOT_FASTER * dense, dense - float(row.get("margin_ms") or 0.0))
+
+
 def latency_break_even_rank(row: Mapping[str, Any], max_rank: int) -> int:
-    """The smallest rank r >= 1 whose fitted latency is >= NOT_FASTER x the dense layer's; max_rank + 1
-    when the factored layer is measurably faster at every rank (see the module docstring)."""
-    threshold = NOT_FASTER * float(row["original_ms"])
+    """The smallest rank r >= 1 whose fitted latency is >= `not_faster_ms` (NOT_FASTER x the dense layer's,
+    or less by the row's noise margin); max_rank + 1 when the factored layer is measurably faster at every
+    rank (see the module docstring)."""
+    threshold = not_faster_ms(row)
     intercept, slope = float(row["intercept_ms"]), float(row["slope_ms"])
     r = math.ceil((threshold - intercept) / slope - 1e-12)
     return int(max(1, min(r, max_rank + 1)))
@@ -176,15 +186,22 @@ def layer_latency_rows(table: Mapping[str, Any], ranks: Mapping[str, int | None]
         be = latency_break_even_rank(row, int(row.get("max_rank") or max(row["ranks"])))
         rank = ranks.get(name)
         out = {"name": name, "dense_ms": dense, "rank": rank, "factored_ms": None, "latency_break_even_rank": be}
+        limit = (f"{not_faster_ms(row):.4g} ms ({dense:.4g} ms dense less its {row['margin_ms']:.3g} ms timing noise)"
+                 if not_faster_ms(row) < NOT_FASTER * dense else f"{NOT_FASTER:g} x {dense:.4g} ms dense")
         if rank is None:
-            why = (f"never measurably faster factored: even rank 1 takes {fitted_ms(row, 1):.4g} ms >= "
-                   f"{NOT_FASTER:g} x {dense:.4g} ms dense" if be <= 1 else "left unfactored by the rank selection")
+            if be > 1:
+                why = "left unfactored by the rank selection"
+            elif not_faster_ms(row) <= 0:
+                why = (f"never measurably faster factored: its {dense:.4g} ms dense time is within the "
+                       f"{float(row['margin_ms']):.3g} ms timing noise of the whole model")
+            else:
+                why = f"never measurably faster factored: even rank 1 takes {fitted_ms(row, 1):.4g} ms >= {limit}"
             rows.append({**out, "chosen": "dense", "faster": None, "why": why})
             continue
         factored = fitted_ms(row, int(rank))
         faster = int(rank) < be
-        why = (f"{factored:.4g} ms at rank {rank} < {NOT_FASTER:g} x {dense:.4g} ms dense" if faster else
-               f"not measurably faster ({factored:.4g} ms at rank {rank} >= {NOT_FASTER:g} x {dense:.4g} ms dense): "
+        why = (f"{factored:.4g} ms at rank {rank} < {limit}" if faster else
+               f"not measurably faster ({factored:.4g} ms at rank {rank} >= {limit}): "
                "built without the never-slower rule")
         rows.append({**out, "factored_ms": factored, "chosen": "factored", "faster": faster, "why": why})
     return rows

@@ -23,7 +23,8 @@ from edgecomp.report.facts import (
     layer_rows,
 )
 from edgecomp.report.fmt import UNBOUNDED, is_bounded, ms, pct, points, ratio, si
-from edgecomp.report.latency import cost_text, latency_layer_rows, predicted_vs_measured, rounding_text
+from edgecomp.report.latency import (cost_text, latency_layer_rows, predicted_vs_measured, rounding_text, timing_text,
+                                     versus_text)
 from edgecomp.report.style import CSS
 
 STATUS_CLASS = {"PASS": "pass", "FAIL": "fail", "INCONCLUSIVE": "warn", "SKIPPED": "muted", "ERROR": "fail",
@@ -283,6 +284,9 @@ def _latency_layers(report: dict) -> str:
                      f"measured p50 <b>{e(ms(pair[1]))}</b>.</p>")
     if rounding is not None:
         parts.append(f"<p class=\"note\">Rank rounding: {e(rounding)}.</p>")
+    versus = versus_text(report)
+    if versus is not None:
+        parts.append(f"<p class=\"note\">Against the original, timed together on the target: {e(versus)}.</p>")
     if rows:
         body = "".join(
             f"<tr><td><code>{e(r.name)}</code></td><td class=\"num\">{e(ms(r.dense_ms))}</td>"
@@ -291,7 +295,7 @@ def _latency_layers(report: dict) -> str:
             f"<td class=\"muted\" style=\"font-size:13px\">{e(r.why)}</td></tr>" for r in rows)
         parts.append("<table><thead><tr><th>Layer</th><th class=\"num\">Dense</th><th class=\"num\">Rank</th>"
                      "<th class=\"num\">Factored (fit)</th><th>Chosen</th><th>Why</th></tr></thead><tbody>"
-                     + body + "</tbody></table><p class=\"note\">Each layer timed alone on the target (p50); "
+                     + body + f"</tbody></table><p class=\"note\">Per-layer timings: {e(timing_text(report) or 'isolated')}; "
                      "factored: the line a + b&middot;rank fitted to its timings, at the built rank.</p>")
     return "".join(parts)
 

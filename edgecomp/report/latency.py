@@ -69,6 +69,18 @@ def rounding_text(report: dict) -> str | None:
     return f"ranks rounded down to multiples of {multiple['multiple']} ({multiple.get('source')})"
 
 
+def versus_text(report: dict) -> str | None:
+    """The artifact against the original, timed together on the target (edgecomp.pipeline.versus_original)."""
+    versus = report["final"].get("versus_original")
+    return versus["message"] if versus else None
+
+
+def timing_text(report: dict) -> str | None:
+    """'in-context (auto: ...)': how the per-layer table timed factored layers; None without one."""
+    timing = report["final"]["compress"].get("layer_timing") or {}
+    return f"{timing['mode']} ({timing.get('why', '')})" if timing.get("mode") else None
+
+
 def latency_markdown(report: dict) -> list[str]:
     """report.md's lines: the cost used and why, rounding, predicted vs measured, the per-layer table."""
     lines = ["", f"Compute cost budgeted: {cost_text(report)}."]
@@ -79,7 +91,13 @@ def latency_markdown(report: dict) -> list[str]:
     if pair is not None:
         lines.append(f"Whole-model latency: predicted {ms(pair[0])} by the per-layer fit, measured p50 "
                      f"{ms(pair[1])}.")
+    versus = versus_text(report)
+    if versus:
+        lines.append(f"Against the original, timed together on the target: {versus}.")
     rows = latency_layer_rows(report)
+    timing = timing_text(report)
+    if rows and timing:
+        lines.append(f"Per-layer timings: {timing}.")
     if rows:
         lines += ["", "| layer | dense (ms) | rank | factored (ms) | chosen | why |", "|---|---|---|---|---|---|"]
         for row in rows:

@@ -113,6 +113,12 @@ def test_export_budgets_latency_on_the_device_itself_and_reports_each_layer(tmp_
     assert "| layer | dense (ms) | rank | factored (ms) | chosen | why |" in markdown
     assert all(f"| {row['name']} | " in markdown for row in rows)
     assert "predicted" in markdown and "measured p50" in markdown
+    timing = report["final"]["compress"]["layer_timing"]  # --layer-timing auto: a tiny model is cheap in context
+    assert timing["asked"] == "auto" and timing["mode"] == "in-context", timing
+    assert f"Per-layer timings: in-context ({timing['why']})" in markdown
+    versus = report["final"]["versus_original"]  # the artifact timed against the original, whatever it shows
+    assert versus["ratio"] > 0 and len(versus["round_ratios"]) == 5 and isinstance(versus["slower"], bool)
+    assert "Against the original, timed together on the target" in markdown
     html = (tmp_path / "out" / "report.html").read_text()
     assert "Per-layer latency" in html
 
@@ -159,3 +165,29 @@ def test_a_gpu_that_is_not_there_is_refused_before_any_work(tmp_path):
     errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "cuda" in errors[0].lower(), run.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_the_default_method_meets_a_latency_budget_the_original_misses(tmp_path, monkeypatch):
+    """The built-in model on x86-host (this host is the device): first a generous budget, which the original
+    meets uncompressed, tells the user how fast it is; then 0.6x that, with every default (cost auto ->
+    latency, method COBLA, per-layer timings in context, ranks aligned to the SIMD width). COBLA used to
+    stop here with a false "infeasible" (its shrink fixed a never-faster layer at full rank)."""
+    monkeypatch.setenv("EDGECOMP_CACHE_DIR", str(tmp_path / "cache"))
+    first = edgecomp("export", "--device", "x86-host", "--latency-budget-ms", "1000", "-o", "fits", "--json",
+                     cwd=tmp_path)
+    assert first.returncode in (0, 3), str(first)
+    report = first.json()
+    assert report["final"]["compress"].get("skipped") is True and report["cost"] == "latency"
+    original_ms = report["final"]["verify"]["latency"]["p50"]
+    budget = round(0.6 * original_ms, 4)
+
+    run = edgecomp("export", "--device", "x86-host", "--latency-budget-ms", str(budget), "-o", "out", "--json",
+                   cwd=tmp_path)
+    assert run.returncode in (0, 1, 3), str(run)  # the gates decide on this machine; the run must not fail
+    report = run.json()
+    comp = report["final"]["compress"]
+    assert report["cost"] == "latency" and comp["method"] == "cobla" and not comp.get("skipped")
+    assert comp["predicted_latency_ms"] <= budget * (1 + 1e-9)
+    assert comp["rank_multiple"]["source"].startswith("profile x86-host")
+    assert comp["layer_timing"]["mode"] == "in-context"
+    assert report["final"]["versus_original"]["slower"] is False, report["final"]["versus_original"]
