@@ -47,15 +47,39 @@ def test_auto_times_in_context_only_when_that_is_cheap():
         ctx.choose_layer_timing("fast", 0.1, 1)
 
 
-def test_the_architecture_digest_changes_with_the_structure_or_input_not_the_weights():
+def test_the_architecture_digest_changes_with_the_graph_or_input_not_the_weights(tmp_path):
     import torch
     from torch import nn
 
+    from edgecomp.exporters import export_onnx
+
+    class Residual(nn.Module):  # the same repr as a plain Sequential of its conv: only forward differs
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+        def forward(self, x):
+            return x + self.conv(x)
+
+    class Plain(Residual):
+        def forward(self, x):
+            return self.conv(x)
+
+    Plain.__name__ = "Residual"
+
+    def digest(module, shape, stem):
+        return ctx.architecture_digest(export_onnx(module.eval(), tmp_path / f"{stem}.onnx", shape).path)
+
     torch.manual_seed(0)
-    a, b = nn.Sequential(nn.Conv2d(3, 8, 3)), nn.Sequential(nn.Conv2d(3, 8, 3))
-    assert ctx.architecture_digest(a, (1, 3, 8, 8)) == ctx.architecture_digest(b, (1, 3, 8, 8))
-    assert ctx.architecture_digest(a, (1, 3, 8, 8)) != ctx.architecture_digest(a, (1, 3, 16, 16))
-    assert ctx.architecture_digest(a, (1, 3, 8, 8)) != ctx.architecture_digest(nn.Sequential(nn.Conv2d(3, 8, 5)), (1, 3, 8, 8))
+    a = digest(Residual(), (1, 3, 8, 8), "a")
+    assert digest(Residual(), (1, 3, 8, 8), "b") == a  # other weights
+    assert digest(Residual(), (1, 3, 16, 16), "c") != a
+    assert repr(Plain()) == repr(Residual()) and digest(Plain(), (1, 3, 8, 8), "d") != a
+
+
+def test_an_in_context_key_names_its_rank_grid():
+    shape = {"kind": "conv"}
+    assert ctx.in_context_shape(shape, "d", "conv2", [1, 16, 32]) != ctx.in_context_shape(shape, "d", "conv2", [1, 8, 16])
 
 
 def _facts():
@@ -96,7 +120,7 @@ def test_an_in_context_table_reads_each_layer_inside_the_whole_model_and_reuses_
     assert row["margin_ms"] == pytest.approx(ctx.MIN_MARGIN_MS) and row["in_context"]["model_ms"] == pytest.approx(1.0)
     assert row["latency_break_even_rank"] <= 6  # alone it looked faster at every rank; in context only below ~5
     timed_ctx = [c for c in calls if c.startswith("ctx.conv2.")]
-    assert len(timed_ctx) == ctx.ROUNDS * (len(row["ranks"]) + 1)
+    assert len(timed_ctx) == ctx.ROUNDS * len(row["ranks"])  # and the whole model once per round (model.onnx)
 
     again = table("b")
     assert calls == ["model.onnx"] and again["layers"] == first["layers"] and again["cache"]["misses"] == 0
@@ -189,3 +213,26 @@ def test_a_noisy_round_below_one_is_not_called_slower(tmp_path):
 
     result = versus_original(time_onnx, tmp_path / "o.onnx", tmp_path / "c.onnx")
     assert result["ratio"] == pytest.approx(1.2) and result["slower"] is False
+
+
+def test_without_cpu_flags_the_width_is_the_architectures_baseline(tmp_path):
+    import platform
+
+    from edgecomp.latency.keys import host_simd_lanes
+
+    lanes, why = host_simd_lanes(str(tmp_path / "missing"))
+    expected = 4 if platform.machine().lower() in ("x86_64", "amd64", "aarch64", "arm64") else 1
+    assert lanes == expected and why
+
+
+def test_export_refuses_simd_for_a_target_other_than_this_host(tmp_path):
+    from edgecomp.errors import UserInputError
+    from edgecomp.pipeline import ExportRequest
+    from edgecomp.profiles import load_profile
+
+    request = ExportRequest(profile=load_profile("x86-host"), outdir=str(tmp_path / "out"),
+                            target="ssh://user@127.0.0.1:1")
+    with pytest.raises(UserInputError, match="--rank-multiple N for that machine"):
+        request.resolved()
+    ExportRequest(profile=load_profile("x86-host"), outdir=str(tmp_path / "out"), target="ssh://user@127.0.0.1:1",
+                  rank_multiple=1).resolved()  # an explicit multiple is the user's choice

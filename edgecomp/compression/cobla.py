@@ -212,6 +212,7 @@ def _lead_cobla(problem: RankProblem, oracle: MaskLossOracle, heldout_idx: np.nd
                 # (intercept + slope x max_rank) can far exceed the dense layer's: for latency, a layer never
                 # faster factored. The relaxed problem would then be infeasible though the budgets are not.
                 info["shrink"] = f"skipped: its fixed masks alone exceed the {', '.join(over)} budget"
+                info["fixed_to_one"] = info["fixed_to_zero"] = 0
                 fixed = None
     sqp_limit = None
     if deadline is not None:

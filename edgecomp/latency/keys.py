@@ -74,8 +74,11 @@ def host_simd_lanes(path: str = "/proc/cpuinfo") -> tuple[int, str]:
                               ("asimd", 4, "NEON"), ("neon", 4, "NEON"), ("sse2", 4, "SSE2")):
         if flag in have:
             return lanes, name
-    if platform.machine().lower() in ("aarch64", "arm64"):
+    machine = platform.machine().lower()
+    if machine in ("aarch64", "arm64"):
         return 4, "NEON (aarch64)"
+    if machine in ("x86_64", "amd64"):
+        return 4, "SSE2 (the x86-64 baseline; no CPU flags read)"
     return 1, "no SIMD flags found"
 
 

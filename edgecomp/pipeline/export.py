@@ -110,14 +110,21 @@ class ExportRequest:
             self.finetune_epochs = DEFAULT_FINETUNE_EPOCHS
         if self.cost not in ("auto", "macs", "latency"):
             raise UserInputError(f"--cost must be auto, macs or latency, got {self.cost!r}")
-        if self.layer_timing not in ("auto", "isolated", "in-context"):
-            raise UserInputError(f"--layer-timing must be auto, isolated or in-context, got {self.layer_timing!r}")
+        from edgecomp.pipeline.layer_timing import LAYER_TIMINGS
+
+        if self.layer_timing not in LAYER_TIMINGS:
+            raise UserInputError(f"--layer-timing must be one of {', '.join(LAYER_TIMINGS)}, got {self.layer_timing!r}")
         if self.cost == "latency" and self.latency_budget_ms is None and self.profile.latency_budget_ms is None:
             raise UserInputError("--cost latency needs a latency budget (--latency-budget-ms or the profile's)")
         from edgecomp.factor.rank_rounding import check_rank_multiple
         from edgecomp.pipeline.rounds import choose_cost
 
         check_rank_multiple(self.rank_multiple)
+        from edgecomp.profiles.profile import SIMD
+
+        if self.rank_multiple is None and SIMD in self.profile.rank_multiples.values() and self.target_url() != "local":
+            raise UserInputError(f"{self.profile.name}'s rank_multiple 'simd' is this host's SIMD width, not that of "
+                                 f"{self.target_url()}: pass --rank-multiple N for that machine (1: no rounding)")
         self.cost_choice = self.cost_choice or choose_cost(self)
         self.cost = self.cost_choice["cost"]
         if self.max_rounds < 1:

@@ -124,10 +124,10 @@ def measure_latency_table(req, analysis: dict, folder: Path, log, *, loaded, pro
     input_shape = tuple(analysis["input_shape"])
     cost = analyze_model(loaded.module, input_shape, req.scheme)
     modules = dict(loaded.module.named_modules())
-    model_onnx = export_onnx(loaded.module, folder / "model.onnx", input_shape).path
+    model_onnx, export_s = ctx.elapsed(lambda: export_onnx(loaded.module, folder / "model.onnx", input_shape).path)
     whole, call_s = ctx.elapsed(lambda: timer(model_onnx))
     context = measurement_context(req.target_url(), whole.facts)
-    digest = ctx.architecture_digest(loaded.module, input_shape)
+    digest = ctx.architecture_digest(model_onnx)
 
     def time_module(make, stem: str, shape) -> float:
         return timer(export_onnx(make(), folder / f"{stem}.onnx", shape, dynamic_batch=False).path).ms
@@ -141,13 +141,15 @@ def measure_latency_table(req, analysis: dict, folder: Path, log, *, loaded, pro
         info, dec = lc.layer, lc.decomposition
         scheme = layer_scheme(info, req.scheme)
         ranks = rank_grid(dec.break_even_rank, dec.max_rank, multiple=multiple)
-        in_shape = ctx.in_context_shape(layer_shape(info), digest, lc.name)
+        in_shape = ctx.in_context_shape(layer_shape(info), digest, lc.name, ranks)
         ctx_keys = ([entry_key(context, in_shape, DENSE, DENSE)] + [entry_key(context, in_shape, scheme, r) for r in ranks]
                     + [entry_key(context, in_shape, f"{scheme}:noise-margin", 0)])
         plans.append((lc, scheme, ranks, ctx_keys))
-    uncached = [p for p in plans if not use_cache or any(cache.get(k) is None for k in p[3])]
+    uncached = [] if layer_timing == "isolated" else [
+        p for p in plans if not use_cache or any(cache.get(k) is None for k in p[3])]
     calls = sum(ctx.ROUNDS * (len(p[2]) + 1) for p in uncached)
-    choice = ctx.choose_layer_timing(layer_timing, call_s, calls)
+    exports = sum(len(p[2]) for p in uncached)
+    choice = ctx.choose_layer_timing(layer_timing, call_s + export_s * exports / max(calls, 1), calls)
     if layer_timing != "isolated":
         log(f"[latency-table] layer timing: {choice['mode']} ({choice['why']})")
     dense_alone = {lc.name: cache.measure(entry_key(context, layer_shape(lc.layer), DENSE, DENSE),
@@ -169,7 +171,7 @@ def measure_latency_table(req, analysis: dict, folder: Path, log, *, loaded, pro
                 cache.stats.hits += len(ctx_keys)
                 grouped[lc.name] = (stored[0], stored[1:-1], stored[-1])
                 continue
-            o, variant_ms, margin = ctx.time_layer_in_context(loaded.module, lc.name, ranks,
+            o, variant_ms, margin = ctx.time_layer_in_context(loaded.module, model_onnx, lc.name, ranks,
                                                               factored_by_layer[lc.name], export_whole, timer)
             margin = max(margin, ctx.MIN_MARGIN_MS)  # a cache entry is > 0 ms
             cache.stats.misses += len(ctx_keys)
@@ -217,4 +219,5 @@ def measure_latency_table(req, analysis: dict, folder: Path, log, *, loaded, pro
             "context": context.to_dict(), "cache": {"path": str(cache.folder), "used": use_cache, **stats},
             "layer_timing": choice,
             "reference_ms": reference_ms,
-            "note": f"{how}; fixed = whole model - sum of original layers (clipped at 0)"}
+            "note": f"{how}; fixed = reference_ms (the whole model: in context, the median of its group timings) "
+                    "- sum of original layers (clipped at 0)"}

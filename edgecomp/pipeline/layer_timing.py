@@ -12,8 +12,10 @@ group with the original model O, and enters the table as
 
     t_i(r) = d_i + (V_i(r) - O)          (ms)
 
-where d_i is the dense layer timed alone (the isolated table's entry), so fixed + sum_i d_i is still the
-original's latency and a row keeps the isolated table's meaning (dense ms; factored ms by rank), and
+where d_i is the dense layer timed alone (the isolated table's entry) scaled by s <= 1 so that the dense
+layers add up to no more than O (a layer timed alone carries a session's own overheads): fixed + sum_i d_i
+is then the original's latency O, the table predicts O + sum_i (V_i(r_i) - O), a row keeps the isolated
+table's meaning (dense ms; factored ms by rank), and
 edgecomp.ranks.latency's fit, break-even and budget read it unchanged. Each group (O, then V_i at every
 grid rank, the order rotated each round) is timed ROUNDS times; V_i(r) is O's median over the rounds times
 the median ratio V_i(r)/O within a round, which cancels drift between groups.
@@ -23,8 +25,9 @@ that is cheap (under IN_CONTEXT_AUTO_S by the whole model's own timing call), is
 overheads matter most for small, fast models, which are exactly the cheap ones to time whole.
 
 Cache entries (edgecomp.latency) are keyed by the architecture as well as the layer: the `layer` part of
-the key adds {"in_context": digest of the module's structure and the input shape, "name": layer name};
-rank "dense" stores the layer group's O and each rank its V_i(r), both in ms.
+the key adds {"in_context": digest of the exported graph without weights, "name": layer name, "grid": the
+group's ranks}; rank "dense" stores the layer group's O, each rank its V_i(r), and "<scheme>:noise-margin"
+the margin, all in ms.
 """
 
 from __future__ import annotations
@@ -42,22 +45,32 @@ MIN_MARGIN_MS = 1e-9  # a zero margin, as stored in the cache (whose entries are
 IN_CONTEXT_AUTO_S = 60.0  # auto: in-context when its whole-model timings are estimated to take at most this
 
 
-def architecture_digest(module, input_shape) -> str:
-    """sha256 (hex, 16) of the module's structure (its repr: every layer's type and configuration, no
-    weights) and the input shape: what an in-context timing depends on besides the layer and the runtime."""
-    text = f"{module!r}\n{list(input_shape)}"
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+def architecture_digest(onnx_path: Path) -> str:
+    """sha256 (hex, 16) of an exported model's graph without its weights: every node (operator, wiring,
+    attributes) and the inputs' shapes. What an in-context timing depends on besides the layer and the
+    runtime; a module's repr would miss what its forward does (residual adds, concatenations)."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    h = hashlib.sha256()
+    for node in graph.node:
+        h.update(node.SerializeToString(deterministic=True))
+    for value in graph.input:
+        h.update(value.type.SerializeToString(deterministic=True))
+    return h.hexdigest()[:16]
 
 
-def in_context_shape(shape: dict, digest: str, name: str) -> dict:
-    """The `layer` part of an in-context cache key: the layer's own shape plus the network around it."""
-    return {**shape, "in_context": digest, "name": name}
+def in_context_shape(shape: dict, digest: str, name: str, ranks: list[int]) -> dict:
+    """The `layer` part of an in-context cache key: the layer's own shape, the network around it (`digest`),
+    its name, and the group's rank grid (O, each V(r) and the margin were timed together as that group)."""
+    return {**shape, "in_context": digest, "name": name, "grid": [int(r) for r in ranks]}
 
 
 def choose_layer_timing(asked: str, call_s: float, calls: int) -> dict:
     """{"asked", "mode", "why", "estimate_s"}: what --layer-timing `asked` means for a table that needs
-    `calls` whole-model timings (ROUNDS x (ranks + 1) for each layer not in the cache), each taking
-    `call_s` seconds (the whole model's own timing call)."""
+    `calls` whole-model timings and exports (ROUNDS x (ranks + 1) timings and `ranks` exports for each layer
+    not in the cache), `call_s` seconds being their cost per timing (the whole model's own timing call, plus
+    its export time spread over the timings)."""
     if asked not in LAYER_TIMINGS:
         raise ValueError(f"layer timing must be one of {', '.join(LAYER_TIMINGS)}, got {asked!r}")
     estimate = float(call_s) * int(calls)
@@ -82,7 +95,7 @@ def group_timings(time_model: Callable[[str], float], names: list[str],
     ratios: dict[str, list[float]] = {n: [] for n in others}
     for k in range(rounds):
         order = names[k % len(names):] + names[:k % len(names)]
-        times = {n: time_model(n) for n in order}
+        times = {n: max(time_model(n), 1e-9) for n in order}  # a timer's 0 ms p50 (below its clock)
         base.append(times[reference])
         for n in others:
             ratios[n].append(times[n] / times[reference])
@@ -112,14 +125,14 @@ def variant(module, name: str, factored):
     return out.eval()
 
 
-def time_layer_in_context(module, name: str, ranks: list[int], make_factored: Callable[[int], object],
-                          export: Callable[[object, str], Path], timer,
+def time_layer_in_context(module, original: Path, name: str, ranks: list[int],
+                          make_factored: Callable[[int], object], export: Callable[[object, str], Path], timer,
                           rounds: int = ROUNDS) -> tuple[float, list[float], float]:
-    """(O, [V(r) for r in ranks], noise margin) in ms: the whole model, and the whole model with layer
-    `name` factored at each rank (make_factored(r)), timed in one group (`group_timings`), and
-    `noise_margin_ms` of the group. export(module, stem) writes an ONNX file; timer(path) ->
-    edgecomp.pipeline.latency_table.Timed."""
-    paths = {"original": export(module, f"ctx.{name}.orig")}
+    """(O, [V(r) for r in ranks], noise margin) in ms: the whole model (`original`, its ONNX file), and the
+    whole model with layer `name` factored at each rank (make_factored(r)), timed in one group
+    (`group_timings`), and `noise_margin_ms` of the group. export(module, stem) writes an ONNX file;
+    timer(path) -> edgecomp.pipeline.latency_table.Timed."""
+    paths = {"original": Path(original)}
     for r in ranks:
         paths[f"r{r}"] = export(variant(module, name, make_factored(r)), f"ctx.{name}.r{r}")
     times, ratios = group_timings(lambda n: timer(paths[n]).ms, list(paths), rounds)

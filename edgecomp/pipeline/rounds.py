@@ -157,6 +157,7 @@ def run_rounds(req, stages: Stages, analysis: dict, source: dict, log) -> list[d
                                                                "target": req.target, "scheme": req.scheme,
                                                                "layer_timing": req.layer_timing,
                                                                "rank_multiple": req.rank_multiple, **simd_input(req),
+                                                               "precision": req.precision,
                                                                **({} if plan["use_cache"] else {"no_cache": True})},
                            lambda folder: measure_latency_table(
                                req, analysis, folder, log, loaded=_load_source(req),
