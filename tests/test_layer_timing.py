@@ -236,3 +236,27 @@ def test_export_refuses_simd_for_a_target_other_than_this_host(tmp_path):
         request.resolved()
     ExportRequest(profile=load_profile("x86-host"), outdir=str(tmp_path / "out"), target="ssh://user@127.0.0.1:1",
                   rank_multiple=1).resolved()  # an explicit multiple is the user's choice
+
+
+def test_a_bad_layer_timing_or_rank_multiple_is_one_clear_user_error(tmp_path):
+    from edgecomp.errors import UserInputError
+    from edgecomp.pipeline import ExportRequest
+    from edgecomp.profiles import load_profile, validate_profile_data
+
+    with pytest.raises(UserInputError, match="--layer-timing must be one of auto, isolated, in-context, got 'fast'"):
+        ExportRequest(profile=load_profile("x86-host"), outdir=str(tmp_path / "out"), layer_timing="fast").resolved()
+    data = load_profile("x86-host").to_dict()
+    data["runtime"]["rank_multiple"] = {"fp32": "sse"}
+    with pytest.raises(UserInputError, match="rank_multiple"):
+        validate_profile_data(data, "host.yaml")
+    assert not (tmp_path / "out").exists()  # refused before anything is written
+
+
+def test_the_cli_refuses_an_unknown_layer_timing_with_exit_2(tmp_path):
+    from click.testing import CliRunner
+
+    from edgecomp.cli import main
+
+    result = CliRunner().invoke(main, ["export", "--device", "x86-host", "--layer-timing", "fast", "-o",
+                                       str(tmp_path / "out")])
+    assert result.exit_code == 2 and "--layer-timing" in result.output and not (tmp_path / "out").exists()
