@@ -234,3 +234,22 @@ def test_a_real_onnx_runtime_table_on_this_host_is_written_then_reused(tmp_path)
                                   providers=None, timer=ort_timer, cache=LatencyCache(tmp_path / "cache"))
     assert again["cache"]["hits"] == written and again["cache"]["misses"] == 0
     assert again["layers"] == first["layers"]
+
+
+def test_a_group_is_reused_whole_or_measured_whole(tmp_path):
+    cache = LatencyCache(tmp_path / "cache")
+    keys = [{"k": 1}, {"k": 2}]
+    calls = []
+
+    def measure():
+        calls.append(1)
+        return [1.0, 2.0]
+
+    assert cache.get_all(keys) is None
+    assert cache.measure_group(keys, measure) == [1.0, 2.0] and cache.stats.misses == 2
+    assert cache.measure_group(keys, measure) == [1.0, 2.0] and cache.stats.hits == 2 and len(calls) == 1
+    cache.path_of(keys[1]).unlink()  # one member gone: the group is measured again, together
+    assert cache.get_all(keys) is None and cache.measure_group(keys, measure) == [1.0, 2.0] and len(calls) == 2
+    assert cache.measure_group(keys, measure, use_cache=False) and len(calls) == 3
+    with pytest.raises(ValueError, match="2 keys"):
+        cache.measure_group(keys, lambda: [1.0], use_cache=False)

@@ -18,7 +18,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from edgecomp.io import write_json
 from edgecomp.latency.keys import key_digest
@@ -105,6 +105,29 @@ class LatencyCache:
         value = float(measure())
         self.put(key, value)
         return value
+
+    def get_all(self, keys: Sequence[Mapping[str, Any]]) -> list[float] | None:
+        """Every key's stored latency, or None when any is missing: a group measured together (one
+        in-context timing group, edgecomp.pipeline.layer_timing) is reused whole or not at all."""
+        values = [self.get(key) for key in keys]
+        return None if any(v is None for v in values) else values
+
+    def measure_group(self, keys: Sequence[Mapping[str, Any]], measure: Callable[[], Sequence[float]], *,
+                      use_cache: bool = True, stored: list[float] | None = None) -> list[float]:
+        """`measure` for a group of keys: the cached values when every key has one (`stored`: get_all's
+        answer, when the caller already asked), else measure() -- one value per key, measured together --
+        stored under them. use_cache=False measures afresh and overwrites, as `measure` does."""
+        values = (stored if stored is not None else self.get_all(keys)) if use_cache else None
+        if values is not None:
+            self.stats.hits += len(keys)
+            return values
+        self.stats.misses += len(keys)
+        values = [float(v) for v in measure()]
+        if len(values) != len(keys):
+            raise ValueError(f"measured {len(values)} values for {len(keys)} keys")
+        for key, value in zip(keys, values):
+            self.put(key, value)
+        return values
 
     def _ours(self, path: Path) -> bool:
         """A file this cache wrote: an entry (by name and format tag) or a temporary sibling left by a kill."""

@@ -145,8 +145,8 @@ def measure_latency_table(req, analysis: dict, folder: Path, log, *, loaded, pro
         ctx_keys = ([entry_key(context, in_shape, DENSE, DENSE)] + [entry_key(context, in_shape, scheme, r) for r in ranks]
                     + [entry_key(context, in_shape, f"{scheme}:noise-margin", 0)])
         plans.append((lc, scheme, ranks, ctx_keys))
-    uncached = [] if layer_timing == "isolated" else [
-        p for p in plans if not use_cache or any(cache.get(k) is None for k in p[3])]
+    stored = {lc.name: cache.get_all(keys) for lc, _, _, keys in plans} if use_cache and layer_timing != "isolated" else {}
+    uncached = [] if layer_timing == "isolated" else [p for p in plans if stored.get(p[0].name) is None]
     calls = sum(ctx.ROUNDS * (len(p[2]) + 1) for p in uncached)
     exports = sum(len(p[2]) for p in uncached)
     choice = ctx.choose_layer_timing(layer_timing, call_s + export_s * exports / max(calls, 1), calls)
@@ -166,18 +166,13 @@ def measure_latency_table(req, analysis: dict, folder: Path, log, *, loaded, pro
     grouped = {}  # in context: each layer's (O, [V(r)], noise margin), from the cache or timed now
     if choice["mode"] == "in-context":
         for lc, scheme, ranks, ctx_keys in plans:
-            stored = [cache.get(k) for k in ctx_keys] if use_cache else [None]
-            if all(v is not None for v in stored):
-                cache.stats.hits += len(ctx_keys)
-                grouped[lc.name] = (stored[0], stored[1:-1], stored[-1])
-                continue
-            o, variant_ms, margin = ctx.time_layer_in_context(loaded.module, model_onnx, lc.name, ranks,
-                                                              factored_by_layer[lc.name], export_whole, timer)
-            margin = max(margin, ctx.MIN_MARGIN_MS)  # a cache entry is > 0 ms
-            cache.stats.misses += len(ctx_keys)
-            for key, value in zip(ctx_keys, [o, *variant_ms, margin]):
-                cache.put(key, value)
-            grouped[lc.name] = (o, variant_ms, margin)
+            def timed_group(name=lc.name, ranks=ranks) -> list[float]:
+                o, variant_ms, margin = ctx.time_layer_in_context(loaded.module, model_onnx, name, ranks,
+                                                                  factored_by_layer[name], export_whole, timer)
+                return [o, *variant_ms, max(margin, ctx.MIN_MARGIN_MS)]  # a cache entry is > 0 ms
+
+            values = cache.measure_group(ctx_keys, timed_group, use_cache=use_cache, stored=stored.get(lc.name))
+            grouped[lc.name] = (values[0], values[1:-1], values[-1])
     # In context the model is O + sum_i (V_i(r_i) - O), O the median over the layer groups (steadier than the
     # first whole-model call): the dense layers, timed alone with a session's own overheads, are scaled to sum
     # to no more than O, so the table predicts O for the original.
